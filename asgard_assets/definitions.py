@@ -1,0 +1,16 @@
+"""The table of contents: assets, checks and the resources of the active profile."""
+
+import dagster as dg
+
+from .bronze.assets import bronze_assets
+from .checks import bronze_checks, silver_checks
+from .resources import resources_for
+from .silver.assets import silver_assets
+
+defs = dg.Definitions(
+    assets=[*bronze_assets, *silver_assets],
+    asset_checks=[*bronze_checks, *silver_checks],
+    resources=resources_for(),
+    # One process: the journey's steps are small, and a process per step costs seconds each.
+    executor=dg.in_process_executor,
+)

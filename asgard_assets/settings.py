@@ -1,0 +1,40 @@
+"""Where Asgard keeps its state and which profile it runs under: read from the environment once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROFILES = ("local", "k8s")
+
+# One logical name per source table, and where each lives in a schema-aware database.
+SOURCE_SCHEMAS = {
+    "work_orders": "production",
+    "machine_logs": "production",
+    "quality_checks": "production",
+    "materials": "inventory",
+}
+SOURCE_TABLES = tuple(SOURCE_SCHEMAS)
+
+
+def asgard_home() -> Path:
+    """All local state (catalog, warehouse, dbt target, Feast, MLflow, deployments)."""
+    home = Path(os.environ.get("ASGARD_HOME", ".asgard")).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def profile() -> str:
+    name = os.environ.get("ASGARD_PROFILE", "local")
+    if name not in PROFILES:
+        raise ValueError(f"ASGARD_PROFILE={name!r} is not one of {', '.join(PROFILES)}")
+    return name
+
+
+def source_url() -> str | None:
+    """The operational database to ingest; None means the generated demo database."""
+    return os.environ.get("ASGARD_SOURCE_URL") or None
+
+
+def demo_source_path() -> Path:
+    return asgard_home() / "demo_factory.sqlite"

@@ -1,0 +1,146 @@
+"""Bronze ingestion throughput against the physical limit of reading the same table.
+
+Loads N work-order rows into PostgreSQL (generated server-side), then in separate child
+processes (so each peak memory is its own):
+  raw     COPY (SELECT * ...) TO STDOUT, discarded: what reading the table costs at best
+  asgard  the bronze code path (EmbeddedIngestion.ingest) into a fresh Iceberg table
+and prints rows/s, peak RSS and the ratio asgard/raw.
+
+    .venv/bin/python bench/ingest.py --rows 1000000
+    .venv/bin/python bench/ingest.py --rows 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import tempfile
+import time
+
+import sqlalchemy as sa
+
+DEFAULT_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+DB = "asgard_bench"
+
+FILL = """
+CREATE SCHEMA IF NOT EXISTS production;
+DROP TABLE IF EXISTS production.work_orders;
+CREATE TABLE production.work_orders (
+    work_order_id text, product_id text, operator_id text, machine_id text, status text,
+    quantity integer, start_time timestamp, end_time timestamp, updated_at timestamp
+);
+INSERT INTO production.work_orders
+SELECT 'WO-' || lpad(g::text, 9, '0'),
+       'PROD-' || lpad((g % 60)::text, 3, '0'),
+       CASE WHEN g % 50 = 0 THEN NULL ELSE 'EMP-' || lpad((g % 142)::text, 3, '0') END,
+       'MCH-' || lpad((g % 40)::text, 2, '0'),
+       (ARRAY['completed', 'COMPLETED', 'in_progress', 'cancelled'])[1 + g % 4],
+       (g % 900) - 10,
+       timestamp '2025-01-01' + (g % 15638400) * interval '1 second',
+       CASE WHEN g % 4 = 2 THEN NULL ELSE timestamp '2025-01-01' + (g % 15638400 + 3600 * (1 + g % 9)) * interval '1 second' END,
+       timestamp '2025-01-01' + (g % 15638400 + 40000) * interval '1 second'
+FROM generate_series(1, :rows) AS g;
+ANALYZE production.work_orders;
+"""
+
+
+def fill(admin: str, rows: int) -> str:
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if not conn.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": DB}
+        ).scalar():
+            conn.execute(sa.text(f"CREATE DATABASE {DB}"))
+    engine.dispose()
+    url = sa.engine.make_url(admin).set(database=DB).render_as_string(hide_password=False)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        exists = conn.execute(sa.text("SELECT to_regclass('production.work_orders')")).scalar()
+        have = (
+            conn.execute(sa.text("SELECT count(*) FROM production.work_orders")).scalar()
+            if exists
+            else -1
+        )
+        if have != rows:  # reuse a table of the right size from an earlier run
+            for stmt in FILL.strip().split(";\n"):
+                if stmt.strip():
+                    conn.execute(sa.text(stmt), {"rows": rows})
+    engine.dispose()
+    return url
+
+
+class _Discard:
+    def write(self, data):
+        return len(data)
+
+
+def raw(url: str, out: mp.Queue) -> None:
+    import psycopg2
+
+    dsn = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = psycopg2.connect(dsn)
+    t = time.perf_counter()
+    with conn.cursor() as cur:
+        cur.copy_expert("COPY (SELECT * FROM production.work_orders) TO STDOUT", _Discard())
+        n = cur.rowcount
+    out.put((n, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+def asgard(url: str, out: mp.Queue) -> None:
+    os.environ["ASGARD_HOME"] = tempfile.mkdtemp(prefix="asgard-bench-")
+    import pandas  # noqa: F401 - pyarrow imports it lazily; inside Dagster it is always loaded
+
+    from asgard_assets.resources.ingestion import EmbeddedIngestion
+    from asgard_assets.resources.lakehouse import LocalLakehouse
+
+    lakehouse = LocalLakehouse()
+    lakehouse.catalog()
+    t = time.perf_counter()
+    result = EmbeddedIngestion(source_url=url).ingest("work_orders", lakehouse, full_refresh=True)
+    elapsed = time.perf_counter() - t
+    out.put(
+        (result.write.rows_written, elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    )
+
+
+def run(phase, url: str) -> tuple[int, float, float]:
+    ctx = mp.get_context("spawn")  # a clean process: its peak memory is the phase's own
+    q = ctx.Queue()
+    p = ctx.Process(target=phase, args=(url, q))
+    p.start()
+    n, secs, rss_kib = q.get()
+    p.join()
+    return n, secs, rss_kib / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--postgres", default=os.environ.get("ASGARD_BENCH_PG", DEFAULT_ADMIN))
+    args = ap.parse_args()
+
+    t = time.perf_counter()
+    url = fill(args.postgres, args.rows)
+    print(
+        f"source: {args.rows:,} rows in production.work_orders ({time.perf_counter() - t:.1f}s to prepare)"
+    )
+    results = {
+        name: run(fn, url) for name, fn in (("raw COPY TO STDOUT", raw), ("asgard bronze", asgard))
+    }
+    print(f"{'path':<20} {'rows':>12} {'seconds':>9} {'rows/s':>12} {'peak MiB':>9}")
+    for name, (n, secs, mib) in results.items():
+        print(f"{name:<20} {n:>12,} {secs:>9.2f} {n / secs:>12,.0f} {mib:>9.0f}")
+    (rn, rs, _), (an, as_, amib) = results.values()
+    assert rn == an == args.rows, "both paths must read every row"
+    ratio = (an / as_) / (rn / rs)
+    print(
+        f"asgard / raw throughput: {ratio:.2f}  (target >= 0.60, >= 650k rows/s, <= 512 MiB at 10M rows)"
+    )
+
+
+if __name__ == "__main__":
+    main()

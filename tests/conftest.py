@@ -1,0 +1,107 @@
+"""Shared fixtures: an isolated ASGARD_HOME per test, a demo lakehouse built once, and the
+real database servers of the machine (in CI they must be there: a missing one fails)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from asgard_assets.bronze.assets import bronze_assets
+from asgard_assets.checks import bronze_checks, silver_checks
+from asgard_assets.resources import resources_for
+from asgard_assets.silver.assets import silver_assets
+
+FOUNDATION = [*bronze_assets, *silver_assets, *bronze_checks, *silver_checks]
+
+
+def materialize(selection: str = "*", run_config: dict | None = None, assets=None, **kw):
+    """Materialize in-process with the local resources of the current ASGARD_HOME."""
+    return dg.materialize(
+        assets or FOUNDATION,
+        resources=resources_for("local"),
+        selection=selection if selection == "*" else selection.split(),
+        run_config=run_config,
+        **kw,
+    )
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty ASGARD_HOME for this test."""
+    monkeypatch.setenv("ASGARD_HOME", str(tmp_path / "asgard"))
+    monkeypatch.delenv("ASGARD_SOURCE_URL", raising=False)
+    return tmp_path / "asgard"
+
+
+@pytest.fixture(scope="session")
+def _demo_foundation(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("foundation") / "asgard"
+    old = os.environ.get("ASGARD_HOME")
+    os.environ["ASGARD_HOME"] = str(path)
+    try:
+        assert materialize().success
+    finally:
+        if old is None:
+            os.environ.pop("ASGARD_HOME")
+        else:
+            os.environ["ASGARD_HOME"] = old
+    return path
+
+
+@pytest.fixture
+def demo_home(_demo_foundation, monkeypatch) -> Path:
+    """The home where bronze and silver were built once from the demo data. Read-only:
+    tests that write build their own with ``home``."""
+    monkeypatch.setenv("ASGARD_HOME", str(_demo_foundation))
+    monkeypatch.delenv("ASGARD_SOURCE_URL", raising=False)
+    return _demo_foundation
+
+
+def _server(url: str, what: str) -> str:
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as e:  # noqa: BLE001 - any failure means the server is not usable
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} is required in CI but unreachable at {url}: {e}")
+        pytest.skip(f"{what} not reachable: {e}")
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh database on the machine's PostgreSQL server, dropped afterwards."""
+    admin = _server(
+        os.environ.get("ASGARD_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+        "PostgreSQL",
+    )
+    name = f"asgard_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield sa.engine.make_url(admin).set(database=name).render_as_string(hide_password=False)
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    engine.dispose()
+
+
+@pytest.fixture
+def mysql_url() -> str:
+    """The machine's MariaDB server; the demo schemas are databases there, dropped afterwards."""
+    url = _server(
+        os.environ.get("ASGARD_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+        "MariaDB/MySQL",
+    )
+    yield url
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for db in ("production", "inventory"):
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db}"))
+    engine.dispose()

@@ -1,0 +1,74 @@
+"""The definitions as a whole: every asset, dependency and check, and the profile switch."""
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from asgard_assets import cli
+from asgard_assets.resources import resources_for
+from asgard_assets.resources.ingestion import EmbeddedIngestion
+from asgard_assets.resources.lakehouse import LocalLakehouse, RestLakehouse
+from asgard_assets.settings import profile
+
+TABLES = ["machine_logs", "materials", "quality_checks", "work_orders"]
+
+
+@pytest.fixture
+def defs():
+    from asgard_assets.definitions import defs
+
+    return defs
+
+
+def test_asset_keys_and_lineage(defs):
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    expected = {f"{layer}/{t}" for layer in ("bronze", "silver") for t in TABLES}
+    assert expected <= keys
+    for t in TABLES:
+        assert graph.get(dg.AssetKey(["silver", t])).parent_keys == {dg.AssetKey(["bronze", t])}
+        assert graph.get(dg.AssetKey(["bronze", t])).group_name == "bronze"
+
+
+def test_every_table_has_its_checks(defs):
+    graph = defs.resolve_asset_graph()
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    keys = {"work_orders": "work_order_id", "machine_logs": "log_id", "quality_checks": "check_id", "materials": "material_id"}
+    for layer in ("bronze", "silver"):
+        for t, key in keys.items():
+            for name in ("row_count_positive", f"{key}_not_null", f"{key}_unique"):
+                assert (f"{layer}/{t}", name) in checks
+
+
+def test_profile_switch_picks_resources(monkeypatch):
+    monkeypatch.delenv("ASGARD_PROFILE", raising=False)
+    assert profile() == "local"
+    assert isinstance(resources_for()["lakehouse"], LocalLakehouse)
+    monkeypatch.setenv("ASGARD_PROFILE", "k8s")
+    for name in ("ASGARD_CATALOG_URI", "ASGARD_WAREHOUSE", "AIRBYTE_API_URL", "AIRBYTE_CONNECTION_ID"):
+        monkeypatch.setenv(name, "x")
+    assert isinstance(resources_for()["lakehouse"], RestLakehouse)
+    assert set(resources_for("k8s")) == set(resources_for("local"))
+    monkeypatch.setenv("ASGARD_PROFILE", "cloud")
+    with pytest.raises(ValueError, match="ASGARD_PROFILE='cloud'"):
+        profile()
+
+
+def test_source_url_is_a_secret_env_var(monkeypatch):
+    """The source URL carries a password: it is an EnvVar, never a literal in config."""
+    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql://u:secret@db/x")
+    ingestion = resources_for("local")["ingestion"]
+    assert isinstance(ingestion, EmbeddedIngestion)
+    field = ingestion._get_non_default_public_field_values()["source_url"]  # noqa: SLF001
+    assert isinstance(field, dg.EnvVar) and field.env_var_name == "ASGARD_SOURCE_URL"
+
+
+def test_cli_loads_the_demo_into_any_url(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'factory.sqlite'}"
+    assert cli.main(["load-demo", url]) == 0
+    assert "45,823 rows" in capsys.readouterr().out
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM work_orders")).scalar() == 15_000
+        assert conn.execute(sa.text("SELECT count(*) FROM materials")).scalar() == 2_323
+    engine.dispose()

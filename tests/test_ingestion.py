@@ -1,0 +1,204 @@
+"""Ingestion from real databases, incremental loads, idempotent re-runs, and bad input."""
+
+import shutil
+from datetime import datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from conftest import materialize
+
+from asgard_assets import demo_data
+from asgard_assets.resources import resources_for
+from asgard_assets.settings import demo_source_path
+
+FULL_REFRESH = {"ops": {"bronze__work_orders": {"config": {"full_refresh": True}}}}
+
+
+def lakehouse():
+    return resources_for("local")["lakehouse"]
+
+
+def rows(identifier: str) -> int:
+    return lakehouse().table(identifier).scan().count()
+
+
+def stable(
+    identifier: str, drop=("processed_at", "_asgard_loaded_at", "_asgard_load_id")
+) -> pd.DataFrame:
+    df = lakehouse().table(identifier).scan().to_pandas().drop(columns=list(drop), errors="ignore")
+    return df.sort_values(list(df.columns[:3]), na_position="first").reset_index(drop=True)
+
+
+def metadata(result, node: str) -> dict:
+    mat = result.asset_materializations_for_node(node)[0]
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def failure_message(result) -> str:
+    events = result.get_step_failure_events()
+    assert events, "the step should have failed"
+    return " ".join(e.step_failure_data.error.to_string() for e in events)
+
+
+@pytest.fixture
+def own_source(home, tmp_path, monkeypatch) -> str:
+    """A private copy of the demo database as the source, to change rows in."""
+    path = tmp_path / "source.sqlite"
+    demo_data.ensure_sqlite(path)
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("ASGARD_SOURCE_URL", url)
+    return url
+
+
+@pytest.mark.postgres
+def test_ingests_from_postgres(home, postgres_url, monkeypatch):
+    assert demo_data.load(postgres_url) == demo_data.EXPECTED_ROWS
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM production.work_orders")).scalar() == 15_000
+        )
+        assert conn.execute(sa.text("SELECT count(*) FROM inventory.materials")).scalar() == 2_323
+    engine.dispose()
+    monkeypatch.setenv("ASGARD_SOURCE_URL", postgres_url)
+    result = materialize()
+    assert result.success
+    for table, n in demo_data.EXPECTED_ROWS.items():
+        assert rows(f"bronze.{table}") == n
+    assert rows("silver.work_orders") == 14_850
+    assert "postgresql" in metadata(result, "bronze__work_orders")["source"]
+    assert not (home / demo_source_path().name).exists()  # the demo database was not used
+
+
+@pytest.mark.mysql
+def test_ingests_from_mariadb(home, mysql_url, monkeypatch):
+    assert demo_data.load(mysql_url) == demo_data.EXPECTED_ROWS
+    monkeypatch.setenv("ASGARD_SOURCE_URL", mysql_url)
+    result = materialize()
+    assert result.success
+    for table, n in demo_data.EXPECTED_ROWS.items():
+        assert rows(f"bronze.{table}") == n
+    assert rows("silver.work_orders") == 14_850
+    assert "mysql" in metadata(result, "bronze__work_orders")["source"]
+
+
+def test_incremental_load_picks_up_only_new_and_changed_rows(own_source):
+    assert materialize("bronze/work_orders silver/work_orders").success
+    engine = sa.create_engine(own_source)
+    later = datetime(2026, 1, 1)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE work_orders SET status = 'cancelled', updated_at = :t WHERE work_order_id IN ('WO-000001', 'WO-000002')"
+            ),
+            {"t": later},
+        )
+        conn.execute(
+            demo_data.TABLES["work_orders"].insert(),
+            [
+                {
+                    "work_order_id": f"wo-new-{i}",
+                    "product_id": "PROD-001",
+                    "operator_id": "EMP-001",
+                    "machine_id": "MCH-01",
+                    "status": "pending",
+                    "quantity": 10,
+                    "start_time": later,
+                    "end_time": None,
+                    "updated_at": later,
+                }
+                for i in range(3)
+            ],
+        )
+    engine.dispose()
+
+    result = materialize("bronze/work_orders silver/work_orders")
+    assert result.success
+    meta = metadata(result, "bronze__work_orders")
+    assert meta["load_mode"] == "incremental"
+    assert meta["rows_written"] == 5
+    assert rows("bronze.work_orders") == 15_005
+    silver = stable("silver.work_orders").set_index("work_order_id")
+    assert len(silver) == 14_853
+    assert silver.loc["WO-000001", "status"] == "cancelled"
+    assert silver.loc["WO-NEW-0", "status"] == "pending"
+
+
+def test_rematerialization_gives_identical_tables(own_source):
+    assert materialize().success
+    bronze, silver = stable("bronze.work_orders"), stable("silver.work_orders")
+    again = materialize()  # incremental: nothing new
+    assert again.success
+    assert metadata(again, "bronze__work_orders")["rows_written"] == 0
+    pd.testing.assert_frame_equal(stable("bronze.work_orders"), bronze)
+    pd.testing.assert_frame_equal(stable("silver.work_orders"), silver)
+    refreshed = materialize("bronze/work_orders silver/work_orders", run_config=FULL_REFRESH)
+    assert metadata(refreshed, "bronze__work_orders")["load_mode"] == "full_refresh"
+    assert rows("bronze.work_orders") == 15_000  # replaced, not appended
+    pd.testing.assert_frame_equal(stable("bronze.work_orders"), bronze)
+    pd.testing.assert_frame_equal(stable("silver.work_orders"), silver)
+
+
+def snapshots() -> dict[str, int]:
+    lh = lakehouse()
+    return {
+        f"{ns}.{t}": lh.snapshot_id(f"{ns}.{t}")
+        for ns in ("bronze", "silver")
+        for t in demo_data.TABLES
+    }
+
+
+def test_unreachable_source_fails_clearly_and_loses_nothing(own_source, monkeypatch):
+    assert materialize().success
+    before = snapshots()
+    monkeypatch.setenv(
+        "ASGARD_SOURCE_URL", "postgresql+psycopg2://asgard:s3cret@127.0.0.1:1/factory"
+    )
+    result = materialize("bronze/work_orders", raise_on_error=False)
+    assert not result.success
+    message = failure_message(result)
+    assert (
+        "cannot reach source database postgresql+psycopg2://asgard:***@127.0.0.1:1/factory"
+        in message
+    )
+    assert "s3cret" not in message
+    assert snapshots() == before
+
+
+def test_missing_source_table_fails_clearly_and_loses_nothing(own_source):
+    assert materialize().success
+    before = snapshots()
+    engine = sa.create_engine(own_source)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE materials"))
+    engine.dispose()
+    result = materialize("bronze/materials", raise_on_error=False)
+    assert "source table materials does not exist" in failure_message(result)
+    assert snapshots() == before
+    assert rows("bronze.materials") == 2_323
+
+
+@pytest.mark.parametrize(
+    "broken, expected",
+    [
+        ("SELECT work_order_id, FROM WHERE bronze.work_orders", "work_orders.sql"),
+        ("SELECT no_such_column FROM bronze.work_orders", "no_such_column"),
+    ],
+)
+def test_bad_silver_sql_fails_clearly_and_loses_nothing(
+    own_source, tmp_path, monkeypatch, broken, expected
+):
+    from asgard_assets.silver import assets as silver
+
+    assert materialize().success
+    before = snapshots()
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(silver.SQL_DIR, sql_dir)
+    (sql_dir / "work_orders.sql").write_text(broken)
+    monkeypatch.setattr(silver, "SQL_DIR", sql_dir)
+    result = materialize("silver/work_orders", raise_on_error=False)
+    message = failure_message(result)
+    assert "work_orders.sql" in message and expected in message
+    assert snapshots() == before
+    assert rows("silver.work_orders") == 14_850
