@@ -4,12 +4,23 @@ import dagster as dg
 
 from .bronze.assets import bronze_assets
 from .checks import bronze_checks, silver_checks
+from .deployments.assets import operator_efficiency_service
+from .features.assets import operator_efficiency
+from .gold.assets import gold_dbt_assets
+from .models.assets import operator_efficiency_predictor, quality_gate
 from .resources import resources_for
 from .silver.assets import silver_assets
 
 defs = dg.Definitions(
-    assets=[*bronze_assets, *silver_assets],
-    asset_checks=[*bronze_checks, *silver_checks],
+    assets=[
+        *bronze_assets,
+        *silver_assets,
+        gold_dbt_assets,
+        operator_efficiency,
+        operator_efficiency_predictor,
+        operator_efficiency_service,
+    ],
+    asset_checks=[*bronze_checks, *silver_checks, quality_gate],
     resources=resources_for(),
     # One process: the journey's steps are small, and a process per step costs seconds each.
     executor=dg.in_process_executor,

@@ -21,6 +21,8 @@ def asgard_home() -> Path:
     """All local state (catalog, warehouse, dbt target, Feast, MLflow, deployments)."""
     home = Path(os.environ.get("ASGARD_HOME", ".asgard")).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
+    # absolute, so dbt, Feast and the inference service (other working directories) agree
+    os.environ["ASGARD_HOME"] = str(home)
     return home
 
 

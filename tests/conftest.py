@@ -19,6 +19,13 @@ from asgard_assets.silver.assets import silver_assets
 FOUNDATION = [*bronze_assets, *silver_assets, *bronze_checks, *silver_checks]
 
 
+def journey_assets() -> list:
+    """Every asset and check of the definitions."""
+    from asgard_assets.definitions import defs
+
+    return [*defs.assets, *defs.asset_checks]
+
+
 def materialize(selection: str = "*", run_config: dict | None = None, assets=None, **kw):
     """Materialize in-process with the local resources of the current ASGARD_HOME."""
     return dg.materialize(
@@ -51,6 +58,30 @@ def _demo_foundation(tmp_path_factory) -> Path:
         else:
             os.environ["ASGARD_HOME"] = old
     return path
+
+
+@pytest.fixture(scope="session")
+def _demo_journey(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("journey") / "asgard"
+    old = os.environ.get("ASGARD_HOME")
+    os.environ["ASGARD_HOME"] = str(path)
+    try:
+        result = materialize(assets=journey_assets())
+        assert result.success
+    finally:
+        if old is None:
+            os.environ.pop("ASGARD_HOME")
+        else:
+            os.environ["ASGARD_HOME"] = old
+    return path
+
+
+@pytest.fixture
+def journey_home(_demo_journey, monkeypatch) -> Path:
+    """The home where the whole journey ran once on the demo data. Read-only."""
+    monkeypatch.setenv("ASGARD_HOME", str(_demo_journey))
+    monkeypatch.delenv("ASGARD_SOURCE_URL", raising=False)
+    return _demo_journey
 
 
 @pytest.fixture

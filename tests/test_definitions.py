@@ -33,7 +33,12 @@ def test_asset_keys_and_lineage(defs):
 def test_every_table_has_its_checks(defs):
     graph = defs.resolve_asset_graph()
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
-    keys = {"work_orders": "work_order_id", "machine_logs": "log_id", "quality_checks": "check_id", "materials": "material_id"}
+    keys = {
+        "work_orders": "work_order_id",
+        "machine_logs": "log_id",
+        "quality_checks": "check_id",
+        "materials": "material_id",
+    }
     for layer in ("bronze", "silver"):
         for t, key in keys.items():
             for name in ("row_count_positive", f"{key}_not_null", f"{key}_unique"):
@@ -45,7 +50,12 @@ def test_profile_switch_picks_resources(monkeypatch):
     assert profile() == "local"
     assert isinstance(resources_for()["lakehouse"], LocalLakehouse)
     monkeypatch.setenv("ASGARD_PROFILE", "k8s")
-    for name in ("ASGARD_CATALOG_URI", "ASGARD_WAREHOUSE", "AIRBYTE_API_URL", "AIRBYTE_CONNECTION_ID"):
+    for name in (
+        "ASGARD_CATALOG_URI",
+        "ASGARD_WAREHOUSE",
+        "AIRBYTE_API_URL",
+        "AIRBYTE_CONNECTION_ID",
+    ):
         monkeypatch.setenv(name, "x")
     assert isinstance(resources_for()["lakehouse"], RestLakehouse)
     assert set(resources_for("k8s")) == set(resources_for("local"))

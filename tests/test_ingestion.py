@@ -88,11 +88,13 @@ def test_incremental_load_picks_up_only_new_and_changed_rows(own_source):
     engine = sa.create_engine(own_source)
     later = datetime(2026, 1, 1)
     with engine.begin() as conn:
+        # typed statements: SQLAlchemy renders timestamps as the table stores them (a raw
+        # sqlite3 binding depends on whatever datetime adapter some library registered)
+        orders = demo_data.TABLES["work_orders"]
         conn.execute(
-            sa.text(
-                "UPDATE work_orders SET status = 'cancelled', updated_at = :t WHERE work_order_id IN ('WO-000001', 'WO-000002')"
-            ),
-            {"t": later},
+            orders.update()
+            .where(orders.c.work_order_id.in_(["WO-000001", "WO-000002"]))
+            .values(status="cancelled", updated_at=later)
         )
         conn.execute(
             demo_data.TABLES["work_orders"].insert(),

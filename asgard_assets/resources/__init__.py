@@ -1,15 +1,25 @@
-"""Resources by profile: ``ASGARD_PROFILE`` picks one set; assets only see resource names."""
+"""Resources by profile: ``ASGARD_PROFILE`` picks one set; assets only see resource names.
+
+Each profile maps a resource name to a factory, so code outside Dagster can build just the
+one it needs (the dbt plugin runs inside dbt and must not import dagster-dbt).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import dagster as dg
 
 from ..settings import profile
+from .deployer import KubernetesDeployer, LocalDeployer
+from .feature_store import FeatureStoreResource
 from .ingestion import AirbyteIngestion, EmbeddedIngestion
 from .lakehouse import LocalLakehouse, RestLakehouse
+from .mlflow_tracking import MlflowTracking
 from .spark import DuckDbSparkSql, SparkOperatorEngine
+
+DBT_TARGETS = {"local": "duckdb", "k8s": "trino"}
 
 
 def _env(name: str, default: str = ""):
@@ -17,34 +27,52 @@ def _env(name: str, default: str = ""):
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
-def local_resources() -> dict:
-    return {
-        "lakehouse": LocalLakehouse(
-            catalog_uri=_env("ASGARD_CATALOG_URI"), warehouse=_env("ASGARD_WAREHOUSE")
-        ),
-        "ingestion": EmbeddedIngestion(source_url=_env("ASGARD_SOURCE_URL")),
-        "spark": DuckDbSparkSql(),
-    }
+def _dbt(target: str):
+    from dagster_dbt import DbtCliResource
+
+    from ..gold.assets import DBT_DIR
+
+    return DbtCliResource(project_dir=str(DBT_DIR), target=target)
 
 
-def k8s_resources() -> dict:
-    return {
-        "lakehouse": RestLakehouse(
-            uri=dg.EnvVar("ASGARD_CATALOG_URI"),
-            warehouse=dg.EnvVar("ASGARD_WAREHOUSE"),
-            s3_endpoint=_env("ASGARD_S3_ENDPOINT"),
-            s3_access_key_id=_env("AWS_ACCESS_KEY_ID"),
-            s3_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
-        ),
-        "ingestion": AirbyteIngestion(
-            api_url=dg.EnvVar("AIRBYTE_API_URL"), connection_id=dg.EnvVar("AIRBYTE_CONNECTION_ID")
-        ),
-        "spark": SparkOperatorEngine(),
-    }
+LOCAL: dict[str, Callable[[], dg.ConfigurableResource]] = {
+    "lakehouse": lambda: LocalLakehouse(
+        catalog_uri=_env("ASGARD_CATALOG_URI"), warehouse=_env("ASGARD_WAREHOUSE")
+    ),
+    "ingestion": lambda: EmbeddedIngestion(source_url=_env("ASGARD_SOURCE_URL")),
+    "spark": DuckDbSparkSql,
+    "dbt": lambda: _dbt(DBT_TARGETS["local"]),
+    "feature_store": FeatureStoreResource,
+    "mlflow_tracking": lambda: MlflowTracking(tracking_uri=_env("MLFLOW_TRACKING_URI")),
+    "deployer": LocalDeployer,
+}
 
+K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
+    "lakehouse": lambda: RestLakehouse(
+        uri=dg.EnvVar("ASGARD_CATALOG_URI"),
+        warehouse=dg.EnvVar("ASGARD_WAREHOUSE"),
+        s3_endpoint=_env("ASGARD_S3_ENDPOINT"),
+        s3_access_key_id=_env("AWS_ACCESS_KEY_ID"),
+        s3_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
+    ),
+    "ingestion": lambda: AirbyteIngestion(
+        api_url=dg.EnvVar("AIRBYTE_API_URL"), connection_id=dg.EnvVar("AIRBYTE_CONNECTION_ID")
+    ),
+    "spark": SparkOperatorEngine,
+    "dbt": lambda: _dbt(DBT_TARGETS["k8s"]),
+    "feature_store": lambda: FeatureStoreResource(yaml_file="feature_store.k8s.yaml"),
+    "mlflow_tracking": lambda: MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
+    "deployer": KubernetesDeployer,
+}
 
-RESOURCES = {"local": local_resources, "k8s": k8s_resources}
+RESOURCES = {"local": LOCAL, "k8s": K8S}
 
 
 def resources_for(name: str | None = None) -> dict:
-    return RESOURCES[name or profile()]()
+    return {key: make() for key, make in RESOURCES[name or profile()].items()}
+
+
+def resource(name: str, profile_name: str | None = None):
+    """One resource of the active profile with its EnvVars resolved, for code that runs
+    outside a Dagster step (dbt plugin, Feast repo, CLI, tests)."""
+    return RESOURCES[profile_name or profile()][name]().process_config_and_initialize()

@@ -168,20 +168,26 @@ class Lakehouse(dg.ConfigurableResource):
         segments = _Segments(batches, SEGMENT_BYTES)
         props = properties or {}
         if mode == "append" and segments.exhausted:  # nothing new: no empty snapshot
-            return self._result(identifier, 0)
+            return self.describe(identifier, 0)
         txn = table.transaction()
-        if _has_new_columns(table, batches.schema):
-            with txn.update_schema() as update:
-                update.union_by_name(batches.schema)
+        if _schema_differs(table, batches.schema):
+            try:
+                with txn.update_schema() as update:
+                    update.union_by_name(batches.schema)
+            except ValueError as e:
+                raise dg.Failure(
+                    f"schema of {identifier} cannot evolve to the new data: {e}"
+                ) from e
         for i, segment in enumerate(segments):
             if i == 0 and mode == "overwrite":
                 txn.overwrite(segment, overwrite_filter=overwrite_filter, snapshot_properties=props)
             else:
                 txn.append(segment, snapshot_properties=props)
         txn.commit_transaction()
-        return self._result(identifier, segments.rows)
+        return self.describe(identifier, segments.rows)
 
-    def _result(self, identifier: str, written: int) -> WriteResult:
+    def describe(self, identifier: str, written: int = 0) -> WriteResult:
+        """The table as it is now: current snapshot id and row count."""
         table = self.catalog().load_table(identifier)
         snap = table.current_snapshot()
         total = int(snap.summary["total-records"]) if snap and snap.summary else 0
@@ -195,9 +201,13 @@ class Lakehouse(dg.ConfigurableResource):
         return path
 
 
-def _has_new_columns(table: Table, schema: pa.Schema) -> bool:
-    known = {f.name for f in table.schema().fields}
-    return any(name not in known for name in schema.names)
+def _schema_differs(table: Table, schema: pa.Schema) -> bool:
+    """New columns or widened types (float -> double, int -> long): evolve by name."""
+    current = table.schema().as_arrow()
+    return any(
+        name not in current.names or not current.field(name).type.equals(schema.field(name).type)
+        for name in schema.names
+    )
 
 
 class LocalLakehouse(Lakehouse):

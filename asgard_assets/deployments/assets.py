@@ -1,0 +1,47 @@
+"""deployments/operator_efficiency_predictor: the champion version, serving /predict."""
+
+import dagster as dg
+
+from ..models.assets import MODEL_KEY
+from ..models.training import MODEL_NAME
+from ..resources.deployer import Deployer
+from ..resources.mlflow_tracking import MlflowTracking
+from ..settings import asgard_home
+from .bundle import BundleSpec, write_bundle
+
+
+@dg.asset(
+    key=["deployments", MODEL_NAME],
+    deps=[MODEL_KEY],
+    group_name="deployments",
+    kinds={"fastapi", "kubernetes"},
+)
+def operator_efficiency_service(
+    mlflow_tracking: MlflowTracking, deployer: Deployer
+) -> dg.MaterializeResult:
+    """The inference service for the `champion` version (blue/green locally, a Deployment +
+    Service at scale), and the deploy bundle the k8s profile ships. Runs only after the
+    model's quality gate passed."""
+    champion = mlflow_tracking.champion(MODEL_NAME)
+    if champion is None:
+        raise dg.Failure(
+            f"{MODEL_NAME} has no champion version: no version has passed the quality gate"
+        )
+    version = str(champion.version)
+    spec = BundleSpec(
+        MODEL_NAME, version, image=f"asgard/{MODEL_NAME.replace('_', '-')}:v{version}"
+    )
+    bundle = write_bundle(spec, asgard_home() / "deployments" / MODEL_NAME / f"v{version}")
+    deployment, changed = deployer.deploy(MODEL_NAME, version, bundle)
+    return dg.MaterializeResult(
+        metadata={
+            "url": dg.MetadataValue.url(deployment.url),
+            "predict": dg.MetadataValue.url(f"{deployment.url}/predict"),
+            "docs": dg.MetadataValue.url(f"{deployment.url}/docs"),
+            "model_version": version,
+            "port": deployment.port or 0,
+            "pid": deployment.pid or 0,
+            "changed": changed,
+            "bundle": dg.MetadataValue.path(str(bundle)),
+        }
+    )

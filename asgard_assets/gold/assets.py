@@ -1,0 +1,82 @@
+"""gold/*: the dbt project, one Dagster asset per dbt model, dbt tests as asset checks."""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from ..metadata import table_metadata
+from ..resources.lakehouse import Lakehouse
+from ..settings import asgard_home
+
+DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+
+dbt_project = DbtProject(project_dir=DBT_DIR, target="duckdb")
+
+
+class AsgardDbtTranslator(DagsterDbtTranslator):
+    """Asset key = Iceberg identifier: model gold.operator_features is gold/operator_features,
+    source silver.work_orders is the silver/work_orders asset."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        return dg.AssetKey(
+            [dbt_resource_props["config"].get("schema") or "gold", dbt_resource_props["name"]]
+        )
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        return "gold"
+
+
+translator = AsgardDbtTranslator(
+    settings=DagsterDbtTranslatorSettings(enable_code_references=False)
+)
+
+
+def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
+    """The dbt assets of ``project`` (a factory, so tests can build them over a copy)."""
+
+    @dbt_assets(manifest=project.manifest_path, dagster_dbt_translator=translator, project=project)
+    def gold_dbt_assets(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: Lakehouse
+    ):
+        """dbt build: each model lands as an Iceberg table in `gold`; dbt tests are asset
+        checks. A failing model or test fails the step with dbt's own message."""
+        (asgard_home() / "dbt" / "external").mkdir(
+            parents=True, exist_ok=True
+        )  # profiles.yml paths
+        for event in dbt.cli(["build"], context=context).stream():
+            if isinstance(event, dg.Output):
+                identifier = ".".join(context.asset_key_for_output(event.output_name).path)
+                event = event.with_metadata(
+                    {**event.metadata, **table_metadata(lakehouse, lakehouse.describe(identifier))}
+                )
+            yield event
+
+    return gold_dbt_assets
+
+
+def prepare(project: DbtProject) -> DbtProject:
+    """Parse once into a manifest, and again only after the project's files changed
+    (`dagster dev` re-parses on every load)."""
+    project.prepare_if_dev()
+    manifest = project.manifest_path
+    root = Path(project.project_dir)
+    files = [p for d in ("models", "macros", "tests") for p in (root / d).rglob("*") if p.is_file()]
+    if not manifest.exists() or any(
+        p.stat().st_mtime > manifest.stat().st_mtime for p in [*files, root / "dbt_project.yml"]
+    ):
+        project.preparer.prepare(project)
+    return project
+
+
+gold_dbt_assets = build_gold_assets(prepare(dbt_project))

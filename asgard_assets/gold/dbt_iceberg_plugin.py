@@ -1,0 +1,51 @@
+"""dbt-duckdb plugin ``asgard_iceberg``: dbt reads silver from Iceberg and lands gold in it.
+
+``load`` exposes a source as an Arrow dataset over the table's current snapshot files
+(DuckDB scans them in place). ``store`` takes the Parquet file that dbt-duckdb's
+``external`` materialization wrote and overwrites the Iceberg table in one commit, so a
+failed model never touches the table and the previous snapshot stays readable.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
+
+from ..resources import resource
+
+
+class Plugin(BasePlugin):
+    def initialize(self, plugin_config: dict) -> None:
+        # dbt runs nodes on worker threads; a SQLite catalog connection stays in its thread
+        self._local = threading.local()
+
+    @property
+    def lakehouse(self):
+        if getattr(self._local, "lakehouse", None) is None:
+            self._local.lakehouse = resource("lakehouse")
+        return self._local.lakehouse
+
+    def load(self, source_config: SourceConfig):
+        identifier = f"{source_config.schema}.{source_config.identifier}"
+        files = self.lakehouse.current_files(identifier)
+        if not files:
+            schema = self.lakehouse.table(identifier).schema().as_arrow()
+            return schema.empty_table()
+        return ds.dataset(files, format="parquet")
+
+    def store(self, target_config: TargetConfig) -> None:
+        relation = target_config.relation
+        identifier = f"{relation.schema}.{relation.identifier}"
+        parquet = pq.ParquetFile(target_config.location.path)
+        reader = pa.RecordBatchReader.from_batches(parquet.schema_arrow, parquet.iter_batches())
+        self.lakehouse.write(
+            identifier,
+            reader,
+            mode="overwrite",
+            properties={"asgard.dbt-model": relation.identifier},
+        )

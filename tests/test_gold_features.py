@@ -1,0 +1,279 @@
+"""Gold with dbt and the Feast feature view: values, zero copy at the current snapshot,
+point-in-time retrieval, online lookup, and a broken dbt model."""
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import journey_assets, materialize
+from dagster_dbt import DbtCliResource, DbtProject
+
+from asgard_assets.gold.assets import DBT_DIR, build_gold_assets, prepare
+from asgard_assets.resources import resource, resources_for
+from asgard_assets.resources.feature_store import FeatureStoreResource
+from asgard_assets.resources.lakehouse import to_local_path
+
+GOLD = "gold.operator_features"
+
+
+def table(identifier: str) -> pd.DataFrame:
+    return resource("lakehouse").table(identifier).scan().to_pandas()
+
+
+def expected_gold(silver: pd.DataFrame) -> pd.DataFrame:
+    """The data contract for gold, computed independently with pandas."""
+    s = silver[silver["operator_id"] != "UNASSIGNED"].copy()
+    s["valid"] = s["quality_flag"] == "VALID"
+    s["vc"] = s["valid"] & (s["status"] == "completed")
+    rows = []
+    for op, g in s.groupby("operator_id"):
+        vc = g[g["vc"]]
+        total = int(g["valid"].sum())
+        if total < 5:
+            continue
+        hours = vc["duration_hours"].sum()
+        uph = vc["quantity"].sum() / hours if hours else None
+        rate = len(vc) / total
+        rows.append(
+            {
+                "operator_id": op,
+                "total_work_orders": total,
+                "completed_orders": len(vc),
+                "total_units": int(vc["quantity"].sum()),
+                "total_hours": hours,
+                "avg_duration_hours": vc["duration_hours"].mean(),
+                "units_per_hour": uph,
+                "completion_rate": rate,
+                "products_handled": g.loc[g["valid"], "product_id"].nunique(),
+                "data_quality_score": total / len(g),
+                "is_high_performer": int(uph is not None and uph > 75 and rate > 0.9),
+                "feature_timestamp": g["updated_at"].max(),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("operator_id").reset_index(drop=True)
+
+
+def test_gold_matches_the_contract(journey_home):
+    gold = table(GOLD).sort_values("operator_id").reset_index(drop=True)
+    expected = expected_gold(table("silver.work_orders"))
+    assert len(gold) == len(expected) == 142
+    assert gold["operator_id"].is_unique and "UNASSIGNED" not in set(gold["operator_id"])
+    for col in expected.columns:
+        if expected[col].dtype.kind == "f":
+            assert ((gold[col] - expected[col]).abs() < 1e-9).all(), col
+        else:
+            assert (gold[col].astype(str) == expected[col].astype(str)).all(), col
+    # both classes well represented, as the demo data intends
+    assert 30 <= gold["is_high_performer"].sum() <= 112
+
+
+def test_dbt_tests_are_asset_checks(journey_home):
+    from asgard_assets.definitions import defs
+
+    checks = {
+        c.name
+        for c in defs.resolve_asset_graph().asset_check_keys
+        if c.asset_key.path == ["gold", "operator_features"]
+    }
+    assert {
+        "unique_operator_features_operator_id",
+        "not_null_operator_features_operator_id",
+    } <= checks
+    assert any(c.startswith("between_operator_features_completion_rate") for c in checks)
+    assert any(c.startswith("accepted_values_operator_features_is_high_performer") for c in checks)
+
+
+def test_feature_view_serves_gold_offline_and_online(journey_home):
+    fs = resource("feature_store")
+    gold = table(GOLD).set_index("operator_id")
+    ids = list(gold.index[:3]) + ["EMP-999"]
+    asked = pd.DataFrame({"operator_id": ids, "event_timestamp": [datetime.now(UTC)] * 4})
+    hist = fs.historical(asked)
+    assert len(hist.frame) == 4 and hist.missing == 1
+    assert hist.frame.loc[3, "units_per_hour"] != hist.frame.loc[3, "units_per_hour"]  # NaN
+    for i, op in enumerate(ids[:3]):
+        assert hist.frame.loc[i, "units_per_hour"] == pytest.approx(gold.loc[op, "units_per_hour"])
+    online = fs.online(ids)
+    assert online.unknown == ["EMP-999"]
+    assert online.features[ids[0]]["completion_rate"] == pytest.approx(
+        gold.loc[ids[0], "completion_rate"]
+    )
+
+
+def test_feast_cli_sees_the_same_stores(journey_home):
+    feast = os.path.join(os.path.dirname(sys.executable), "feast")
+    out = subprocess.run(
+        [feast, "-c", "feature_repo", "feature-views", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=DBT_DIR.parent,
+        env={**os.environ, "ASGARD_HOME": str(journey_home)},
+    )
+    assert "operator_efficiency" in out.stdout
+
+
+def write_gold(frame: pd.DataFrame) -> int:
+    lakehouse = resource("lakehouse")
+    schema = pa.schema(
+        [
+            ("operator_id", pa.string()),
+            ("units_per_hour", pa.float64()),
+            ("completion_rate", pa.float64()),
+            ("is_high_performer", pa.int32()),
+            ("feature_timestamp", pa.timestamp("us")),
+        ]
+    )
+    data = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    return lakehouse.write(GOLD, data.to_reader()).snapshot_id
+
+
+FEATURES = ["operator_efficiency:units_per_hour", "operator_efficiency:completion_rate"]
+T1, T2 = datetime(2025, 3, 1), datetime(2025, 6, 1)
+
+
+@pytest.fixture
+def small_feature_store(home, tmp_path):
+    """A hand-built gold table and a feature view over it (same definitions, fewer columns)."""
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(DBT_DIR.parent / "feature_repo", repo)
+    text = (repo / "features.py").read_text()
+    keep = ("units_per_hour", "completion_rate", "is_high_performer")
+    lines = [
+        ln
+        for ln in text.splitlines()
+        if "Field(name=" not in ln or any(f'"{k}"' in ln for k in keep)
+    ]
+    (repo / "features.py").write_text("\n".join(lines))
+    return FeatureStoreResource(repo_path=str(repo))
+
+
+def test_feast_reads_only_the_current_snapshot(small_feature_store):
+    first = pd.DataFrame(
+        {
+            "operator_id": ["A", "B", "C"],
+            "units_per_hour": [50.0, 60.0, 70.0],
+            "completion_rate": [0.5, 0.6, 0.7],
+            "is_high_performer": [0, 0, 0],
+            "feature_timestamp": [T1] * 3,
+        }
+    )
+    old_snapshot = write_gold(first)
+    small_feature_store.apply_and_materialize()
+    # overwrite: same timestamps, changed values, and operator C gone
+    second = first.iloc[:2].assign(units_per_hour=[90.0, 95.0], completion_rate=[0.95, 0.97])
+    new_snapshot = write_gold(second)
+    assert new_snapshot != old_snapshot
+    # the old snapshot's file is still in the folder: a glob would read it
+    lakehouse = resource("lakehouse")
+    warehouse = Path(to_local_path(lakehouse.catalog_properties()["warehouse"]))
+    assert len(list(warehouse.rglob("operator_features/data/*.parquet"))) == 2
+    asked = pd.DataFrame({"operator_id": ["A", "B", "C"], "event_timestamp": [T2] * 3})
+    hist = small_feature_store.historical(asked, FEATURES)
+    assert len(hist.frame) == 3  # no duplicated entities
+    assert hist.frame["units_per_hour"].tolist()[:2] == [90.0, 95.0]
+    assert hist.missing == 1 and pd.isna(hist.frame.loc[2, "units_per_hour"])
+    # and the old snapshot stays readable by time travel
+    assert lakehouse.table(GOLD).scan(snapshot_id=old_snapshot).to_arrow().num_rows == 3
+
+
+def test_point_in_time_retrieval(small_feature_store):
+    rows = pd.DataFrame(
+        {
+            "operator_id": ["A", "A", "B", "B"],
+            "units_per_hour": [10.0, 20.0, 30.0, 40.0],
+            "completion_rate": [0.1, 0.2, 0.3, 0.4],
+            "is_high_performer": [0, 0, 0, 1],
+            "feature_timestamp": [T1, T2, T1, T2],
+        }
+    )
+    write_gold(rows)
+    small_feature_store.apply_and_materialize()
+    day = timedelta(days=1)
+    asked = pd.DataFrame(
+        {
+            "operator_id": ["A", "A", "A", "B", "B", "Z"],
+            "event_timestamp": [T1 - day, T1 + day, T2 + day, T1, T2 - day, T2 + day],
+        }
+    )
+    hist = small_feature_store.historical(asked, FEATURES)
+    got = hist.frame["units_per_hour"].tolist()
+    assert pd.isna(got[0])  # before A's first feature row
+    assert got[1:5] == [10.0, 20.0, 30.0, 30.0]  # as of each timestamp, never the future
+    assert pd.isna(got[5])  # unknown operator
+    assert hist.missing == 2
+    assert small_feature_store.online(["A", "B", "Z"]).features["B"]["units_per_hour"] == 40.0
+
+
+def test_dbt_parses_for_trino(tmp_path):
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    dbt = os.path.join(os.path.dirname(sys.executable), "dbt")
+    out = subprocess.run(
+        [
+            dbt,
+            "parse",
+            "--target",
+            "trino",
+            "--profiles-dir",
+            str(project),
+            "--project-dir",
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ASGARD_HOME": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (project / "target" / "manifest.json").exists()
+    compiled = subprocess.run(
+        [
+            dbt,
+            "ls",
+            "--target",
+            "trino",
+            "--profiles-dir",
+            str(project),
+            "--project-dir",
+            str(project),
+            "--resource-type",
+            "model",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ASGARD_HOME": str(tmp_path)},
+    )
+    assert "asgard.gold.operator_features" in compiled.stdout
+
+
+def test_broken_dbt_model_fails_with_dbt_message_and_keeps_gold(home, tmp_path):
+    assets = journey_assets()
+    assert materialize(
+        "bronze/work_orders silver/work_orders gold/operator_features", assets=assets
+    ).success
+    before = resource("lakehouse").snapshot_id(GOLD)
+    assert before is not None
+    broken = tmp_path / "dbt_project"
+    shutil.copytree(DBT_DIR, broken, ignore=shutil.ignore_patterns("target", "logs"))
+    model = broken / "models" / "gold" / "operator_features.sql"
+    model.write_text(model.read_text().replace("sum(is_valid)", "sum(no_such_column)", 1))
+    project = prepare(DbtProject(project_dir=broken, target="duckdb"))
+    broken_gold = build_gold_assets(project)
+    resources = {
+        **resources_for("local"),
+        "dbt": DbtCliResource(project_dir=str(broken), target="duckdb"),
+    }
+    result = dg.materialize([broken_gold], resources=resources, raise_on_error=False)
+    assert not result.success
+    message = " ".join(
+        e.step_failure_data.error.to_string() for e in result.get_step_failure_events()
+    )
+    assert "no_such_column" in message
+    assert resource("lakehouse").snapshot_id(GOLD) == before
