@@ -73,7 +73,19 @@ def _demo_journey(tmp_path_factory) -> Path:
             os.environ.pop("ASGARD_HOME")
         else:
             os.environ["ASGARD_HOME"] = old
-    return path
+    yield path
+    # the journey started an inference service: stop it by its pid
+    os.environ["ASGARD_HOME"] = str(path)
+    try:
+        from asgard_assets.models.training import MODEL_NAME
+        from asgard_assets.resources.deployer import LocalDeployer
+
+        LocalDeployer().stop(MODEL_NAME)
+    finally:
+        if old is None:
+            os.environ.pop("ASGARD_HOME")
+        else:
+            os.environ["ASGARD_HOME"] = old
 
 
 @pytest.fixture

@@ -54,7 +54,10 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         (asgard_home() / "dbt" / "external").mkdir(
             parents=True, exist_ok=True
         )  # profiles.yml paths
-        for event in dbt.cli(["build"], context=context).stream():
+        # each invocation gets its own target folder; reuse the prepared parse state
+        partial = Path(project.project_dir) / "target" / "partial_parse.msgpack"
+        args = ["build", *(["--partial-parse-file-path", str(partial)] if partial.exists() else [])]
+        for event in dbt.cli(args, context=context).stream():
             if isinstance(event, dg.Output):
                 identifier = ".".join(context.asset_key_for_output(event.output_name).path)
                 event = event.with_metadata(

@@ -138,7 +138,7 @@ def quality_gate(
     champion = mlflow_tracking.champion(MODEL_NAME)
     champion_metrics = (
         client.get_run(champion.run_id).data.metrics
-        if champion and champion.version != version
+        if champion and str(champion.version) != version
         else None
     )
     gate = Gate(config.min_accuracy, config.min_f1, config.champion_tolerance)
@@ -155,8 +155,8 @@ def quality_gate(
             "model_version": version,
             "accuracy": candidate["accuracy"],
             "f1": candidate["f1"],
-            "previous_champion": champion.version if champion else "none",
-            "champion_now": version if passed else (champion.version if champion else "none"),
+            "previous_champion": str(champion.version) if champion else "none",
+            "champion_now": version if passed else (str(champion.version) if champion else "none"),
             "reasons": "; ".join(reasons) or "passed",
         },
         description="; ".join(reasons) or f"version {version} is {CHAMPION}",

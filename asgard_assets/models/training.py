@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-from sklearn.model_selection import train_test_split
+
+if TYPE_CHECKING:  # sklearn is imported where a model is trained, not at definitions load
+    from sklearn.ensemble import RandomForestClassifier
 
 MODEL_NAME = "operator_efficiency_predictor"
 LABEL = "is_high_performer"
@@ -52,6 +53,16 @@ def matrix(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def train(frame: pd.DataFrame, *, n_estimators: int = 100, shuffle_labels: bool = False) -> Trained:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+    from sklearn.model_selection import train_test_split
+
     data = frame.dropna(subset=[LABEL])
     x, y = matrix(data), data[LABEL].astype(int)
     if shuffle_labels:  # a deliberately useless model: the quality gate must stop it
@@ -108,6 +119,7 @@ def to_onnx(model: RandomForestClassifier, x_check: pd.DataFrame) -> tuple[bytes
 
 
 def importance_plot(model: RandomForestClassifier) -> bytes:
+
     import matplotlib
 
     matplotlib.use("Agg")

@@ -57,6 +57,12 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex((host, port)) != 0
@@ -98,11 +104,8 @@ class LocalDeployer(Deployer):
                 if (not previous or p != previous.port) and _port_free(self.host, p)
             ),
             None,
-        )
-        if port is None:
-            raise dg.Failure(
-                f"neither port {self.blue_port} nor {self.green_port} is free on {self.host}"
-            )
+        ) or _free_port(self.host)  # both taken (another Asgard home, say): any free port
+
         logs = asgard_home() / "deployments" / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{model}-v{version}.log"

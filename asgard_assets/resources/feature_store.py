@@ -10,12 +10,15 @@ import importlib.util
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
-from feast import Entity, FeatureStore, FeatureView
 
 from ..settings import asgard_home
+
+if TYPE_CHECKING:  # feast takes ~7 s to import: only where it is used
+    from feast import Entity, FeatureStore, FeatureView
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 VIEW = "operator_efficiency"
@@ -40,6 +43,8 @@ class FeatureStoreResource(dg.ConfigurableResource):
     yaml_file: str = "feature_store.yaml"
 
     def store(self) -> FeatureStore:
+        from feast import FeatureStore
+
         (asgard_home() / "feast").mkdir(parents=True, exist_ok=True)  # ${ASGARD_HOME} in the YAML
         return FeatureStore(
             repo_path=self.repo_path, fs_yaml_file=Path(self.repo_path) / self.yaml_file
@@ -47,6 +52,8 @@ class FeatureStoreResource(dg.ConfigurableResource):
 
     def definitions(self) -> list[Entity | FeatureView]:
         """The objects ``feast apply`` would register from the repo."""
+        from feast import Entity, FeatureView
+
         spec = importlib.util.spec_from_file_location(
             "asgard_feature_repo", Path(self.repo_path) / "features.py"
         )
@@ -61,6 +68,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
         return store
 
     def feature_refs(self, store: FeatureStore | None = None) -> list[str]:
+
         view = (store or self.store()).get_feature_view(VIEW)
         return [f"{VIEW}:{f.name}" for f in view.features]
 

@@ -1,0 +1,263 @@
+"""Model training, the quality gate, the inference service and its deployment."""
+
+import json
+
+import httpx
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import journey_assets, materialize
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from asgard_assets.deployments.bundle import BundleSpec, manifests, write_bundle
+from asgard_assets.models.training import FEATURES, MODEL_NAME, Gate
+from asgard_assets.resources import resource
+from asgard_assets.resources.deployer import LocalDeployer
+
+ROW = {
+    "total_work_orders": 87,
+    "completed_orders": 85,
+    "total_units": 43500,
+    "total_hours": 470.0,
+    "avg_duration_hours": 8.2,
+    "units_per_hour": 92.5,
+    "completion_rate": 0.977,
+    "products_handled": 12,
+    "data_quality_score": 0.98,
+}
+SLOW_ROW = {**ROW, "total_units": 18750, "units_per_hour": 48.2, "completion_rate": 0.726}
+
+
+def champion_metrics():
+    tracking = resource("mlflow_tracking")
+    champion = tracking.champion(MODEL_NAME)
+    return champion, tracking.client().get_run(champion.run_id).data.metrics
+
+
+def test_journey_ends_with_a_live_predict(journey_home):
+    deployment = LocalDeployer().current(MODEL_NAME)
+    assert deployment is not None and deployment.url.startswith("http://127.0.0.1:")
+    health = httpx.get(f"{deployment.url}/health", timeout=5).json()
+    champion, _ = champion_metrics()
+    version = str(champion.version)
+    assert health == {
+        "status": "ok",
+        "model": MODEL_NAME,
+        "version": version,
+        "uri": f"models:/{MODEL_NAME}/{version}",
+    }
+    r = httpx.post(f"{deployment.url}/predict", json={"instances": [ROW, SLOW_ROW]}, timeout=5)
+    assert r.status_code == 200
+    assert r.json()["predictions"] == [1, 0]
+    by_id = httpx.post(
+        f"{deployment.url}/predict", json={"operator_ids": ["EMP-001", "EMP-999"]}, timeout=10
+    ).json()
+    assert by_id["operator_ids"] == ["EMP-001"] and by_id["unknown_operator_ids"] == ["EMP-999"]
+    meta = httpx.get(f"{deployment.url}/metadata", timeout=5).json()
+    assert [f["name"] for f in meta["features"]] == FEATURES and meta["run_id"] == champion.run_id
+    assert httpx.get(f"{deployment.url}/docs", timeout=5).status_code == 200
+
+
+def test_model_is_accurate_and_fully_logged(journey_home):
+    champion, metrics = champion_metrics()
+    assert metrics["accuracy"] > 0.90 and metrics["f1"] > 0.80
+    assert metrics["onnx_max_abs_diff"] <= 1e-5
+    client = resource("mlflow_tracking").client()
+    run = client.get_run(champion.run_id)
+    assert run.data.params["n_train"] == "113" and run.data.params["n_test"] == "29"
+    artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+    assert {"onnx", "feature_importance.png"} <= artifacts
+    assert client.get_model_version(MODEL_NAME, champion.version).tags["quality_gate"] == "passed"
+
+
+def test_gate_rules():
+    gate = Gate(min_accuracy=0.9, min_f1=0.8, champion_tolerance=0.02)
+    good = {"accuracy": 0.95, "f1": 0.9}
+    assert gate.evaluate(good, None) == []
+    assert gate.evaluate(good, {"accuracy": 0.96, "f1": 0.91}) == []  # within tolerance
+    assert gate.evaluate(good, {"accuracy": 0.99, "f1": 0.9}) == [
+        "accuracy 0.950 worse than champion 0.990 by more than 0.02"
+    ]
+    assert len(gate.evaluate({"accuracy": 0.5, "f1": 0.3}, None)) == 2
+
+
+def test_gate_blocks_a_model_trained_on_shuffled_labels(journey_home):
+    before, _ = champion_metrics()
+    deployed = LocalDeployer().current(MODEL_NAME)
+    config = {
+        "ops": {"models__operator_efficiency_predictor": {"config": {"shuffle_labels": True}}}
+    }
+    result = materialize(
+        "models/operator_efficiency_predictor deployments/operator_efficiency_predictor",
+        run_config=config,
+        assets=journey_assets(),
+        raise_on_error=False,
+    )
+    evaluation = next(
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    )
+    assert evaluation.check_name == "quality_gate" and not evaluation.passed
+    bad_version = evaluation.metadata["model_version"].value
+    assert bad_version != str(before.version)
+    # registered, tagged failed, never champion, never deployed
+    client = resource("mlflow_tracking").client()
+    assert client.get_model_version(MODEL_NAME, bad_version).tags["quality_gate"] == "failed"
+    assert champion_metrics()[0].version == before.version
+    assert not result.asset_materializations_for_node("deployments__operator_efficiency_predictor")
+    assert LocalDeployer().current(MODEL_NAME) == deployed
+    assert httpx.get(f"{deployed.url}/health", timeout=5).json()["version"] == str(before.version)
+
+
+HOSTILE = [
+    {},
+    [],
+    [1, 2],
+    "predict",
+    None,
+    {"instances": []},
+    {"instances": None},
+    {"instances": [{}]},
+    {"instances": [ROW], "inputs": {k: [v] for k, v in ROW.items()}},
+    {"instances": [{**ROW, "extra": 1}]},
+    {"instances": [{k: v for k, v in ROW.items() if k != "units_per_hour"}]},
+    {"instances": [{**ROW, "units_per_hour": "fast"}]},
+    {"instances": [{**ROW, "units_per_hour": True}]},
+    {"instances": [{**ROW, "units_per_hour": None}]},
+    {"instances": [{**ROW, "units_per_hour": [1]}]},
+    {"instances": [{**ROW, "units_per_hour": 1e309}]},
+    {"instances": [{**ROW, "units_per_hour": 10**400}]},
+    {"instances": [1, 2, 3]},
+    {"instances": [ROW] * 10_001},
+    {"inputs": {}},
+    {"inputs": {k: [v] for k, v in ROW.items() if k != "total_hours"}},
+    {"inputs": {**{k: [v] for k, v in ROW.items()}, "total_hours": [1.0, 2.0]}},
+    {"inputs": {**{k: [v] for k, v in ROW.items()}, "total_hours": 1.0}},
+    {"operator_ids": []},
+    {"operator_ids": [1, 2]},
+    {"operator_ids": ["NOBODY"]},
+    {"unknown_form": [ROW]},
+]
+
+
+@pytest.fixture(scope="module")
+def service(_demo_journey):
+    import os
+
+    old = os.environ.get("ASGARD_HOME")
+    os.environ["ASGARD_HOME"] = str(_demo_journey)
+    from asgard_assets.serving.app import app
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+    if old is None:
+        os.environ.pop("ASGARD_HOME", None)
+    else:
+        os.environ["ASGARD_HOME"] = old
+
+
+@pytest.mark.parametrize("body", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_bodies_get_a_4xx_with_a_message(service, body):
+    # raw json.dumps: writes Infinity and huge ints as a hostile client would
+    r = service.post(
+        "/predict", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+    assert r.json()["detail"]
+    assert service.post("/predict", json={"instances": [ROW]}).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize(
+    "raw", ['{"instances": [', "not json", '{"instances": [{"units_per_hour": NaN}]}', "\x00\xff"]
+)
+def test_malformed_json_gets_a_4xx(service, raw):
+    r = service.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500
+
+
+def _schema_shaped():
+    """Bodies shaped by the OpenAPI schema of /predict, with values of any JSON type."""
+    scalar = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    json_value = st.recursive(
+        scalar,
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+        max_leaves=8,
+    )
+    feature = st.sampled_from([*FEATURES, "x"])
+    row = st.dictionaries(feature, scalar | st.floats(allow_nan=False), max_size=len(FEATURES) + 1)
+    forms = {
+        "instances": st.lists(row, max_size=4) | json_value,
+        "inputs": st.dictionaries(
+            feature, st.lists(scalar, max_size=3) | scalar, max_size=len(FEATURES) + 1
+        )
+        | json_value,
+        "operator_ids": st.lists(st.text(max_size=10) | st.integers(), max_size=3) | json_value,
+    }
+    return st.fixed_dictionaries({}, optional=forms) | json_value
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=_schema_shaped())
+def test_property_no_body_gets_a_5xx(service, body):
+    schema = service.app.openapi()
+    assert "/predict" in schema["paths"]
+    r = service.post(
+        "/predict", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert r.status_code < 500, (body, r.text[:300])
+
+
+def test_deploy_bundle_manifests_are_valid_kubernetes(tmp_path):
+    spec = BundleSpec(
+        MODEL_NAME, "7", image="registry.local/asgard/operator-efficiency-predictor:v7", replicas=2
+    )
+    bundle = write_bundle(spec, tmp_path / "bundle")
+    kinds = []
+    for path in sorted((bundle / "k8s").glob("*.yaml")):
+        obj = yaml.safe_load(path.read_text())
+        kubernetes_validate.validate(obj, desired_version="1.30.0", strict=True)
+        kinds.append(obj["kind"])
+    assert kinds == ["Deployment", "Service"]
+    deployment, service_obj = manifests(spec)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == spec.image
+    assert {"name": "ASGARD_MODEL_URI", "value": f"models:/{MODEL_NAME}/7"} in container["env"]
+    assert deployment["spec"]["replicas"] == 2
+    assert service_obj["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    dockerfile = (bundle / "Dockerfile").read_text()
+    assert f"ASGARD_MODEL_URI=models:/{MODEL_NAME}/7" in dockerfile and "uvicorn" in dockerfile
+    assert (bundle / "requirements.txt").read_text().count("==") > 50
+    assert (bundle / "asgard_assets" / "serving" / "app.py").exists()
+
+
+def test_a_manifest_kubernetes_would_reject_is_caught():
+    deployment, _ = manifests(BundleSpec(MODEL_NAME, "1", image="x"))
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, desired_version="1.30.0", strict=True)
+
+
+def test_redeploy_is_blue_green(journey_home, tmp_path):
+    """A new deployment starts beside the old one, and the old stops only once the new is healthy."""
+    deployer = LocalDeployer()
+    old = deployer.current(MODEL_NAME)
+    unchanged, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
+    assert not changed and unchanged == old
+    # force a replacement of the same version (as a new version would be)
+    import os
+
+    state = journey_home / "deployments" / f"{MODEL_NAME}.json"
+    saved = json.loads(state.read_text())
+    state.write_text(json.dumps({**saved, "version": "0"}))
+    new, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
+    assert changed and new.port != old.port and new.pid != old.pid
+    assert httpx.get(f"{new.url}/health", timeout=5).json()["version"] == old.version
+    with pytest.raises(OSError):
+        os.kill(old.pid, 0)  # the old one is gone
