@@ -1,4 +1,5 @@
-"""The table of contents: assets, checks and the resources of the active profile."""
+"""The table of contents: assets, checks, jobs, schedules, sensors, and the resources of
+the active profile (ASGARD_PROFILE)."""
 
 import dagster as dg
 
@@ -8,6 +9,10 @@ from .deployments.assets import operator_efficiency_service
 from .features.assets import operator_efficiency
 from .gold.assets import gold_dbt_assets
 from .models.assets import operator_efficiency_predictor, quality_gate
+from .orchestration.freshness import freshness_checks, freshness_sensor
+from .orchestration.jobs import jobs
+from .orchestration.schedules import schedules
+from .orchestration.sensors import sensors
 from .resources import resources_for
 from .silver.assets import silver_assets
 
@@ -20,7 +25,10 @@ defs = dg.Definitions(
         operator_efficiency_predictor,
         operator_efficiency_service,
     ],
-    asset_checks=[*bronze_checks, *silver_checks, quality_gate],
+    asset_checks=[*bronze_checks, *silver_checks, quality_gate, *freshness_checks],
+    jobs=jobs,
+    schedules=schedules,
+    sensors=[*sensors, freshness_sensor],
     resources=resources_for(),
     # One process: the journey's steps are small, and a process per step costs seconds each.
     executor=dg.in_process_executor,

@@ -89,6 +89,10 @@ def _with_load_columns(reader: pa.RecordBatchReader, load_id: str, loaded_at: da
 class Ingestion(dg.ConfigurableResource):
     """Copies one source table into ``bronze.<table>``; returns what it wrote."""
 
+    def source_cursor(self, table: str) -> datetime | None:
+        """The greatest ``updated_at`` in the source table (what a sensor compares)."""
+        raise NotImplementedError
+
     def ingest(
         self, table: str, lakehouse: Lakehouse, *, full_refresh: bool = False
     ) -> IngestResult:
@@ -130,6 +134,18 @@ class EmbeddedIngestion(Ingestion):
             engine.dispose()
         return f"{schema}.{name}" if schema else name
 
+    def source_cursor(self, table: str) -> datetime | None:
+        engine = sa.create_engine(self.url())
+        try:
+            with engine.connect() as conn:
+                value = conn.execute(
+                    sa.text(f"SELECT max({CURSOR_COLUMN}) FROM {self._qualified(table)}")
+                ).scalar()
+        finally:
+            engine.dispose()
+        # SQLite hands back text; the others a datetime
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
     def read(self, table: str, since: datetime | None = None) -> pa.RecordBatchReader:
         """Stream a source table (rows updated after ``since``) as Arrow record batches."""
         query = f"SELECT * FROM {self._qualified(table)}"
@@ -146,7 +162,7 @@ class EmbeddedIngestion(Ingestion):
         self, table: str, lakehouse: Lakehouse, *, full_refresh: bool = False
     ) -> IngestResult:
         identifier = f"bronze.{table}"
-        cursor = None if full_refresh else _max_cursor(lakehouse, identifier)
+        cursor = None if full_refresh else bronze_cursor(lakehouse, identifier)
         reader = self.read(table, since=cursor)
         load_id = uuid.uuid4().hex
         result = lakehouse.write(
@@ -160,7 +176,8 @@ class EmbeddedIngestion(Ingestion):
         )
 
 
-def _max_cursor(lakehouse: Lakehouse, identifier: str) -> datetime | None:
+def bronze_cursor(lakehouse: Lakehouse, identifier: str) -> datetime | None:
+    """The greatest updated_at already loaded into bronze: the incremental cursor."""
     if not lakehouse.exists(identifier):
         return None
     return lakehouse.query(f"SELECT max({CURSOR_COLUMN}) FROM {identifier}", identifier).fetchone()[

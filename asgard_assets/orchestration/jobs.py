@@ -1,0 +1,32 @@
+"""Jobs: the journey in four selectable parts, from the UI (Jobs) or the CLI
+(`dagster job launch -m asgard_assets.definitions -j ingest`)."""
+
+import dagster as dg
+
+ingest_job = dg.define_asset_job(
+    "ingest",
+    selection=dg.AssetSelection.groups("bronze"),
+    description="Source tables into bronze (incremental).",
+)
+transform_job = dg.define_asset_job(
+    "transform",
+    selection=dg.AssetSelection.groups("silver", "gold"),
+    description="Bronze to silver (Spark SQL) to gold (dbt).",
+)
+train_and_deploy_job = dg.define_asset_job(
+    "train_and_deploy",
+    selection=dg.AssetSelection.groups("features", "models", "deployments"),
+    description="Refresh the feature view, train, gate, and deploy the champion.",
+)
+deploy_job = dg.define_asset_job(
+    "deploy",
+    selection=dg.AssetSelection.groups("deployments"),
+    description="Serve the current champion version.",
+)
+journey_job = dg.define_asset_job(
+    "journey",
+    selection=dg.AssetSelection.all(),
+    description="The whole journey, source to /predict.",
+)
+
+jobs = [ingest_job, transform_job, train_and_deploy_job, deploy_job, journey_job]
