@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -45,47 +46,38 @@ def home(tmp_path, monkeypatch) -> Path:
     return tmp_path / "asgard"
 
 
-@pytest.fixture(scope="session")
-def _demo_foundation(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("foundation") / "asgard"
+@contextmanager
+def asgard_home_env(path: Path):
+    """ASGARD_HOME set to ``path`` for session fixtures (monkeypatch is function-scoped)."""
     old = os.environ.get("ASGARD_HOME")
     os.environ["ASGARD_HOME"] = str(path)
     try:
-        assert materialize().success
+        yield path
     finally:
         if old is None:
-            os.environ.pop("ASGARD_HOME")
+            os.environ.pop("ASGARD_HOME", None)
         else:
             os.environ["ASGARD_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def _demo_foundation(tmp_path_factory) -> Path:
+    with asgard_home_env(tmp_path_factory.mktemp("foundation") / "asgard") as path:
+        assert materialize().success
     return path
 
 
 @pytest.fixture(scope="session")
 def _demo_journey(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("journey") / "asgard"
-    old = os.environ.get("ASGARD_HOME")
-    os.environ["ASGARD_HOME"] = str(path)
-    try:
-        result = materialize(assets=journey_assets())
-        assert result.success
-    finally:
-        if old is None:
-            os.environ.pop("ASGARD_HOME")
-        else:
-            os.environ["ASGARD_HOME"] = old
+    with asgard_home_env(tmp_path_factory.mktemp("journey") / "asgard") as path:
+        assert materialize(assets=journey_assets()).success
     yield path
     # the journey started an inference service: stop it by its pid
-    os.environ["ASGARD_HOME"] = str(path)
-    try:
-        from asgard_assets.models.training import MODEL_NAME
-        from asgard_assets.resources.deployer import LocalDeployer
+    from asgard_assets.models.training import MODEL_NAME
+    from asgard_assets.resources.deployer import LocalDeployer
 
+    with asgard_home_env(path):
         LocalDeployer().stop(MODEL_NAME)
-    finally:
-        if old is None:
-            os.environ.pop("ASGARD_HOME")
-        else:
-            os.environ["ASGARD_HOME"] = old
 
 
 @pytest.fixture

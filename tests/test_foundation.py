@@ -8,7 +8,7 @@ import duckdb
 import pandas as pd
 
 from asgard_assets import demo_data
-from asgard_assets.resources import resources_for
+from asgard_assets.resources import resource
 
 SILVER_COLUMNS = [
     "work_order_id",
@@ -26,11 +26,11 @@ SILVER_COLUMNS = [
 
 
 def read(identifier: str) -> pd.DataFrame:
-    return resources_for("local")["lakehouse"].table(identifier).scan().to_pandas()
+    return resource("lakehouse").table(identifier).scan().to_pandas()
 
 
 def test_demo_figures(demo_home):
-    lakehouse = resources_for("local")["lakehouse"]
+    lakehouse = resource("lakehouse")
     counts = {t: len(read(f"bronze.{t}")) for t in demo_data.EXPECTED_ROWS}
     assert counts == {
         "work_orders": 15_000,
@@ -151,7 +151,7 @@ def test_reads_use_the_current_snapshot_only(home):
         "bronze/materials",
         run_config={"ops": {"bronze__materials": {"config": {"full_refresh": True}}}},
     ).success
-    lakehouse = resources_for("local")["lakehouse"]
+    lakehouse = resource("lakehouse")
     files_on_disk = list((home / "warehouse").rglob("bronze/materials/data/*.parquet"))
     assert len(files_on_disk) == 2
     assert len(lakehouse.current_files("bronze.materials")) == 1

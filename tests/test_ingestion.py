@@ -9,14 +9,14 @@ import sqlalchemy as sa
 from conftest import materialize
 
 from asgard_assets import demo_data
-from asgard_assets.resources import resources_for
+from asgard_assets.resources import resource
 from asgard_assets.settings import demo_source_path
 
 FULL_REFRESH = {"ops": {"bronze__work_orders": {"config": {"full_refresh": True}}}}
 
 
 def lakehouse():
-    return resources_for("local")["lakehouse"]
+    return resource("lakehouse")
 
 
 def rows(identifier: str) -> int:
@@ -204,3 +204,25 @@ def test_bad_silver_sql_fails_clearly_and_loses_nothing(
     assert "work_orders.sql" in message and expected in message
     assert snapshots() == before
     assert rows("silver.work_orders") == 14_850
+
+
+@pytest.mark.postgres
+def test_iceberg_catalog_on_postgres(home, postgres_url, monkeypatch):
+    """ASGARD_CATALOG_URI puts the Iceberg SQL catalog in Postgres; data stays in the warehouse."""
+    monkeypatch.setenv("ASGARD_CATALOG_URI", postgres_url)
+    assert materialize("bronze/materials silver/materials").success
+    assert rows("silver.materials") == 2_323
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        names = (
+            conn.execute(
+                sa.text(
+                    "SELECT table_namespace || '.' || table_name FROM iceberg_tables ORDER BY 1"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    assert names == ["bronze.materials", "silver.materials"]
+    assert not (home / "catalog.db").exists()
