@@ -7,6 +7,7 @@ from .bronze.assets import bronze_assets
 from .checks import bronze_checks, silver_checks
 from .deployments.assets import operator_efficiency_service
 from .features.assets import operator_efficiency
+from .features.checks import feature_drift
 from .gold.assets import gold_dbt_assets
 from .models.assets import operator_efficiency_predictor, quality_gate
 from .orchestration.freshness import freshness_checks, freshness_sensor
@@ -25,7 +26,7 @@ defs = dg.Definitions(
         operator_efficiency_predictor,
         operator_efficiency_service,
     ],
-    asset_checks=[*bronze_checks, *silver_checks, quality_gate, *freshness_checks],
+    asset_checks=[*bronze_checks, *silver_checks, quality_gate, feature_drift, *freshness_checks],
     jobs=jobs,
     schedules=schedules,
     sensors=[*sensors, freshness_sensor],

@@ -244,7 +244,7 @@ def test_a_manifest_kubernetes_would_reject_is_caught():
         kubernetes_validate.validate(deployment, desired_version="1.30.0", strict=True)
 
 
-def test_redeploy_is_blue_green(journey_home, tmp_path):
+def test_redeploy_is_blue_green(journey_home, tmp_path, monkeypatch):
     """A new deployment starts beside the old one, and the old stops only once the new is healthy."""
     deployer = LocalDeployer()
     old = deployer.current(MODEL_NAME)
@@ -256,8 +256,14 @@ def test_redeploy_is_blue_green(journey_home, tmp_path):
     state = journey_home / "deployments" / f"{MODEL_NAME}.json"
     saved = json.loads(state.read_text())
     state.write_text(json.dumps({**saved, "version": "0"}))
+    # as after a Dagster run: Feast's metrics folder of the (gone) parent is in the env
+    for var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "feast_metrics_gone"))
     new, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
     assert changed and new.port != old.port and new.pid != old.pid
     assert httpx.get(f"{new.url}/health", timeout=5).json()["version"] == old.version
+    by_id = httpx.post(f"{new.url}/predict", json={"operator_ids": ["EMP-001"]}, timeout=30)
+    assert by_id.status_code == 200 and by_id.json()["operator_ids"] == ["EMP-001"]
+
     with pytest.raises(OSError):
         os.kill(old.pid, 0)  # the old one is gone

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from conftest import materialize
 
 from asgard_assets import demo_data
-from asgard_assets.models.training import MODEL_NAME
+from asgard_assets.models.training import FEATURES, MODEL_NAME
 from asgard_assets.orchestration import sensors as s
 from asgard_assets.orchestration.schedules import daily_ingest
 from asgard_assets.resources import resource
@@ -168,3 +168,34 @@ def test_run_failures_are_recorded(home, monkeypatch):
     (line,) = (home / "alerts" / "run_failures.jsonl").read_text().splitlines()
     record = json.loads(line)
     assert record["run_id"] == result.run_id and record["steps"] == ["bronze__materials"]
+
+
+def test_psi_separates_shift_from_noise():
+    import numpy as np
+    import pandas as pd
+
+    from asgard_assets.models.drift import PSI_WARN, psi_by_feature, reference
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"x": rng.normal(0, 1, 2000), "y": rng.uniform(0, 1, 2000)})
+    ref = reference(train)
+    same = psi_by_feature(
+        ref, pd.DataFrame({"x": rng.normal(0, 1, 2000), "y": rng.uniform(0, 1, 2000)})
+    )
+    moved = psi_by_feature(
+        ref, pd.DataFrame({"x": rng.normal(1, 1, 2000), "y": rng.uniform(0, 1, 2000)})
+    )
+    assert max(same.values()) < 0.05
+    assert moved["x"] > 4 * PSI_WARN and moved["y"] < 0.05
+
+
+def test_feature_drift_check_against_the_champion(journey_home):
+    from asgard_assets.features.checks import feature_drift
+
+    result = feature_drift(
+        lakehouse=resource("lakehouse"), mlflow_tracking=resource("mlflow_tracking")
+    )
+    psi = result.metadata["psi"].value
+    assert set(psi) == set(FEATURES)
+    # gold has not changed since the champion was trained: no drift
+    assert result.passed and max(psi.values()) < 0.05

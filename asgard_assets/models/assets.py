@@ -12,6 +12,7 @@ import pandas as pd
 from ..resources.feature_store import FeatureStoreResource
 from ..resources.lakehouse import Lakehouse
 from ..resources.mlflow_tracking import CHAMPION, MlflowTracking
+from .drift import reference
 from .training import FEATURES, MODEL_NAME, Gate, importance_plot, matrix, to_onnx, train
 
 MODEL_KEY = dg.AssetKey(["models", MODEL_NAME])
@@ -96,6 +97,8 @@ def operator_efficiency_predictor(
             mlflow.log_artifact(str(Path(tmp) / "model.onnx"), artifact_path="onnx")
             (Path(tmp) / "feature_importance.png").write_bytes(plot)
             mlflow.log_artifact(str(Path(tmp) / "feature_importance.png"))
+        # what the model was trained on, for the drift check on the feature view
+        mlflow.log_dict(reference(matrix(hist.frame)), "reference_distribution.json")
     version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"run_id": run.info.run_id})
     mlflow_tracking.client().set_model_version_tag(
         MODEL_NAME, version.version, "onnx_artifact", f"runs:/{run.info.run_id}/onnx/model.onnx"

@@ -114,6 +114,12 @@ class LocalDeployer(Deployer):
             "ASGARD_MODEL_URI": f"models:/{model}/{version}",
             "ASGARD_HOME": str(asgard_home()),
         }
+        # Feast's import points these at a temp folder of its own process, removed when that
+        # process (this run) exits; the service must make its own, or Feast fails to import
+        for var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+            if os.path.basename(env.get(var, "").rstrip("/")).startswith("feast_metrics_"):
+                del env[var]
+
         cmd = [
             sys.executable,
             "-m",
