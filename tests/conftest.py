@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import hypothesis  # noqa: F401 - see below
 import pytest
 import sqlalchemy as sa
 
@@ -16,6 +17,10 @@ from asgard_assets.bronze.assets import bronze_assets
 from asgard_assets.checks import bronze_checks, silver_checks
 from asgard_assets.resources import resources_for
 from asgard_assets.silver.assets import silver_assets
+
+# hypothesis is imported at collection on purpose: its pytest plugin otherwise imports it
+# lazily deep inside a running test, where CPython 3.11.7's parser fails with "AST
+# constructor recursion depth mismatch" (seen running test_ingestion + test_orchestration).
 
 FOUNDATION = [*bronze_assets, *silver_assets, *bronze_checks, *silver_checks]
 

@@ -3,6 +3,7 @@
 import shutil
 from datetime import datetime
 
+import dagster as dg
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -166,6 +167,9 @@ def test_unreachable_source_fails_clearly_and_loses_nothing(own_source, monkeypa
     )
     assert "s3cret" not in message
     assert snapshots() == before
+    # the new-rows sensor asks the same source: the same clear message
+    with pytest.raises(dg.Failure, match=r"cannot reach source database .*:\*\*\*@127\.0\.0\.1:1"):
+        resource("ingestion").source_cursor("work_orders")
 
 
 def test_missing_source_table_fails_clearly_and_loses_nothing(own_source):

@@ -9,6 +9,7 @@ already in bronze, read from the table itself, so state and data cannot disagree
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -112,37 +113,45 @@ class EmbeddedIngestion(Ingestion):
             return self.source_url
         return demo_data.ensure_sqlite(demo_source_path())
 
-    def _qualified(self, table: str) -> str:
+    @contextmanager
+    def _connect(self):
+        """A connection to the source; an unreachable source fails with a clear message
+        (only connecting is translated: a failing query keeps its own error)."""
         url = self.url()
         engine = sa.create_engine(url)
         try:
-            with engine.connect() as conn:
-                dialect = conn.dialect.name
-                schema, name = demo_data.qualified_name(table, dialect)
-                if not sa.inspect(conn).has_table(name, schema=schema):
-                    where = f"{schema}.{name}" if schema else name
-                    raise dg.Failure(
-                        f"source table {where} does not exist in {redact(url)}",
-                        metadata={"source": redact(url), "table": where},
-                    )
-        except sa.exc.OperationalError as e:
-            raise dg.Failure(
-                f"cannot reach source database {redact(url)}: {e.orig}",
-                metadata={"source": redact(url)},
-            ) from e
+            try:
+                conn = engine.connect()
+            except sa.exc.OperationalError as e:
+                raise dg.Failure(
+                    f"cannot reach source database {redact(url)}: {e.orig}",
+                    metadata={"source": redact(url)},
+                ) from e
+            with conn:
+                yield conn
         finally:
             engine.dispose()
-        return f"{schema}.{name}" if schema else name
+
+    def _qualified(self, table: str, conn: sa.Connection | None = None) -> str:
+        """The table's name in the source (schema-qualified where the dialect has schemas);
+        a missing table fails with a clear message."""
+        if conn is None:
+            with self._connect() as conn:
+                return self._qualified(table, conn)
+        schema, name = demo_data.qualified_name(table, conn.dialect.name)
+        where = f"{schema}.{name}" if schema else name
+        if not sa.inspect(conn).has_table(name, schema=schema):
+            source = redact(self.url())
+            raise dg.Failure(
+                f"source table {where} does not exist in {source}",
+                metadata={"source": source, "table": where},
+            )
+        return where
 
     def source_cursor(self, table: str) -> datetime | None:
-        engine = sa.create_engine(self.url())
-        try:
-            with engine.connect() as conn:
-                value = conn.execute(
-                    sa.text(f"SELECT max({CURSOR_COLUMN}) FROM {self._qualified(table)}")
-                ).scalar()
-        finally:
-            engine.dispose()
+        with self._connect() as conn:
+            query = f"SELECT max({CURSOR_COLUMN}) FROM {self._qualified(table, conn)}"
+            value = conn.execute(sa.text(query)).scalar()
         # SQLite hands back text; the others a datetime
         return datetime.fromisoformat(value) if isinstance(value, str) else value
 
