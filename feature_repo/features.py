@@ -8,6 +8,7 @@ from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import Iceb
 from feast.types import Float64, Int32, Int64
 
 from asgard_assets.resources import resource
+from asgard_assets.resources.feature_store import GOLD_TABLE
 
 FEATURES = [
     Field(name="total_work_orders", dtype=Int64),
@@ -39,8 +40,8 @@ gold_operator_features = IcebergSource(
     endpoint=_catalog["uri"] if _catalog["type"] == "rest" else None,
     catalog_properties={"uri": _catalog["uri"], **_extra} if _catalog["type"] != "rest" else _extra,
     warehouse=_catalog["warehouse"],
-    namespace="gold",
-    table="operator_features",
+    namespace=GOLD_TABLE.split(".")[0],
+    table=GOLD_TABLE.split(".")[1],
     timestamp_field="feature_timestamp",
     description="Iceberg table gold.operator_features built by dbt.",
 )

@@ -212,44 +212,26 @@ def test_point_in_time_retrieval(small_feature_store):
     assert small_feature_store.online(["A", "B", "Z"]).features["B"]["units_per_hour"] == 40.0
 
 
-def test_dbt_parses_for_trino(tmp_path):
+def copy_dbt_project(tmp_path: Path) -> Path:
     project = tmp_path / "dbt_project"
     shutil.copytree(DBT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    return project
+
+
+def dbt_trino(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """The venv's dbt on ``project`` with the trino target (no server needed to parse)."""
     dbt = os.path.join(os.path.dirname(sys.executable), "dbt")
-    out = subprocess.run(
-        [
-            dbt,
-            "parse",
-            "--target",
-            "trino",
-            "--profiles-dir",
-            str(project),
-            "--project-dir",
-            str(project),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ASGARD_HOME": str(tmp_path)},
-    )
+    where = ["--target", "trino", "--profiles-dir", str(project), "--project-dir", str(project)]
+    env = {**os.environ, "ASGARD_HOME": str(project.parent)}
+    return subprocess.run([dbt, *args, *where], capture_output=True, text=True, env=env)
+
+
+def test_dbt_parses_for_trino(tmp_path):
+    project = copy_dbt_project(tmp_path)
+    out = dbt_trino(project, "parse")
     assert out.returncode == 0, out.stdout + out.stderr
     assert (project / "target" / "manifest.json").exists()
-    compiled = subprocess.run(
-        [
-            dbt,
-            "ls",
-            "--target",
-            "trino",
-            "--profiles-dir",
-            str(project),
-            "--project-dir",
-            str(project),
-            "--resource-type",
-            "model",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ASGARD_HOME": str(tmp_path)},
-    )
+    compiled = dbt_trino(project, "ls", "--resource-type", "model")
     assert "asgard.gold.operator_features" in compiled.stdout
 
 
@@ -260,8 +242,7 @@ def test_broken_dbt_model_fails_with_dbt_message_and_keeps_gold(home, tmp_path):
     ).success
     before = resource("lakehouse").snapshot_id(GOLD)
     assert before is not None
-    broken = tmp_path / "dbt_project"
-    shutil.copytree(DBT_DIR, broken, ignore=shutil.ignore_patterns("target", "logs"))
+    broken = copy_dbt_project(tmp_path)
     model = broken / "models" / "gold" / "operator_features.sql"
     model.write_text(model.read_text().replace("sum(is_valid)", "sum(no_such_column)", 1))
     project = prepare(DbtProject(project_dir=broken, target="duckdb"))

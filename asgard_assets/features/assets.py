@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from ..resources.feature_store import VIEW, FeatureStoreResource
+from ..resources.feature_store import GOLD_TABLE, VIEW, FeatureStoreResource
 from ..resources.lakehouse import Lakehouse
 
 
@@ -20,19 +20,19 @@ def operator_efficiency(
     loads the latest features into the online store."""
     store = feature_store.apply_and_materialize()
     view = store.get_feature_view(VIEW)
-    gold = lakehouse.describe("gold.operator_features")
+    gold = lakehouse.describe(GOLD_TABLE)
     sample = [
         r[0]
         for r in lakehouse.query(
-            "SELECT operator_id FROM gold.operator_features ORDER BY 1 LIMIT 5",
-            "gold.operator_features",
+            f"SELECT operator_id FROM {GOLD_TABLE} ORDER BY 1 LIMIT 5",
+            GOLD_TABLE,
         ).fetchall()
     ]
     online = feature_store.online(sample)
     return dg.MaterializeResult(
         metadata={
             "features": dg.MetadataValue.json([f.name for f in view.features]),
-            "source": "iceberg gold.operator_features (current snapshot, read in place)",
+            "source": f"iceberg {GOLD_TABLE} (current snapshot, read in place)",
             "gold_snapshot_id": str(gold.snapshot_id),
             "entities": gold.total_rows,
             "online_sample": dg.MetadataValue.json(online.features),

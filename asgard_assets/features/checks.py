@@ -4,7 +4,7 @@ import dagster as dg
 
 from ..models.drift import PSI_WARN, psi_by_feature
 from ..models.training import FEATURES, MODEL_NAME, matrix
-from ..resources.feature_store import VIEW
+from ..resources.feature_store import GOLD_TABLE, VIEW
 from ..resources.lakehouse import Lakehouse
 from ..resources.mlflow_tracking import MlflowTracking
 
@@ -23,9 +23,7 @@ def feature_drift(lakehouse: Lakehouse, mlflow_tracking: MlflowTracking) -> dg.A
     mlflow_tracking.client()
     ref = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/reference_distribution.json")
     current = matrix(
-        lakehouse.query(
-            f"SELECT {', '.join(FEATURES)} FROM gold.operator_features", "gold.operator_features"
-        ).df()
+        lakehouse.query(f"SELECT {', '.join(FEATURES)} FROM {GOLD_TABLE}", GOLD_TABLE).df()
     )
     scores = psi_by_feature(ref, current)
     drifted = {f: round(v, 3) for f, v in scores.items() if v > PSI_WARN}

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from ..resources.feature_store import FeatureStoreResource
+from ..resources.feature_store import GOLD_TABLE, FeatureStoreResource
 from ..resources.lakehouse import Lakehouse
 from ..resources.mlflow_tracking import CHAMPION, MlflowTracking
 from .drift import reference
@@ -56,7 +56,7 @@ def operator_efficiency_predictor(
     ids = [
         r[0]
         for r in lakehouse.query(
-            "SELECT operator_id FROM gold.operator_features ORDER BY 1", "gold.operator_features"
+            f"SELECT operator_id FROM {GOLD_TABLE} ORDER BY 1", GOLD_TABLE
         ).fetchall()
     ]
     asked = pd.DataFrame({"operator_id": ids, "event_timestamp": [datetime.now(UTC)] * len(ids)})
@@ -78,9 +78,7 @@ def operator_efficiency_predictor(
         mlflow.set_tags(
             {
                 "asgard.dagster_run_id": context.run_id,
-                "asgard.gold_snapshot": str(
-                    lakehouse.describe("gold.operator_features").snapshot_id
-                ),
+                "asgard.gold_snapshot": str(lakehouse.describe(GOLD_TABLE).snapshot_id),
             }
         )
         example = matrix(trained.x_test.head(3))

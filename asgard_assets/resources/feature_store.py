@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # feast takes ~7 s to import: only where it is used
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 VIEW = "operator_efficiency"
+GOLD_TABLE = "gold.operator_features"  # the Iceberg table the view serves
 ENTITY_KEY = "operator_id"
 _ROW = "_asgard_row"
 
