@@ -1,13 +1,24 @@
-"""Table checks on bronze and silver: rows present, keys not null, keys unique.
+"""Table checks on bronze and silver: rows present, keys not null, keys unique; and the
+daily row volume of the partitioned bronze tables.
 
 Bronze is the raw copy and keeps the source's defects, so its key checks warn; silver
 promises clean keys, so its checks fail the run.
 """
 
+import statistics
+from datetime import date, timedelta
+
 import dagster as dg
 
+from .partitions import PARTITION_COLUMNS, daily, run_days
 from .resources.lakehouse import Lakehouse
 from .settings import SOURCE_TABLES
+
+# A day warns when it has under VOLUME_RATIO of the median of the VOLUME_LOOKBACK days
+# before it; days before which the median is under VOLUME_MIN_USUAL rows are not judged.
+VOLUME_RATIO = 0.5
+VOLUME_LOOKBACK = 28
+VOLUME_MIN_USUAL = 10
 
 KEYS = {
     "work_orders": "work_order_id",
@@ -62,9 +73,57 @@ def table_checks(layer: str, table: str, severity: dg.AssetCheckSeverity) -> lis
     return [row_count_positive, key_not_null, key_unique]
 
 
+def volume_anomalies(counts: dict[date, int], days: list[date]) -> dict[str, dict]:
+    """The days among ``days`` with far fewer rows than the days before them."""
+    found = {}
+    for day in days:
+        before = [counts.get(day - timedelta(days=i), 0) for i in range(1, VOLUME_LOOKBACK + 1)]
+        usual = statistics.median(before)
+        rows = counts.get(day, 0)
+        if usual >= VOLUME_MIN_USUAL and rows < VOLUME_RATIO * usual:
+            found[day.isoformat()] = {"rows": rows, "usual": usual}
+    return found
+
+
+def volume_check(table: str) -> dg.AssetChecksDefinition:
+    identifier = f"bronze.{table}"
+    column = PARTITION_COLUMNS[table]
+
+    @dg.asset_check(
+        asset=dg.AssetKey(["bronze", table]),
+        name="daily_row_count_anomaly",
+        description=(
+            f"Warns when a day the run loaded has under {VOLUME_RATIO:.0%} of the median "
+            f"daily rows of the {VOLUME_LOOKBACK} days before it."
+        ),
+    )
+    def _volume(context: dg.AssetCheckExecutionContext, lakehouse: Lakehouse):
+        keys = run_days(context.run.tags) or [daily.get_last_partition_key()]
+        days = [date.fromisoformat(k) for k in keys]
+        counts = dict(
+            lakehouse.query(
+                f"SELECT CAST({column} AS DATE), count(*) FROM {identifier} GROUP BY 1",
+                identifier,
+            ).fetchall()
+        )
+        anomalies = volume_anomalies(counts, days)
+        return dg.AssetCheckResult(
+            passed=not anomalies,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"{len(anomalies)} of {len(days)} days far below their usual volume"
+                if anomalies
+                else f"{len(days)} days at their usual volume"
+            ),
+            metadata={"days_checked": len(days), "anomalies": anomalies},
+        )
+
+    return _volume
+
+
 bronze_checks = [
     c for t in SOURCE_TABLES for c in table_checks("bronze", t, dg.AssetCheckSeverity.WARN)
-]
+] + [volume_check(t) for t in PARTITION_COLUMNS]
 silver_checks = [
     c for t in SOURCE_TABLES for c in table_checks("silver", t, dg.AssetCheckSeverity.ERROR)
 ]

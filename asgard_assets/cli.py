@@ -8,7 +8,9 @@ asgard ui                   dagster dev on the same instance as ``asgard demo``
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,19 +37,30 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def demo() -> int:
-    env = dagster_env()
-    cmd = [
+def journey_command() -> list[str]:
+    """The whole journey as one run: the ``journey`` job over the days the source has rows
+    on (a single-run backfill of those daily partitions)."""
+    from .partitions import range_tags, source_days
+    from .resources import resource
+
+    return [
         _bin("dagster"),
-        "asset",
-        "materialize",
+        "job",
+        "execute",
         "-m",
         "asgard_assets.definitions",
-        "--select",
-        "*",
+        "-j",
+        "journey",
+        "--tags",
+        json.dumps(range_tags(source_days(resource("ingestion")))),
     ]
+
+
+def demo() -> int:
+    env = dagster_env()
+    cmd = journey_command()
     print(f"ASGARD_HOME={env['ASGARD_HOME']}  DAGSTER_HOME={env['DAGSTER_HOME']}")
-    print("$ " + " ".join(cmd[:-1]) + " '*'", flush=True)
+    print("$ " + shlex.join(cmd), flush=True)
     code = subprocess.call(cmd, env=env, cwd=ROOT)
     if code == 0:
         from .summary import print_summary

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import dagster as dg
 
+from .partitions import Window
 from .resources.lakehouse import Lakehouse, WriteResult
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def code_version(*paths: str | Path) -> str:
+    """A short hash of the files whose change changes an asset's output (paths relative to
+    the package, or absolute): Dagster marks the asset stale when it differs."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update((PACKAGE / path).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def table_schema(lakehouse: Lakehouse, identifier: str) -> dg.TableSchema:
@@ -26,9 +41,16 @@ def preview(lakehouse: Lakehouse, identifier: str, rows: int = 10) -> str:
     return df.to_markdown(index=False) if len(df) else "(empty)"
 
 
-def table_metadata(lakehouse: Lakehouse, result: WriteResult) -> dict:
+def table_metadata(lakehouse: Lakehouse, result: WriteResult, window: Window | None = None) -> dict:
+    """With a window (a partition run), also the rows written into it and which days."""
+    partition = (
+        {"dagster/partition_row_count": result.rows_written, "partition_window": str(window)}
+        if window
+        else {}
+    )
     return {
         "dagster/row_count": result.total_rows,
+        **partition,
         "rows_written": result.rows_written,
         "dagster/column_schema": table_schema(lakehouse, result.identifier),
         "dagster/table_name": f"asgard.{result.identifier}",

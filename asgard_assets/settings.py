@@ -38,5 +38,10 @@ def source_url() -> str | None:
     return os.environ.get("ASGARD_SOURCE_URL") or None
 
 
+def partition_start() -> str:
+    """First day of the daily partitions (the demo data starts here)."""
+    return os.environ.get("ASGARD_PARTITION_START", "2025-01-01")
+
+
 def demo_source_path() -> Path:
     return asgard_home() / "demo_factory.sqlite"

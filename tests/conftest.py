@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -13,8 +14,10 @@ import hypothesis  # noqa: F401 - see below
 import pytest
 import sqlalchemy as sa
 
+from asgard_assets import demo_data
 from asgard_assets.bronze.assets import bronze_assets
 from asgard_assets.checks import bronze_checks, silver_checks
+from asgard_assets.partitions import range_tags
 from asgard_assets.resources import resources_for
 from asgard_assets.silver.assets import silver_assets
 
@@ -22,6 +25,7 @@ from asgard_assets.silver.assets import silver_assets
 # lazily deep inside a running test, where CPython 3.11.7's parser fails with "AST
 # constructor recursion depth mismatch" (seen running test_ingestion + test_orchestration).
 
+ROOT = Path(__file__).resolve().parents[1]
 FOUNDATION = [*bronze_assets, *silver_assets, *bronze_checks, *silver_checks]
 
 
@@ -32,8 +36,21 @@ def journey_assets() -> list:
     return [*defs.assets, *defs.asset_checks]
 
 
+# the demo data's days: the range the whole-table fixtures materialize
+DEMO_DAYS = range_tags(
+    [
+        f"{demo_data.START:%Y-%m-%d}",
+        f"{demo_data.START + timedelta(days=demo_data.DAYS - 1):%Y-%m-%d}",
+    ]
+)
+
+
 def materialize(selection: str = "*", run_config: dict | None = None, assets=None, **kw):
-    """Materialize in-process with the local resources of the current ASGARD_HOME."""
+    """Materialize in-process with the local resources of the current ASGARD_HOME; daily
+    partitions: all the demo data's days in one run unless ``partition_key`` or ``tags``
+    say otherwise."""
+    if "partition_key" not in kw:
+        kw["tags"] = {**DEMO_DAYS, **kw.get("tags", {})}
     return dg.materialize(
         assets or FOUNDATION,
         resources=resources_for("local"),

@@ -82,3 +82,30 @@ def test_cli_loads_the_demo_into_any_url(tmp_path, capsys):
         assert conn.execute(sa.text("SELECT count(*) FROM work_orders")).scalar() == 15_000
         assert conn.execute(sa.text("SELECT count(*) FROM materials")).scalar() == 2_323
     engine.dispose()
+
+
+def test_partitions_code_versions_and_automation(defs):
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.code_version, f"{key.to_user_string()} has no code version"
+        daily = key.path[-1] in ("work_orders", "machine_logs") and key.path[0] != "gold"
+        assert (node.partitions_def is not None) == daily, key.to_user_string()
+        if key.path[0] in ("silver", "gold"):
+            assert node.automation_condition is not None, key.to_user_string()
+    bronze = graph.get(dg.AssetKey(["bronze", "work_orders"]))
+    assert bronze.backfill_policy == dg.BackfillPolicy.single_run()
+    assert bronze.partitions_def.get_first_partition_key() == "2025-01-01"
+
+
+def test_gold_links_its_dbt_docs(journey_home, defs):
+    from asgard_assets.gold.assets import dbt_project, docs_page
+
+    spec = defs.resolve_assets_def(dg.AssetKey(["gold", "operator_features"])).specs_by_key[
+        dg.AssetKey(["gold", "operator_features"])
+    ]
+    link = spec.metadata["dbt_docs"].value
+    assert link.endswith("#!/model/model.asgard.operator_features")
+    page = docs_page(dbt_project)
+    assert link.startswith(str(page)) and page.exists()  # written by the journey's dbt step
+    assert "operator_features" in page.read_text()

@@ -13,7 +13,7 @@ from asgard_assets import demo_data
 from asgard_assets.resources import resource
 from asgard_assets.settings import demo_source_path
 
-FULL_REFRESH = {"ops": {"bronze__work_orders": {"config": {"full_refresh": True}}}}
+FULL_REFRESH = {"ops": {"bronze__quality_checks": {"config": {"full_refresh": True}}}}
 
 
 def lakehouse():
@@ -69,6 +69,7 @@ def test_ingests_from_postgres(home, postgres_url, monkeypatch):
         assert rows(f"bronze.{table}") == n
     assert rows("silver.work_orders") == 14_850
     assert "postgresql" in metadata(result, "bronze__work_orders")["source"]
+    assert len(resource("ingestion").days("work_orders")) == demo_data.DAYS
     assert not (home / demo_source_path().name).exists()  # the demo database was not used
 
 
@@ -82,33 +83,36 @@ def test_ingests_from_mariadb(home, mysql_url, monkeypatch):
         assert rows(f"bronze.{table}") == n
     assert rows("silver.work_orders") == 14_850
     assert "mysql" in metadata(result, "bronze__work_orders")["source"]
+    assert len(resource("ingestion").days("machine_logs")) == demo_data.DAYS
+
+
+QC = "bronze/quality_checks silver/quality_checks"
 
 
 def test_incremental_load_picks_up_only_new_and_changed_rows(own_source):
-    assert materialize("bronze/work_orders silver/work_orders").success
+    """Unpartitioned tables load the rows past the updated_at cursor."""
+    assert materialize(QC).success
     engine = sa.create_engine(own_source)
     later = datetime(2026, 1, 1)
     with engine.begin() as conn:
         # typed statements: SQLAlchemy renders timestamps as the table stores them (a raw
         # sqlite3 binding depends on whatever datetime adapter some library registered)
-        orders = demo_data.TABLES["work_orders"]
+        checks = demo_data.TABLES["quality_checks"]
         conn.execute(
-            orders.update()
-            .where(orders.c.work_order_id.in_(["WO-000001", "WO-000002"]))
-            .values(status="cancelled", updated_at=later)
+            checks.update()
+            .where(checks.c.check_id.in_(["QC-00001", "QC-00002"]))
+            .values(result="fail", defects_found=3, updated_at=later)
         )
         conn.execute(
-            demo_data.TABLES["work_orders"].insert(),
+            checks.insert(),
             [
                 {
-                    "work_order_id": f"wo-new-{i}",
-                    "product_id": "PROD-001",
-                    "operator_id": "EMP-001",
-                    "machine_id": "MCH-01",
-                    "status": "pending",
-                    "quantity": 10,
-                    "start_time": later,
-                    "end_time": None,
+                    "check_id": f"qc-new-{i}",
+                    "work_order_id": "WO-000001",
+                    "inspector_id": "QA-01",
+                    "result": "pass",
+                    "defects_found": 0,
+                    "check_time": later,
                     "updated_at": later,
                 }
                 for i in range(3)
@@ -116,31 +120,32 @@ def test_incremental_load_picks_up_only_new_and_changed_rows(own_source):
         )
     engine.dispose()
 
-    result = materialize("bronze/work_orders silver/work_orders")
+    result = materialize(QC)
     assert result.success
-    meta = metadata(result, "bronze__work_orders")
+    meta = metadata(result, "bronze__quality_checks")
     assert meta["load_mode"] == "incremental"
     assert meta["rows_written"] == 5
-    assert rows("bronze.work_orders") == 15_005
-    silver = stable("silver.work_orders").set_index("work_order_id")
-    assert len(silver) == 14_853
-    assert silver.loc["WO-000001", "status"] == "cancelled"
-    assert silver.loc["WO-NEW-0", "status"] == "pending"
+    assert rows("bronze.quality_checks") == 3_505
+    silver = stable("silver.quality_checks").set_index("check_id")
+    assert len(silver) == 3_503
+    assert silver.loc["QC-00001", "result"] == "fail"
+    assert silver.loc["QC-NEW-0", "result"] == "pass"
 
 
 def test_rematerialization_gives_identical_tables(own_source):
     assert materialize().success
-    bronze, silver = stable("bronze.work_orders"), stable("silver.work_orders")
-    again = materialize()  # incremental: nothing new
+    tables = ["bronze.work_orders", "silver.work_orders", "bronze.quality_checks"]
+    before = {t: stable(t) for t in tables}
+    again = materialize()
     assert again.success
-    assert metadata(again, "bronze__work_orders")["rows_written"] == 0
-    pd.testing.assert_frame_equal(stable("bronze.work_orders"), bronze)
-    pd.testing.assert_frame_equal(stable("silver.work_orders"), silver)
-    refreshed = materialize("bronze/work_orders silver/work_orders", run_config=FULL_REFRESH)
-    assert metadata(refreshed, "bronze__work_orders")["load_mode"] == "full_refresh"
-    assert rows("bronze.work_orders") == 15_000  # replaced, not appended
-    pd.testing.assert_frame_equal(stable("bronze.work_orders"), bronze)
-    pd.testing.assert_frame_equal(stable("silver.work_orders"), silver)
+    # partitioned: the days are replaced; unpartitioned: nothing past the cursor
+    assert metadata(again, "bronze__work_orders")["rows_written"] == 15_000
+    assert metadata(again, "bronze__quality_checks")["rows_written"] == 0
+    refreshed = materialize(QC, run_config=FULL_REFRESH)
+    assert metadata(refreshed, "bronze__quality_checks")["load_mode"] == "full_refresh"
+    assert rows("bronze.quality_checks") == 3_500  # replaced, not appended
+    for t in tables:
+        pd.testing.assert_frame_equal(stable(t), before[t])
 
 
 def snapshots() -> dict[str, int]:

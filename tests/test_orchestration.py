@@ -1,17 +1,13 @@
 """Jobs, schedule and sensors, with Dagster's own testing tools."""
 
 import json
-from datetime import datetime
 
 import dagster as dg
-import pytest
-import sqlalchemy as sa
 from conftest import materialize
 
 from asgard_assets import demo_data
 from asgard_assets.models.training import FEATURES, MODEL_NAME
 from asgard_assets.orchestration import sensors as s
-from asgard_assets.orchestration.schedules import daily_ingest
 from asgard_assets.resources import resource
 from asgard_assets.resources.deployer import Deployment, LocalDeployer
 
@@ -35,82 +31,6 @@ def test_jobs_select_their_layers():
     }
     assert keys("deploy") == {f"deployments/{MODEL_NAME}"}
     assert len(keys("journey")) == 12
-
-
-def test_daily_schedule_requests_an_ingest():
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 1, 2, 0))
-    request = daily_ingest.evaluate_tick(context).run_requests[0]
-    assert daily_ingest.job_name == "ingest" and daily_ingest.cron_schedule == "0 2 * * *"
-    assert request.run_key is None or isinstance(request.run_key, str)
-
-
-@pytest.fixture
-def source(home, tmp_path, monkeypatch) -> str:
-    url = demo_data.ensure_sqlite(tmp_path / "source.sqlite")
-    monkeypatch.setenv("ASGARD_SOURCE_URL", url)
-    return url
-
-
-def evaluate_new_rows():
-    context = dg.build_sensor_context(
-        resources={"ingestion": resource("ingestion"), "lakehouse": resource("lakehouse")}
-    )
-    return s.new_source_rows.evaluate_tick(context)
-
-
-def test_new_source_rows_sensor(source):
-    first = evaluate_new_rows().run_requests
-    assert len(first) == 1 and len(first[0].asset_selection) == 4  # nothing loaded yet
-    assert materialize(
-        "bronze/work_orders bronze/machine_logs bronze/quality_checks bronze/materials"
-    ).success
-    quiet = evaluate_new_rows()
-    assert not quiet.run_requests and "up to date" in quiet.skip_message
-    engine = sa.create_engine(source)
-    with engine.begin() as conn:
-        orders = demo_data.TABLES["work_orders"]
-        conn.execute(
-            orders.update()
-            .where(orders.c.work_order_id == "WO-000003")
-            .values(updated_at=datetime(2026, 2, 1))
-        )
-    engine.dispose()
-    (request,) = evaluate_new_rows().run_requests
-    assert request.asset_selection == [dg.AssetKey(["bronze", "work_orders"])]
-    assert request.run_key == "work_orders@2026-02-01T00:00:00"
-    assert materialize("bronze/work_orders").success
-    assert not evaluate_new_rows().run_requests
-
-
-BRONZE = [dg.AssetKey(["bronze", t]) for t in demo_data.TABLES]
-
-
-def defs():
-
-    from asgard_assets.definitions import defs
-
-    return defs
-
-
-def test_bronze_loaded_sensor_fires_only_for_loads_with_rows():
-
-    instance = dg.DagsterInstance.ephemeral()
-    key = dg.AssetKey(["bronze", "work_orders"])
-    context = dg.build_multi_asset_sensor_context(
-        monitored_assets=BRONZE, instance=instance, definitions=defs()
-    )
-    assert isinstance(s.bronze_loaded(context), dg.SkipReason)  # nothing loaded yet
-
-    instance.report_runless_asset_event(dg.AssetMaterialization(key, metadata={"rows_written": 0}))
-    context = dg.build_multi_asset_sensor_context(
-        monitored_assets=BRONZE, instance=instance, definitions=defs()
-    )
-    assert isinstance(s.bronze_loaded(context), dg.SkipReason)
-    instance.report_runless_asset_event(dg.AssetMaterialization(key, metadata={"rows_written": 5}))
-    context = dg.build_multi_asset_sensor_context(
-        monitored_assets=BRONZE, instance=instance, definitions=defs()
-    )
-    assert isinstance(s.bronze_loaded(context), dg.RunRequest)
 
 
 def test_gold_changed_sensor_requests_a_retrain():

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from ..metadata import table_metadata
+from ..metadata import code_version, table_metadata
+from ..partitions import is_partitioned, partitions_of, window_of
 from ..resources.ingestion import Ingestion
 from ..resources.lakehouse import Lakehouse
 from ..settings import SOURCE_TABLES
@@ -10,7 +11,20 @@ from ..settings import SOURCE_TABLES
 
 class BronzeConfig(dg.Config):
     full_refresh: bool = False
-    """Re-read the whole source table and replace bronze, instead of rows past the cursor."""
+    """Re-read the whole source table and replace bronze, instead of rows past the cursor
+    (unpartitioned tables; a partition run always replaces its days)."""
+
+
+def _description(table: str) -> str:
+    how = (
+        "daily partitions; a run replaces its days with the source's rows in them"
+        if is_partitioned(table)
+        else "`updated_at` incremental; `full_refresh: true` reloads it"
+    )
+    return (
+        f"Raw copy of source table `{table}` ({how}). Columns `_asgard_loaded_at` and "
+        "`_asgard_load_id` record each load."
+    )
 
 
 def bronze_asset(table: str) -> dg.AssetsDefinition:
@@ -18,11 +32,9 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         key=["bronze", table],
         group_name="bronze",
         kinds={"iceberg", "python"},
-        description=(
-            f"Raw copy of source table `{table}` (`updated_at` incremental; "
-            "`full_refresh: true` reloads it). Columns `_asgard_loaded_at` and "
-            "`_asgard_load_id` record each load."
-        ),
+        description=_description(table),
+        code_version=code_version("resources/ingestion.py"),
+        **partitions_of(table),
     )
     def _bronze(
         context: dg.AssetExecutionContext,
@@ -30,14 +42,15 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         ingestion: Ingestion,
         lakehouse: Lakehouse,
     ) -> dg.MaterializeResult:
-        result = ingestion.ingest(table, lakehouse, full_refresh=config.full_refresh)
+        window = window_of(context, table)
+        result = ingestion.ingest(table, lakehouse, full_refresh=config.full_refresh, window=window)
         context.log.info(
             f"{result.mode}: {result.write.rows_written} rows from {result.source} "
             f"into bronze.{table} (snapshot {result.write.snapshot_id})"
         )
         return dg.MaterializeResult(
             metadata={
-                **table_metadata(lakehouse, result.write),
+                **table_metadata(lakehouse, result.write, window),
                 "load_mode": result.mode,
                 "cursor_from": str(result.cursor_from),
                 "source": result.source,

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ..metadata import code_version
 from ..models.assets import MODEL_KEY
 from ..models.training import MODEL_NAME
 from ..resources.deployer import Deployer
@@ -15,6 +16,7 @@ from .bundle import BundleSpec, write_bundle
     deps=[MODEL_KEY],
     group_name="deployments",
     kinds={"fastapi", "kubernetes"},
+    code_version=code_version("serving/app.py", "serving/model.py", "deployments/bundle.py"),
 )
 def operator_efficiency_service(
     mlflow_tracking: MlflowTracking, deployer: Deployer

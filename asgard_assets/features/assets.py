@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from ..resources.feature_store import GOLD_TABLE, VIEW, FeatureStoreResource
+from ..metadata import code_version
+from ..resources.feature_store import FEATURE_REPO, GOLD_TABLE, VIEW, FeatureStoreResource
 from ..resources.lakehouse import Lakehouse
 
 
@@ -11,6 +12,7 @@ from ..resources.lakehouse import Lakehouse
     deps=[dg.AssetKey(["gold", "operator_features"])],
     group_name="features",
     kinds={"feast", "iceberg"},
+    code_version=code_version(FEATURE_REPO / "features.py"),
 )
 def operator_efficiency(
     feature_store: FeatureStoreResource, lakehouse: Lakehouse

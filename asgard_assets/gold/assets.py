@@ -1,5 +1,6 @@
 """gold/*: the dbt project, one Dagster asset per dbt model, dbt tests as asset checks."""
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,30 @@ DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 dbt_project = DbtProject(project_dir=DBT_DIR, target="duckdb")
 
 
+def docs_link(project: DbtProject, unique_id: str) -> dg.MetadataValue:
+    """Where a model's dbt docs are: ``ASGARD_DBT_DOCS_URL`` (hosted docs) when set, else the
+    local page (a browser will not open file links from the UI, so it is shown as a path)."""
+    anchor = f"#!/{unique_id.split('.')[0]}/{unique_id}"
+    hosted = os.environ.get("ASGARD_DBT_DOCS_URL")
+    if hosted:
+        return dg.MetadataValue.url(hosted.rstrip("/") + "/" + anchor)
+    return dg.MetadataValue.path(f"{docs_page(project)}{anchor}")
+
+
+def docs_page(project: DbtProject) -> Path:
+    return Path(project.project_dir) / project.target_path / "docs" / "static_index.html"
+
+
+def write_docs(project: DbtProject, dbt: DbtCliResource) -> None:
+    """dbt docs as one self-contained page, after a build (compiling reads the sources),
+    and only when the project changed since the page was written."""
+    page = docs_page(project)
+    if page.exists() and page.stat().st_mtime >= project.manifest_path.stat().st_mtime:
+        return
+    args = ["--quiet", "docs", "generate", "--static", "--empty-catalog"]
+    dbt.cli(args, manifest=project.manifest_path, target_path=page.parent).wait()
+
+
 class AsgardDbtTranslator(DagsterDbtTranslator):
     """Asset key = Iceberg identifier: model gold.operator_features is gold/operator_features,
     source silver.work_orders is the silver/work_orders asset."""
@@ -35,6 +60,19 @@ class AsgardDbtTranslator(DagsterDbtTranslator):
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str:
         return "gold"
+
+    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        meta = dict(super().get_metadata(dbt_resource_props))
+        if dbt_resource_props["resource_type"] == "model":
+            meta["dbt_docs"] = docs_link(dbt_project, dbt_resource_props["unique_id"])
+        return meta
+
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        # rebuilt once silver has settled after any update (see transform_automation); days
+        # never loaded (no source rows) are no reason to wait
+        return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 
 
 translator = AsgardDbtTranslator(
@@ -64,6 +102,7 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
                     {**event.metadata, **table_metadata(lakehouse, lakehouse.describe(identifier))}
                 )
             yield event
+        write_docs(project, dbt)
 
     return gold_dbt_assets
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from ..metadata import code_version
 from ..resources.feature_store import GOLD_TABLE, FeatureStoreResource
 from ..resources.lakehouse import Lakehouse
 from ..resources.mlflow_tracking import CHAMPION, MlflowTracking
@@ -39,6 +40,7 @@ def _requirements() -> list[str]:
     deps=[dg.AssetKey(["features", "operator_efficiency"])],
     group_name="models",
     kinds={"mlflow", "scikitlearn"},
+    code_version=code_version("models/training.py"),
 )
 def operator_efficiency_predictor(
     context: dg.AssetExecutionContext,

@@ -1,12 +1,18 @@
 """Jobs: the journey in four selectable parts, from the UI (Jobs) or the CLI
-(`dagster job launch -m asgard_assets.definitions -j ingest`)."""
+(`dagster job execute -m asgard_assets.definitions -j ingest`)."""
 
 import dagster as dg
+
+from ..partitions import daily
 
 ingest_job = dg.define_asset_job(
     "ingest",
     selection=dg.AssetSelection.groups("bronze"),
-    description="Source tables into bronze (incremental).",
+    partitions_def=daily,
+    description=(
+        "Source tables into bronze: the run's days of work orders and machine logs, "
+        "rows past the cursor of the others."
+    ),
 )
 transform_job = dg.define_asset_job(
     "transform",

@@ -1,15 +1,16 @@
-"""Schedules: daily ingestion (the sensors carry new data on through the journey)."""
+"""Schedules: at 02:00 UTC, ingest the day that just ended (the daily partition of work
+orders and machine logs) and the rows past the cursor of the other tables. The automation
+and sensors carry it on through the journey."""
 
 import dagster as dg
 
 from .jobs import ingest_job
 
-daily_ingest = dg.ScheduleDefinition(
+daily_ingest = dg.build_schedule_from_partitioned_job(
+    ingest_job,
     name="daily_ingest",
-    job=ingest_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    description="Incremental load of every source table at 02:00 UTC.",
+    hour_of_day=2,
+    description="Yesterday's partition of every source table at 02:00 UTC.",
 )
 
 schedules = [daily_ingest]

@@ -1,8 +1,10 @@
-"""Sensors: new source rows -> ingest -> transform -> retrain -> deploy, and failures
-recorded where an operator looks.
+"""Sensors: new source rows -> ingest -> (automation: silver, gold) -> retrain -> deploy,
+and failures recorded where an operator looks.
 
 With the sensors on, a new or changed row in the source reaches a retrained, redeployed
 model without anyone clicking; the quality gate still decides whether it is deployed.
+Silver and gold follow bronze by declarative automation (``transform_automation``): it
+rebuilds exactly the silver partitions whose bronze partition changed.
 """
 
 import json
@@ -11,58 +13,77 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from ..models.training import MODEL_NAME
+from ..partitions import days_in, is_partitioned, range_tags
 from ..resources.deployer import Deployer
 from ..resources.ingestion import Ingestion, bronze_cursor
 from ..resources.lakehouse import Lakehouse
 from ..resources.mlflow_tracking import MlflowTracking
 from ..settings import SOURCE_TABLES, asgard_home
-from .jobs import deploy_job, ingest_job, train_and_deploy_job, transform_job
+from .jobs import deploy_job, ingest_job, train_and_deploy_job
+
+TRIGGER = "asgard/trigger"
 
 
 @dg.sensor(
     job=ingest_job,
     minimum_interval_seconds=60,
-    description="Source rows newer than bronze's updated_at cursor start an ingest.",
+    description=(
+        "Source rows newer than bronze's updated_at cursor start an ingest: of the days they "
+        "fall on for partitioned tables, of the rows past the cursor for the others."
+    ),
 )
 def new_source_rows(
     context: dg.SensorEvaluationContext, ingestion: Ingestion, lakehouse: Lakehouse
 ):
-    stale = []
+    requests = []
+    by_day: dict[str, dict[str, str]] = {}  # day -> {table changed on it: its source cursor}
+    unpartitioned = []
     for table in SOURCE_TABLES:
         source = ingestion.source_cursor(table)
         loaded = bronze_cursor(lakehouse, f"bronze.{table}")
-        if source is not None and (loaded is None or source > loaded):
-            stale.append((table, source))
-    if not stale:
+        if source is None or (loaded is not None and source <= loaded):
+            continue
+        key = f"{table}@{source.isoformat()}"
+        if not is_partitioned(table):
+            unpartitioned.append((table, key))
+        elif loaded is None:  # never loaded: every day with rows, as one run
+            days = days_in(ingestion.days(table))
+            if days:
+                requests.append(_request([table], f"{key}:all", tags=range_tags(days)))
+        else:
+            for day in days_in(ingestion.days(table, updated_after=loaded)):
+                by_day.setdefault(day, {})[table] = source.isoformat()
+                context.log.info(f"{table}: rows changed on {day}")
+    if unpartitioned:
+        tables, keys = zip(*unpartitioned, strict=True)
+        requests.append(_request(list(tables), "|".join(keys)))
+    for day, tables in sorted(by_day.items()):
+        # the cursor in the key: a later change to the same day is a new run
+        key = "|".join(f"{t}@{day}:{cursor}" for t, cursor in tables.items())
+        requests.append(_request(list(tables), key, partition_key=day))
+    if not requests:
         return dg.SkipReason("bronze is up to date with the source")
+    return requests
+
+
+def _request(tables: list[str], run_key: str, tags: dict | None = None, **kw) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key="|".join(f"{t}@{ts.isoformat()}" for t, ts in stale),
-        asset_selection=[dg.AssetKey(["bronze", t]) for t, _ in stale],
-        tags={"asgard/trigger": "new_source_rows"},
+        run_key=run_key,
+        asset_selection=[dg.AssetKey(["bronze", t]) for t in tables],
+        tags={TRIGGER: "new_source_rows", **(tags or {})},
+        **kw,
     )
 
 
-@dg.multi_asset_sensor(
-    monitored_assets=[dg.AssetKey(["bronze", t]) for t in SOURCE_TABLES],
-    job=transform_job,
+transform_automation = dg.AutomationConditionSensorDefinition(
+    "transform_automation",
+    target=dg.AssetSelection.groups("silver", "gold"),
     minimum_interval_seconds=30,
-    description="Bronze loads that brought rows start the transform (silver and gold).",
+    description=(
+        "Silver partitions follow their bronze partition (any day, late corrections too); "
+        "gold follows silver once nothing upstream is missing or running."
+    ),
 )
-def bronze_loaded(context: dg.MultiAssetSensorEvaluationContext):
-    records = context.latest_materialization_records_by_key()
-    new = [r for r in records.values() if r and _rows_written(r) > 0]
-    context.advance_all_cursors()
-    if not new:
-        return dg.SkipReason("no bronze load brought new rows")
-    return dg.RunRequest(
-        run_key=",".join(sorted(r.run_id for r in new)), tags={"asgard/trigger": "bronze_loaded"}
-    )
-
-
-def _rows_written(record) -> int:
-    meta = record.asset_materialization.metadata if record.asset_materialization else {}
-    value = meta.get("rows_written")
-    return int(value.value) if value is not None else 0
 
 
 @dg.asset_sensor(
@@ -72,7 +93,7 @@ def _rows_written(record) -> int:
     description="A new gold snapshot retrains the model (and deploys it if it passes the gate).",
 )
 def gold_changed(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    return dg.RunRequest(run_key=asset_event.run_id, tags={"asgard/trigger": "gold_changed"})
+    return dg.RunRequest(run_key=asset_event.run_id, tags={TRIGGER: "gold_changed"})
 
 
 @dg.sensor(
@@ -89,9 +110,7 @@ def champion_changed(
     current = deployer.current(MODEL_NAME)
     if current is not None and current.version == str(champion.version):
         return dg.SkipReason(f"version {champion.version} is already serving")
-    return dg.RunRequest(
-        run_key=f"champion-{champion.version}", tags={"asgard/trigger": "champion_changed"}
-    )
+    return dg.RunRequest(run_key=f"champion-{champion.version}", tags={TRIGGER: "champion_changed"})
 
 
 @dg.run_failure_sensor(
@@ -112,4 +131,10 @@ def record_failures(context: dg.RunFailureSensorContext):
     context.log.error(f"run {record['run_id']} ({record['job']}) failed: {record['message']}")
 
 
-sensors = [new_source_rows, bronze_loaded, gold_changed, champion_changed, record_failures]
+sensors = [
+    new_source_rows,
+    transform_automation,
+    gold_changed,
+    champion_changed,
+    record_failures,
+]

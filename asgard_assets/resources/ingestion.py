@@ -20,6 +20,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from .. import demo_data
+from ..partitions import PARTITION_COLUMNS, Window
 from ..settings import demo_source_path
 from .lakehouse import Lakehouse, WriteResult
 
@@ -31,7 +32,7 @@ LOAD_ID = "_asgard_load_id"
 @dataclass(frozen=True)
 class IngestResult:
     write: WriteResult
-    mode: str  # "incremental" or "full_refresh"
+    mode: str  # "incremental", "full_refresh" or "partition_overwrite"
     cursor_from: datetime | None
     source: str
 
@@ -94,9 +95,21 @@ class Ingestion(dg.ConfigurableResource):
         """The greatest ``updated_at`` in the source table (what a sensor compares)."""
         raise NotImplementedError
 
+    def days(self, table: str, updated_after: datetime | None = None) -> list[str]:
+        """Days (``YYYY-MM-DD`` of the partition column) holding rows (updated after
+        ``updated_after``, when given)."""
+        raise NotImplementedError
+
     def ingest(
-        self, table: str, lakehouse: Lakehouse, *, full_refresh: bool = False
+        self,
+        table: str,
+        lakehouse: Lakehouse,
+        *,
+        full_refresh: bool = False,
+        window: Window | None = None,
     ) -> IngestResult:
+        """Without a window: rows past the bronze cursor (all of them on ``full_refresh``).
+        With one: every source row in the window replaces bronze's rows in it."""
         raise NotImplementedError
 
 
@@ -155,10 +168,32 @@ class EmbeddedIngestion(Ingestion):
         # SQLite hands back text; the others a datetime
         return datetime.fromisoformat(value) if isinstance(value, str) else value
 
-    def read(self, table: str, since: datetime | None = None) -> pa.RecordBatchReader:
-        """Stream a source table (rows updated after ``since``) as Arrow record batches."""
+    def days(self, table: str, updated_after: datetime | None = None) -> list[str]:
+        column = PARTITION_COLUMNS[table]
+        with self._connect() as conn:
+            query = (
+                f"SELECT DISTINCT date({column}) FROM {self._qualified(table, conn)} "
+                f"WHERE {column} IS NOT NULL"
+            )
+            params = {}
+            if updated_after is not None:
+                query += f" AND {CURSOR_COLUMN} > :since"
+                # a formatted string: SQLite compares text, and Feast/MLflow re-register the
+                # process's sqlite3 datetime adapter
+                params["since"] = f"{updated_after:%Y-%m-%d %H:%M:%S.%f}"
+            days = conn.execute(sa.text(query), params).scalars()
+            return sorted(str(d)[:10] for d in days)
+
+    def read(
+        self, table: str, since: datetime | None = None, window: Window | None = None
+    ) -> pa.RecordBatchReader:
+        """Stream a source table as Arrow record batches: rows updated after ``since``, or
+        the rows in ``window`` (in time order, so bronze's files cover short time spans and
+        a later one-day overwrite rewrites few of them)."""
         query = f"SELECT * FROM {self._qualified(table)}"
-        if since is not None:
+        if window is not None:
+            query += f" WHERE {window.sql()} ORDER BY {window.column}"
+        elif since is not None:
             query += f" WHERE {CURSOR_COLUMN} > '{since:%Y-%m-%d %H:%M:%S.%f}'"
         url = self.url()
         if sa.engine.make_url(url).get_backend_name() == "postgresql":
@@ -168,21 +203,33 @@ class EmbeddedIngestion(Ingestion):
         )
 
     def ingest(
-        self, table: str, lakehouse: Lakehouse, *, full_refresh: bool = False
+        self,
+        table: str,
+        lakehouse: Lakehouse,
+        *,
+        full_refresh: bool = False,
+        window: Window | None = None,
     ) -> IngestResult:
         identifier = f"bronze.{table}"
-        cursor = None if full_refresh else bronze_cursor(lakehouse, identifier)
-        reader = self.read(table, since=cursor)
         load_id = uuid.uuid4().hex
+        props = {"asgard.load-id": load_id}
+        if window is not None:
+            reader, cursor, mode = self.read(table, window=window), None, "partition_overwrite"
+            write = {"mode": "overwrite", "overwrite_filter": window.iceberg_filter()}
+            props["asgard.window"] = str(window)
+        else:
+            cursor = None if full_refresh else bronze_cursor(lakehouse, identifier)
+            reader = self.read(table, since=cursor)
+            mode = "full_refresh" if cursor is None else "incremental"
+            write = {"mode": "overwrite" if cursor is None else "append"}
+            props["asgard.cursor-from"] = str(cursor)
         result = lakehouse.write(
             identifier,
             _with_load_columns(reader, load_id, datetime.now(UTC)),
-            mode="overwrite" if cursor is None else "append",
-            properties={"asgard.load-id": load_id, "asgard.cursor-from": str(cursor)},
+            properties=props,
+            **write,
         )
-        return IngestResult(
-            result, "full_refresh" if cursor is None else "incremental", cursor, redact(self.url())
-        )
+        return IngestResult(result, mode, cursor, redact(self.url()))
 
 
 def bronze_cursor(lakehouse: Lakehouse, identifier: str) -> datetime | None:
@@ -204,7 +251,12 @@ class AirbyteIngestion(Ingestion):
     client_secret: str = ""
 
     def ingest(
-        self, table: str, lakehouse: Lakehouse, *, full_refresh: bool = False
+        self,
+        table: str,
+        lakehouse: Lakehouse,
+        *,
+        full_refresh: bool = False,
+        window: Window | None = None,
     ) -> IngestResult:
         raise dg.Failure(
             "AirbyteIngestion is configured for the k8s profile but not yet implemented; "

@@ -22,6 +22,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.table import Table
 
+from ..partitions import Window
 from ..settings import asgard_home
 
 NAMESPACES = ("bronze", "silver", "gold")
@@ -112,29 +113,40 @@ class Lakehouse(dg.ConfigurableResource):
         snap = self.table(identifier).current_snapshot()
         return snap.snapshot_id if snap else None
 
-    def current_files(self, identifier: str) -> list[str]:
+    def current_files(self, identifier: str, row_filter: BooleanExpression = ALL_ROWS) -> list[str]:
         """Data files of the table's current snapshot only (older snapshots' files share the
-        folder, so a glob would read them too)."""
+        folder, so a glob would read them too); with ``row_filter``, only the files whose
+        column statistics say they may hold matching rows."""
         files = []
-        for task in self.table(identifier).scan().plan_files():
+        for task in self.table(identifier).scan(row_filter=row_filter).plan_files():
             if task.delete_files:
                 raise dg.Failure(f"{identifier} has delete files; Asgard writes copy-on-write only")
             files.append(to_local_path(task.file.file_path))
         return files
 
-    def attach(self, con: duckdb.DuckDBPyConnection, identifiers: Iterable[str]) -> None:
+    def attach(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        identifiers: Iterable[str],
+        window: Window | None = None,
+    ) -> None:
         """Make each table readable in DuckDB under its own name (``silver.work_orders``),
-        as a view over its current snapshot's files."""
+        as a view over its current snapshot's files; with ``window``, over its rows in the
+        window only (and only the files that may hold them)."""
         for identifier in identifiers:
             namespace, name = identifier.split(".")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {namespace}")
-            files = self.current_files(identifier)
+            row_filter = window.iceberg_filter() if window else ALL_ROWS
+            files = self.current_files(identifier, row_filter)
             if files:
                 source = f"read_parquet({files!r}, union_by_name = true)"
-            else:  # an empty table still has a schema
+            else:  # no rows (or none in the window) still has a schema
                 con.register(f"_empty_{namespace}_{name}", self.table(identifier).scan().to_arrow())
                 source = f"_empty_{namespace}_{name}"
-            con.execute(f"CREATE OR REPLACE VIEW {namespace}.{name} AS SELECT * FROM {source}")
+            where = f" WHERE {window.sql()}" if window else ""
+            con.execute(
+                f"CREATE OR REPLACE VIEW {namespace}.{name} AS SELECT * FROM {source}{where}"
+            )
 
     def query(self, sql: str, *identifiers: str) -> duckdb.DuckDBPyConnection:
         """Run DuckDB SQL that names Iceberg tables (``FROM silver.work_orders``); returns the

@@ -15,8 +15,9 @@ import duckdb
 import sqlglot
 from sqlglot.errors import ParseError
 
+from ..partitions import Window
 from ..settings import asgard_home
-from .lakehouse import Lakehouse, WriteResult
+from .lakehouse import ALL_ROWS, Lakehouse, WriteResult
 
 
 def transpile(sql_path: Path) -> str:
@@ -32,10 +33,16 @@ def transpile(sql_path: Path) -> str:
 
 
 class SparkSqlEngine(dg.ConfigurableResource):
-    """Builds ``target`` from the SELECT in ``sql_path`` over the ``inputs`` tables."""
+    """Builds ``target`` from the SELECT in ``sql_path`` over the ``inputs`` tables; with a
+    ``window``, over the inputs' rows in it, replacing only the target's rows in it."""
 
     def build(
-        self, sql_path: Path, target: str, inputs: list[str], lakehouse: Lakehouse
+        self,
+        sql_path: Path,
+        target: str,
+        inputs: list[str],
+        lakehouse: Lakehouse,
+        window: Window | None = None,
     ) -> WriteResult:
         raise NotImplementedError
 
@@ -45,7 +52,12 @@ class DuckDbSparkSql(SparkSqlEngine):
     batch_rows: int = 250_000
 
     def build(
-        self, sql_path: Path, target: str, inputs: list[str], lakehouse: Lakehouse
+        self,
+        sql_path: Path,
+        target: str,
+        inputs: list[str],
+        lakehouse: Lakehouse,
+        window: Window | None = None,
     ) -> WriteResult:
         sql = transpile(sql_path)
         spill = asgard_home() / "tmp" / "duckdb"
@@ -54,11 +66,18 @@ class DuckDbSparkSql(SparkSqlEngine):
             config={"memory_limit": self.memory_limit, "temp_directory": str(spill)}
         )
         try:
-            lakehouse.attach(con, inputs)
+            lakehouse.attach(con, inputs, window)
+            props = {"asgard.sql": sql_path.name}
+            if window is not None:
+                props["asgard.window"] = str(window)
             try:
                 reader = con.sql(sql).to_arrow_reader(self.batch_rows)
                 return lakehouse.write(
-                    target, reader, mode="overwrite", properties={"asgard.sql": sql_path.name}
+                    target,
+                    reader,
+                    mode="overwrite",
+                    overwrite_filter=window.iceberg_filter() if window else ALL_ROWS,
+                    properties=props,
                 )
             except duckdb.Error as e:
                 raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
@@ -73,7 +92,12 @@ class SparkOperatorEngine(SparkSqlEngine):
     image: str = "apache/spark:3.5.3"
 
     def build(
-        self, sql_path: Path, target: str, inputs: list[str], lakehouse: Lakehouse
+        self,
+        sql_path: Path,
+        target: str,
+        inputs: list[str],
+        lakehouse: Lakehouse,
+        window: Window | None = None,
     ) -> WriteResult:
         raise dg.Failure(
             "SparkOperatorEngine is configured for the k8s profile but not yet implemented; "

@@ -1,16 +1,22 @@
 """silver/<table>: cleaned, typed, flagged; Spark-SQL files in ``sql/`` do the work."""
 
-import hashlib
 from pathlib import Path
 
 import dagster as dg
 
-from ..metadata import table_metadata
+from ..metadata import code_version, table_metadata
+from ..partitions import partitions_of, window_of
 from ..resources.lakehouse import Lakehouse
 from ..resources.spark import SparkSqlEngine
 from ..settings import SOURCE_TABLES
 
 SQL_DIR = Path(__file__).parent / "sql"
+
+# A bronze load (any day, not only the latest) rebuilds the same silver partition once
+# nothing upstream is missing or running: the partition-aware form of "bronze loaded".
+TRANSFORM_AUTOMATION = dg.AutomationCondition.eager().without(
+    dg.AutomationCondition.in_latest_time_window()
+)
 
 
 def sql_path(table: str) -> Path:
@@ -29,14 +35,19 @@ def silver_asset(table: str) -> dg.AssetsDefinition:
         group_name="silver",
         kinds={"iceberg", "spark", "duckdb"},
         description=f"Cleaned, typed and flagged `{table}`; rules in `silver/sql/{table}.sql`.",
-        code_version=hashlib.sha256(sql_path(table).read_bytes()).hexdigest()[:12],
+        code_version=code_version(sql_path(table)),
+        automation_condition=TRANSFORM_AUTOMATION,
+        **partitions_of(table),
     )
-    def _silver(spark: SparkSqlEngine, lakehouse: Lakehouse) -> dg.MaterializeResult:
+    def _silver(
+        context: dg.AssetExecutionContext, spark: SparkSqlEngine, lakehouse: Lakehouse
+    ) -> dg.MaterializeResult:
         identifier = f"silver.{table}"
-        result = spark.build(sql_path(table), identifier, [f"bronze.{table}"], lakehouse)
+        window = window_of(context, table)
+        result = spark.build(sql_path(table), identifier, [f"bronze.{table}"], lakehouse, window)
         return dg.MaterializeResult(
             metadata={
-                **table_metadata(lakehouse, result),
+                **table_metadata(lakehouse, result, window),
                 "invalid_share": invalid_share(lakehouse, identifier),
                 "sql_file": f"silver/sql/{table}.sql",
             }
