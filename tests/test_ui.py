@@ -1,0 +1,217 @@
+"""The Dagster UI, for real: `dagster dev` on loopback, headless Chromium on the lineage
+graph, and a materialization launched through the GraphQL API."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# as root, on a machine whose network is closed (see the machine notes)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+GROUPS = ["bronze", "silver", "gold", "features", "models", "deployments"]
+LOCATION = "asgard_assets.definitions"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    response = requests.post(
+        f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
+    )
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+ASSET_KEYS = "{ assetNodes { assetKey { path } } }"
+
+
+def _wait_until_loaded(url: str, process: subprocess.Popen, log: Path, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"dagster dev exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if len(graphql(url, ASSET_KEYS)["assetNodes"]) >= 12:
+                return
+        except (requests.RequestException, AssertionError):
+            pass
+        time.sleep(1)
+    pytest.fail(
+        f"dagster dev did not load the definitions in {timeout}s:\n{log.read_text()[-3000:]}"
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGINT is how `dagster dev` shuts down its webserver, daemon and code server; the
+    group is killed if anything is left (SIGTERM to the group leaves them running)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ui")
+    dagster_home = base / "dagster"
+    dagster_home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "ASGARD_HOME": str(base / "asgard"),
+        "DAGSTER_HOME": str(dagster_home),
+    }
+    env.pop("ASGARD_SOURCE_URL", None)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = base / "dagster_dev.log"
+    dagster = Path(sys.executable).with_name("dagster")
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(dagster), "dev", "-m", LOCATION, "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, to stop it whole
+        )
+    try:
+        _wait_until_loaded(url, process, log)
+        yield url
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is required in CI (apt-get install chromium)")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _shown_as(label: str, name: str) -> bool:
+    """The graph shortens long names at low zoom (``operat…_efficiency``)."""
+    if "…" not in label:
+        return label == name
+    head, tail = label.split("…")
+    return name.startswith(head) and name.endswith(tail)
+
+
+def test_lineage_graph_shows_every_asset_of_the_journey(dagster_ui, browser, tmp_path):
+    expected = sorted(n["assetKey"]["path"][-1] for n in graph_nodes(dagster_ui))
+    assert len(expected) == 12
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(f"{dagster_ui}/asset-groups")
+    page.get_by_text("deployments", exact=True).first.wait_for(timeout=60_000)
+    skip = page.get_by_role("button", name="Skip")  # the first-visit newsletter dialog
+    if skip.count():
+        skip.click()
+    for group in GROUPS:  # one collapsed box per group at first
+        assert page.get_by_text(group, exact=True).count() >= 1
+    page.mouse.click(1000, 300)
+    page.keyboard.press("Alt+e")  # the graph's "Expand all groups"
+    names = page.locator("[class*=AssetNode_assetName]")
+    names.nth(11).wait_for(timeout=30_000)
+    labels = names.all_inner_texts()
+    page.screenshot(path=str(tmp_path / "lineage.png"))
+    unmatched = list(expected)
+    for label in labels:
+        match = next((n for n in unmatched if _shown_as(label, n)), None)
+        assert match, f"graph node {label!r} is not an asset of the journey"
+        unmatched.remove(match)
+    assert not unmatched, f"missing from the graph: {unmatched}"
+
+
+def graph_nodes(url: str) -> list[dict]:
+    return graphql(url, ASSET_KEYS)["assetNodes"]
+
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+STATUS = """
+query Status($runId: ID!) {
+  runOrError(runId: $runId) { ... on Run { status } }
+}
+"""
+MATERIALIZED = """
+query Latest($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries { label } } }
+  }
+}
+"""
+
+
+def test_graphql_launches_a_materialization_that_succeeds(dagster_ui):
+    key = {"path": ["bronze", "materials"]}
+    params = {
+        "selector": {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [key],
+        },
+    }
+    launched = graphql(dagster_ui, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline = time.monotonic() + 180
+    status = None
+    while time.monotonic() < deadline:
+        status = graphql(dagster_ui, STATUS, {"runId": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    assert status == "SUCCESS"
+    (latest,) = graphql(dagster_ui, MATERIALIZED, {"key": key})["assetOrError"][
+        "assetMaterializations"
+    ]
+    assert latest["runId"] == run_id
+    assert {"dagster/row_count", "iceberg_snapshot_id"} <= {
+        e["label"] for e in latest["metadataEntries"]
+    }
