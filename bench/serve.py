@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,12 +24,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(cmd: list[str], env: dict, health: str, log: Path) -> subprocess.Popen:
@@ -92,6 +85,7 @@ def main() -> None:
 
     from asgard_assets.models.training import FEATURES, MODEL_NAME
     from asgard_assets.resources import resource
+    from asgard_assets.resources.deployer import free_port
 
     tracking = resource("mlflow_tracking")
     champion = tracking.champion(MODEL_NAME)

@@ -119,6 +119,16 @@ def demo_home(_demo_foundation, monkeypatch) -> Path:
     return _demo_foundation
 
 
+@pytest.fixture
+def own_source(home, tmp_path, monkeypatch) -> str:
+    """A private copy of the demo database as the source, to change rows in."""
+    path = tmp_path / "source.sqlite"
+    demo_data.ensure_sqlite(path)
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("ASGARD_SOURCE_URL", url)
+    return url
+
+
 def _server(url: str, what: str) -> str:
     try:
         engine = sa.create_engine(url)

@@ -42,16 +42,6 @@ def failure_message(result) -> str:
     return " ".join(e.step_failure_data.error.to_string() for e in events)
 
 
-@pytest.fixture
-def own_source(home, tmp_path, monkeypatch) -> str:
-    """A private copy of the demo database as the source, to change rows in."""
-    path = tmp_path / "source.sqlite"
-    demo_data.ensure_sqlite(path)
-    url = f"sqlite:///{path}"
-    monkeypatch.setenv("ASGARD_SOURCE_URL", url)
-    return url
-
-
 @pytest.mark.postgres
 def test_ingests_from_postgres(home, postgres_url, monkeypatch):
     assert demo_data.load(postgres_url) == demo_data.EXPECTED_ROWS

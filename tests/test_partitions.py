@@ -25,11 +25,9 @@ LATER = datetime(2026, 1, 1)
 
 
 @pytest.fixture
-def source(home, tmp_path, monkeypatch) -> sa.Engine:
-    """A private copy of the demo database as the source, to change rows in."""
-    url = demo_data.ensure_sqlite(tmp_path / "source.sqlite")
-    monkeypatch.setenv("ASGARD_SOURCE_URL", url)
-    engine = sa.create_engine(url)
+def source(own_source) -> sa.Engine:
+    """An engine on the private copy of the demo database."""
+    engine = sa.create_engine(own_source)
     yield engine
     engine.dispose()
 

@@ -4,7 +4,6 @@ graph, and a materialization launched through the GraphQL API."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT
+
+from asgard_assets.resources.deployer import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # as root, on a machine whose network is closed (see the machine notes)
@@ -27,12 +28,6 @@ CHROMIUM_ARGS = [
 ]
 GROUPS = ["bronze", "silver", "gold", "features", "models", "deployments"]
 LOCATION = "asgard_assets.definitions"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
@@ -91,7 +86,7 @@ def dagster_ui(tmp_path_factory):
         "DAGSTER_HOME": str(dagster_home),
     }
     env.pop("ASGARD_SOURCE_URL", None)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = base / "dagster_dev.log"
     dagster = Path(sys.executable).with_name("dagster")

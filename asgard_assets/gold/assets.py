@@ -49,7 +49,12 @@ def write_docs(project: DbtProject, dbt: DbtCliResource) -> None:
 
 class AsgardDbtTranslator(DagsterDbtTranslator):
     """Asset key = Iceberg identifier: model gold.operator_features is gold/operator_features,
-    source silver.work_orders is the silver/work_orders asset."""
+    source silver.work_orders is the silver/work_orders asset. Docs links point into
+    ``project``'s docs page."""
+
+    def __init__(self, project: DbtProject):
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
+        self.project = project
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source":
@@ -64,7 +69,7 @@ class AsgardDbtTranslator(DagsterDbtTranslator):
     def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
         meta = dict(super().get_metadata(dbt_resource_props))
         if dbt_resource_props["resource_type"] == "model":
-            meta["dbt_docs"] = docs_link(dbt_project, dbt_resource_props["unique_id"])
+            meta["dbt_docs"] = docs_link(self.project, dbt_resource_props["unique_id"])
         return meta
 
     def get_automation_condition(
@@ -75,15 +80,14 @@ class AsgardDbtTranslator(DagsterDbtTranslator):
         return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 
 
-translator = AsgardDbtTranslator(
-    settings=DagsterDbtTranslatorSettings(enable_code_references=False)
-)
-
-
 def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
     """The dbt assets of ``project`` (a factory, so tests can build them over a copy)."""
 
-    @dbt_assets(manifest=project.manifest_path, dagster_dbt_translator=translator, project=project)
+    @dbt_assets(
+        manifest=project.manifest_path,
+        dagster_dbt_translator=AsgardDbtTranslator(project),
+        project=project,
+    )
     def gold_dbt_assets(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: Lakehouse
     ):

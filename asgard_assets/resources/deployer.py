@@ -57,7 +57,8 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS picks it)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -104,7 +105,7 @@ class LocalDeployer(Deployer):
                 if (not previous or p != previous.port) and _port_free(self.host, p)
             ),
             None,
-        ) or _free_port(self.host)  # both taken (another Asgard home, say): any free port
+        ) or free_port(self.host)  # both taken (another Asgard home, say): any free port
 
         logs = asgard_home() / "deployments" / "logs"
         logs.mkdir(parents=True, exist_ok=True)

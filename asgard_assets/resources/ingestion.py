@@ -215,8 +215,7 @@ class EmbeddedIngestion(Ingestion):
         props = {"asgard.load-id": load_id}
         if window is not None:
             reader, cursor, mode = self.read(table, window=window), None, "partition_overwrite"
-            write = {"mode": "overwrite", "overwrite_filter": window.iceberg_filter()}
-            props["asgard.window"] = str(window)
+            write = {"mode": "overwrite", "window": window}
         else:
             cursor = None if full_refresh else bronze_cursor(lakehouse, identifier)
             reader = self.read(table, since=cursor)

@@ -136,8 +136,7 @@ class Lakehouse(dg.ConfigurableResource):
         for identifier in identifiers:
             namespace, name = identifier.split(".")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {namespace}")
-            row_filter = window.iceberg_filter() if window else ALL_ROWS
-            files = self.current_files(identifier, row_filter)
+            files = self.current_files(identifier, window_filter(window))
             if files:
                 source = f"read_parquet({files!r}, union_by_name = true)"
             else:  # no rows (or none in the window) still has a schema
@@ -161,13 +160,13 @@ class Lakehouse(dg.ConfigurableResource):
         batches: pa.RecordBatchReader,
         *,
         mode: str = "overwrite",
-        overwrite_filter: BooleanExpression = ALL_ROWS,
+        window: Window | None = None,
         properties: dict[str, str] | None = None,
     ) -> WriteResult:
         """Write a stream of batches in one Iceberg transaction: all of it lands, or nothing.
 
-        ``overwrite`` replaces the rows matching ``overwrite_filter`` (all rows by default);
-        ``append`` adds. pyiceberg streams the reader, so memory stays bounded by
+        ``overwrite`` replaces all rows, or with ``window`` only the rows in it (recorded in
+        the snapshot as ``asgard.window``); ``append`` adds. pyiceberg streams the reader, so memory stays bounded by
         ``TABLE_PROPERTIES``; the schema is created on first write and evolved by name when
         new columns appear.
         """
@@ -178,7 +177,10 @@ class Lakehouse(dg.ConfigurableResource):
             identifier, schema=batches.schema, properties=TABLE_PROPERTIES
         )
         segments = _Segments(batches, SEGMENT_BYTES)
-        props = properties or {}
+        props = dict(properties or {})
+        if window is not None:
+            props["asgard.window"] = str(window)
+        overwrite_filter = window_filter(window)
         if mode == "append" and segments.exhausted:  # nothing new: no empty snapshot
             return self.describe(identifier, 0)
         txn = table.transaction()
@@ -211,6 +213,11 @@ class Lakehouse(dg.ConfigurableResource):
         body = {"catalog": {CATALOG_NAME: self.catalog_properties()}}
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return path
+
+
+def window_filter(window: Window | None) -> BooleanExpression:
+    """The Iceberg filter of a window's rows; all rows without one."""
+    return window.iceberg_filter() if window is not None else ALL_ROWS
 
 
 def _schema_differs(table: Table, schema: pa.Schema) -> bool:

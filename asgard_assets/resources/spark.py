@@ -17,7 +17,7 @@ from sqlglot.errors import ParseError
 
 from ..partitions import Window
 from ..settings import asgard_home
-from .lakehouse import ALL_ROWS, Lakehouse, WriteResult
+from .lakehouse import Lakehouse, WriteResult
 
 
 def transpile(sql_path: Path) -> str:
@@ -67,17 +67,14 @@ class DuckDbSparkSql(SparkSqlEngine):
         )
         try:
             lakehouse.attach(con, inputs, window)
-            props = {"asgard.sql": sql_path.name}
-            if window is not None:
-                props["asgard.window"] = str(window)
             try:
                 reader = con.sql(sql).to_arrow_reader(self.batch_rows)
                 return lakehouse.write(
                     target,
                     reader,
                     mode="overwrite",
-                    overwrite_filter=window.iceberg_filter() if window else ALL_ROWS,
-                    properties=props,
+                    window=window,
+                    properties={"asgard.sql": sql_path.name},
                 )
             except duckdb.Error as e:
                 raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
