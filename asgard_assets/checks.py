@@ -10,22 +10,15 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from .contracts.sources import SOURCE_TABLES, SOURCES
 from .partitions import PARTITION_COLUMNS, daily, run_days
 from .resources.lakehouse import Lakehouse
-from .settings import SOURCE_TABLES
 
 # A day warns when it has under VOLUME_RATIO of the median of the VOLUME_LOOKBACK days
 # before it; days before which the median is under VOLUME_MIN_USUAL rows are not judged.
 VOLUME_RATIO = 0.5
 VOLUME_LOOKBACK = 28
 VOLUME_MIN_USUAL = 10
-
-KEYS = {
-    "work_orders": "work_order_id",
-    "machine_logs": "log_id",
-    "quality_checks": "check_id",
-    "materials": "material_id",
-}
 
 
 def key_stats(lakehouse: Lakehouse, identifier: str, key: str) -> dict[str, int]:
@@ -41,7 +34,7 @@ def key_stats(lakehouse: Lakehouse, identifier: str, key: str) -> dict[str, int]
 def table_checks(layer: str, table: str, severity: dg.AssetCheckSeverity) -> list:
     asset = dg.AssetKey([layer, table])
     identifier = f"{layer}.{table}"
-    key = KEYS[table]
+    key = SOURCES[table].key
 
     @dg.asset_check(asset=asset, name="row_count_positive", blocking=True)
     def row_count_positive(lakehouse: Lakehouse) -> dg.AssetCheckResult:

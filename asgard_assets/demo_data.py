@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from .settings import SOURCE_SCHEMAS
+from .contracts.sources import INTEGER, SOURCES, STRING, TIMESTAMP, qualified_name
 
 SEED = 42
 N_WORK_ORDERS = 15_000
@@ -37,58 +37,16 @@ EXPECTED_ROWS = {
     "materials": N_MATERIALS,
 }
 
-_md = sa.MetaData()
+_SQL_TYPES = {STRING: sa.String(64), INTEGER: sa.Integer, TIMESTAMP: sa.DateTime}
 
-
-def _table(name: str, *columns: sa.Column) -> sa.Table:
-    return sa.Table(name, _md, *columns)
-
-
+# the source tables as the registry declares them (DOUBLE and anything else: Float)
 TABLES = {
-    "work_orders": _table(
-        "work_orders",
-        sa.Column("work_order_id", sa.String(32)),
-        sa.Column("product_id", sa.String(32)),
-        sa.Column("operator_id", sa.String(32)),
-        sa.Column("machine_id", sa.String(32)),
-        sa.Column("status", sa.String(32)),
-        sa.Column("quantity", sa.Integer),
-        sa.Column("start_time", sa.DateTime),
-        sa.Column("end_time", sa.DateTime, nullable=True),
-        sa.Column("updated_at", sa.DateTime),
-    ),
-    "machine_logs": _table(
-        "machine_logs",
-        sa.Column("log_id", sa.String(32)),
-        sa.Column("machine_id", sa.String(32)),
-        sa.Column("operator_id", sa.String(32)),
-        sa.Column("event_type", sa.String(32)),
-        sa.Column("temperature_c", sa.Float),
-        sa.Column("vibration_mm_s", sa.Float),
-        sa.Column("event_time", sa.DateTime),
-        sa.Column("updated_at", sa.DateTime),
-    ),
-    "quality_checks": _table(
-        "quality_checks",
-        sa.Column("check_id", sa.String(32)),
-        sa.Column("work_order_id", sa.String(32)),
-        sa.Column("inspector_id", sa.String(32)),
-        sa.Column("result", sa.String(16)),
-        sa.Column("defects_found", sa.Integer),
-        sa.Column("check_time", sa.DateTime),
-        sa.Column("updated_at", sa.DateTime),
-    ),
-    "materials": _table(
-        "materials",
-        sa.Column("material_id", sa.String(32)),
-        sa.Column("material_name", sa.String(64)),
-        sa.Column("category", sa.String(32)),
-        sa.Column("unit", sa.String(8)),
-        sa.Column("quantity_on_hand", sa.Integer),
-        sa.Column("unit_cost", sa.Float),
-        sa.Column("supplier", sa.String(64)),
-        sa.Column("updated_at", sa.DateTime),
-    ),
+    name: sa.Table(
+        name,
+        sa.MetaData(),
+        *(sa.Column(c.name, _SQL_TYPES.get(c.type, sa.Float)) for c in table.columns),
+    )
+    for name, table in SOURCES.items()
 }
 
 
@@ -267,15 +225,6 @@ GENERATORS = {
     "quality_checks": quality_checks,
     "materials": materials,
 }
-
-
-def qualified_name(table: str, dialect: str) -> tuple[str | None, str]:
-    """(schema, table) for a logical table in a database of ``dialect``.
-
-    Postgres keeps schemas ``production``/``inventory``; in MySQL a schema is a database;
-    SQLite has bare table names.
-    """
-    return (None if dialect == "sqlite" else SOURCE_SCHEMAS[table]), table
 
 
 def load(url: str, *, replace: bool = True, seed: int = SEED) -> dict[str, int]:

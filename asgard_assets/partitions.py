@@ -19,9 +19,10 @@ from dagster._core.storage.tags import (
 )
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 
+from .contracts.sources import PARTITIONED_TABLES, SOURCES
 from .settings import partition_start
 
-PARTITION_COLUMNS = {"work_orders": "start_time", "machine_logs": "event_time"}
+PARTITION_COLUMNS = {t: SOURCES[t].partition_column for t in PARTITIONED_TABLES}
 
 daily = dg.DailyPartitionsDefinition(start_date=partition_start(), timezone="UTC")
 single_run = dg.BackfillPolicy.single_run()

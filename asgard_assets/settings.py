@@ -7,15 +7,6 @@ from pathlib import Path
 
 PROFILES = ("local", "k8s")
 
-# One logical name per source table, and where each lives in a schema-aware database.
-SOURCE_SCHEMAS = {
-    "work_orders": "production",
-    "machine_logs": "production",
-    "quality_checks": "production",
-    "materials": "inventory",
-}
-SOURCE_TABLES = tuple(SOURCE_SCHEMAS)
-
 
 def asgard_home() -> Path:
     """All local state (catalog, warehouse, dbt target, Feast, MLflow, deployments)."""

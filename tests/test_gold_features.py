@@ -15,7 +15,8 @@ import pytest
 from conftest import journey_assets, materialize
 from dagster_dbt import DbtCliResource, DbtProject
 
-from asgard_assets.gold.assets import DBT_DIR, build_gold_assets, prepare
+from asgard_assets.gold.assets import build_gold_assets
+from asgard_assets.gold.project import DBT_DIR, prepare
 from asgard_assets.resources import resource, resources_for
 from asgard_assets.resources.feature_store import FeatureStoreResource
 from asgard_assets.resources.lakehouse import to_local_path

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
+from ..contracts.sources import SOURCE_TABLES
 from ..metadata import code_version, table_metadata
 from ..partitions import is_partitioned, partitions_of, window_of
 from ..resources.ingestion import Ingestion
 from ..resources.lakehouse import Lakehouse
-from ..settings import SOURCE_TABLES
 
 
 class BronzeConfig(dg.Config):

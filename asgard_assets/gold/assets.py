@@ -17,10 +17,7 @@ from dagster_dbt import (
 from ..metadata import table_metadata
 from ..resources.lakehouse import Lakehouse
 from ..settings import asgard_home
-
-DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
-
-dbt_project = DbtProject(project_dir=DBT_DIR, target="duckdb")
+from .project import DBT_DIR, dbt_project, prepare  # noqa: F401 - re-exported
 
 
 def docs_link(project: DbtProject, unique_id: str) -> dg.MetadataValue:
@@ -109,20 +106,6 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         write_docs(project, dbt)
 
     return gold_dbt_assets
-
-
-def prepare(project: DbtProject) -> DbtProject:
-    """Parse once into a manifest, and again only after the project's files changed
-    (`dagster dev` re-parses on every load)."""
-    project.prepare_if_dev()
-    manifest = project.manifest_path
-    root = Path(project.project_dir)
-    files = [p for d in ("models", "macros", "tests") for p in (root / d).rglob("*") if p.is_file()]
-    if not manifest.exists() or any(
-        p.stat().st_mtime > manifest.stat().st_mtime for p in [*files, root / "dbt_project.yml"]
-    ):
-        project.preparer.prepare(project)
-    return project
 
 
 gold_dbt_assets = build_gold_assets(prepare(dbt_project))

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from ..settings import SOURCE_TABLES
+from ..contracts.sources import SOURCE_TABLES
 
 freshness_checks = dg.build_last_update_freshness_checks(
     assets=[

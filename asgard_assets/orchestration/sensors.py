@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from ..contracts.sources import SOURCE_TABLES
 from ..models.training import MODEL_NAME
 from ..partitions import days_in, is_partitioned, range_tags
 from ..resources.deployer import Deployer
 from ..resources.ingestion import Ingestion, bronze_cursor
 from ..resources.lakehouse import Lakehouse
 from ..resources.mlflow_tracking import MlflowTracking
-from ..settings import SOURCE_TABLES, asgard_home
+from ..settings import asgard_home
 from .jobs import deploy_job, ingest_job, train_and_deploy_job
 
 TRIGGER = "asgard/trigger"

@@ -30,7 +30,7 @@ def _env(name: str, default: str = ""):
 def _dbt(target: str):
     from dagster_dbt import DbtCliResource
 
-    from ..gold.assets import DBT_DIR
+    from ..gold.project import DBT_DIR
 
     return DbtCliResource(project_dir=str(DBT_DIR), target=target)
 

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,13 +39,14 @@ class Deployment:
     started_at: str = ""
 
 
-class Deployer(dg.ConfigurableResource):
+class Deployer(dg.ConfigurableResource, ABC):
+    @abstractmethod
     def deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         """Serve ``version``; returns the deployment and whether anything changed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def current(self, model: str) -> Deployment | None:
-        raise NotImplementedError
+        """What is serving ``model`` now, or None."""
 
 
 def _alive(pid: int | None) -> bool:

@@ -9,6 +9,7 @@ already in bronze, read from the table itself, so state and data cannot disagree
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from .. import demo_data
+from ..contracts.sources import qualified_name
 from ..partitions import PARTITION_COLUMNS, Window
 from ..settings import demo_source_path
 from .lakehouse import Lakehouse, WriteResult
@@ -88,18 +90,19 @@ def _with_load_columns(reader: pa.RecordBatchReader, load_id: str, loaded_at: da
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-class Ingestion(dg.ConfigurableResource):
+class Ingestion(dg.ConfigurableResource, ABC):
     """Copies one source table into ``bronze.<table>``; returns what it wrote."""
 
+    @abstractmethod
     def source_cursor(self, table: str) -> datetime | None:
         """The greatest ``updated_at`` in the source table (what a sensor compares)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def days(self, table: str, updated_after: datetime | None = None) -> list[str]:
         """Days (``YYYY-MM-DD`` of the partition column) holding rows (updated after
         ``updated_after``, when given)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def ingest(
         self,
         table: str,
@@ -110,7 +113,6 @@ class Ingestion(dg.ConfigurableResource):
     ) -> IngestResult:
         """Without a window: rows past the bronze cursor (all of them on ``full_refresh``).
         With one: every source row in the window replaces bronze's rows in it."""
-        raise NotImplementedError
 
 
 class EmbeddedIngestion(Ingestion):
@@ -151,7 +153,7 @@ class EmbeddedIngestion(Ingestion):
         if conn is None:
             with self._connect() as conn:
                 return self._qualified(table, conn)
-        schema, name = demo_data.qualified_name(table, conn.dialect.name)
+        schema, name = qualified_name(table, conn.dialect.name)
         where = f"{schema}.{name}" if schema else name
         if not sa.inspect(conn).has_table(name, schema=schema):
             source = redact(self.url())
@@ -248,6 +250,12 @@ class AirbyteIngestion(Ingestion):
     connection_id: str
     client_id: str = ""
     client_secret: str = ""
+
+    def source_cursor(self, table: str) -> datetime | None:
+        raise dg.Failure("AirbyteIngestion.source_cursor is not implemented yet")
+
+    def days(self, table: str, updated_after: datetime | None = None) -> list[str]:
+        raise dg.Failure("AirbyteIngestion.days is not implemented yet")
 
     def ingest(
         self,

@@ -7,6 +7,7 @@ a REST/Nessie catalog over S3. Both share every method but ``catalog_properties`
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,14 +83,15 @@ class _Segments:
                 return
 
 
-class Lakehouse(dg.ConfigurableResource):
+class Lakehouse(dg.ConfigurableResource, ABC):
     """Iceberg tables behind every asset: asset key ``silver/work_orders`` is table
     ``silver.work_orders``."""
 
     _catalog: Catalog | None = PrivateAttr(default=None)
 
+    @abstractmethod
     def catalog_properties(self) -> dict[str, str]:
-        raise NotImplementedError
+        """pyiceberg ``load_catalog`` properties of this catalog."""
 
     def catalog(self) -> Catalog:
         if self._catalog is None:

@@ -8,6 +8,7 @@ SparkApplication (see ``spark_application``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import dagster as dg
@@ -32,10 +33,11 @@ def transpile(sql_path: Path) -> str:
     return statements[0]
 
 
-class SparkSqlEngine(dg.ConfigurableResource):
+class SparkSqlEngine(dg.ConfigurableResource, ABC):
     """Builds ``target`` from the SELECT in ``sql_path`` over the ``inputs`` tables; with a
     ``window``, over the inputs' rows in it, replacing only the target's rows in it."""
 
+    @abstractmethod
     def build(
         self,
         sql_path: Path,
@@ -43,8 +45,7 @@ class SparkSqlEngine(dg.ConfigurableResource):
         inputs: list[str],
         lakehouse: Lakehouse,
         window: Window | None = None,
-    ) -> WriteResult:
-        raise NotImplementedError
+    ) -> WriteResult: ...
 
 
 class DuckDbSparkSql(SparkSqlEngine):

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from ..contracts.sources import SOURCE_TABLES
 from ..metadata import code_version, table_metadata
 from ..partitions import partitions_of, window_of
 from ..resources.lakehouse import Lakehouse
 from ..resources.spark import SparkSqlEngine
-from ..settings import SOURCE_TABLES
 
 SQL_DIR = Path(__file__).parent / "sql"
 

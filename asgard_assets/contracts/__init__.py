@@ -1,0 +1,1 @@
+"""Contracts: what Asgard promises about its data and its model, declared once in code."""
