@@ -9,6 +9,7 @@ from .deployments.assets import operator_efficiency_service
 from .features.assets import operator_efficiency
 from .features.checks import feature_drift
 from .gold.assets import gold_dbt_assets
+from .maintenance.assets import iceberg_tables, maintenance_job, maintenance_schedule
 from .models.assets import operator_efficiency_predictor, quality_gate
 from .orchestration.freshness import freshness_checks, freshness_sensor
 from .orchestration.jobs import jobs
@@ -25,10 +26,11 @@ defs = dg.Definitions(
         operator_efficiency,
         operator_efficiency_predictor,
         operator_efficiency_service,
+        iceberg_tables,
     ],
     asset_checks=[*bronze_checks, *silver_checks, quality_gate, feature_drift, *freshness_checks],
-    jobs=jobs,
-    schedules=schedules,
+    jobs=[*jobs, maintenance_job],
+    schedules=[*schedules, maintenance_schedule],
     sensors=[*sensors, freshness_sensor],
     resources=resources_for(),
     # One process: the journey's steps are small, and a process per step costs seconds each.

@@ -175,9 +175,14 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
         catalog = self.catalog()
-        table = catalog.create_table_if_not_exists(
-            identifier, schema=batches.schema, properties=TABLE_PROPERTIES
-        )
+        # not create_table_if_not_exists: it writes a metadata file before finding the table
+        # exists, leaving an orphan on every write
+        if catalog.table_exists(identifier):
+            table = catalog.load_table(identifier)
+        else:
+            table = catalog.create_table(
+                identifier, schema=batches.schema, properties=TABLE_PROPERTIES
+            )
         segments = _Segments(batches, SEGMENT_BYTES)
         props = dict(properties or {})
         if window is not None:

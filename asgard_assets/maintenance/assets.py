@@ -1,0 +1,82 @@
+"""maintenance/iceberg_tables: snapshot expiry, orphan-file removal and compaction of every
+Asgard table, after the tables are written and on a daily schedule."""
+
+import dagster as dg
+
+from ..contracts.sources import SOURCE_TABLES
+from ..resources.lakehouse import NAMESPACES, TABLE_PROPERTIES, Lakehouse
+from .iceberg import compact, default_cutoff, expire_snapshots, remove_orphan_files
+
+TARGET_FILE_BYTES = int(TABLE_PROPERTIES["write.target-file-size-bytes"])
+TABLE_KEYS = [
+    *(dg.AssetKey([layer, t]) for layer in ("bronze", "silver") for t in SOURCE_TABLES),
+    dg.AssetKey(["gold", "operator_features"]),
+]
+
+
+class MaintenanceConfig(dg.Config):
+    retention_days: float = 7.0
+    """Snapshots older than this are expired (time travel reaches back this far)."""
+    retain_last: int = 5
+    """The newest snapshots kept whatever their age."""
+    orphan_age_hours: float = 24.0
+    """Unreferenced files younger than this are left alone: they may be a write in flight."""
+    compact_min_files: int = 16
+    """Compact a table once it has this many small data files."""
+
+
+@dg.asset(
+    key=["maintenance", "iceberg_tables"],
+    deps=TABLE_KEYS,
+    group_name="maintenance",
+    kinds={"iceberg"},
+)
+def iceberg_tables(
+    context: dg.AssetExecutionContext, config: MaintenanceConfig, lakehouse: Lakehouse
+) -> dg.MaterializeResult:
+    """Keeps every table's history and file count bounded: compacts the small files daily
+    partition overwrites leave, expires snapshots past the retention (keeping the newest
+    few), then deletes files no live snapshot references (expired snapshots' files and
+    debris of interrupted writes)."""
+    expire_before = default_cutoff(config.retention_days * 24)
+    orphans_before = default_cutoff(config.orphan_age_hours)
+    report = {}
+    catalog = lakehouse.catalog()
+    for namespace in NAMESPACES:
+        for ident in catalog.list_tables(namespace):
+            identifier = ".".join(ident)
+            compacted = compact(lakehouse, identifier, config.compact_min_files, TARGET_FILE_BYTES)
+            table = lakehouse.table(identifier)
+            expired = expire_snapshots(table, expire_before, config.retain_last)
+            table = lakehouse.table(identifier)
+            removed = remove_orphan_files(table, orphans_before)
+            report[identifier] = {
+                "compacted_files": compacted,
+                "snapshots_expired": expired,
+                "orphans_removed": removed,
+                "snapshots": len(table.metadata.snapshots),
+                "data_files": len(table.inspect.files()) if table.current_snapshot() else 0,
+            }
+            context.log.info(f"{identifier}: {report[identifier]}")
+    return dg.MaterializeResult(
+        metadata={
+            "tables": dg.MetadataValue.json(report),
+            "snapshots_expired": sum(r["snapshots_expired"] for r in report.values()),
+            "orphans_removed": sum(r["orphans_removed"] for r in report.values()),
+            "compacted_files": sum(r["compacted_files"] for r in report.values()),
+        }
+    )
+
+
+maintenance_job = dg.define_asset_job(
+    "maintenance",
+    selection=dg.AssetSelection.assets(iceberg_tables),
+    description="Iceberg maintenance of every table: compaction, snapshot expiry, orphans.",
+)
+maintenance_schedule = dg.ScheduleDefinition(
+    name="daily_maintenance",
+    job=maintenance_job,
+    cron_schedule="0 4 * * *",
+    execution_timezone="UTC",
+    description="Iceberg maintenance at 04:00 UTC, after the daily ingest and its automation.",
+)
