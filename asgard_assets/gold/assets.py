@@ -1,5 +1,6 @@
 """gold/*: the dbt project, one Dagster asset per dbt model, dbt tests as asset checks."""
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,6 +78,61 @@ class AsgardDbtTranslator(DagsterDbtTranslator):
         return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 
 
+INPUTS_PROPERTY = "asgard.built-from"
+
+
+def model_inputs(context: dg.AssetExecutionContext, lakehouse: Lakehouse, key: dg.AssetKey) -> str:
+    """What a model is built from: its SQL's code version and the current snapshot of each
+    Iceberg table it reads (its silver sources), as one string."""
+    sources = sorted(".".join(k.path) for k in context.assets_def.asset_deps[key])
+    return json.dumps(
+        {
+            "code": context.assets_def.code_versions_by_key.get(key),
+            "sources": {s: lakehouse.describe(s).snapshot_id for s in sources},
+        },
+        sort_keys=True,
+    )
+
+
+def built_from(lakehouse: Lakehouse, key: dg.AssetKey) -> str | None:
+    """The inputs the table's current snapshot was built from, when Asgard recorded them for
+    that very snapshot (a write by anything else makes it unknown)."""
+    identifier = ".".join(key.path)
+    if not lakehouse.exists(identifier):
+        return None
+    table = lakehouse.table(identifier)
+    recorded = json.loads(table.properties.get(INPUTS_PROPERTY, "{}"))
+    snapshot = table.current_snapshot()
+    if snapshot is None or recorded.get("snapshot_id") != snapshot.snapshot_id:
+        return None
+    return recorded.get("inputs")
+
+
+def record_inputs(lakehouse: Lakehouse, key: dg.AssetKey, inputs: str) -> None:
+    """Remember, on the table, which inputs its current snapshot was built from (a table
+    property: no new snapshot)."""
+    table = lakehouse.table(".".join(key.path))
+    value = json.dumps({"snapshot_id": table.current_snapshot().snapshot_id, "inputs": inputs})
+    with table.transaction() as txn:
+        txn.set_properties({INPUTS_PROPERTY: value})
+
+
+def unchanged_output(
+    context: dg.AssetExecutionContext, lakehouse: Lakehouse, key: dg.AssetKey
+) -> dg.Output:
+    written = lakehouse.describe(".".join(key.path))
+    return dg.Output(
+        None,
+        output_name=context.assets_def.get_output_name_for_asset_key(key),
+        metadata={
+            "dagster/row_count": written.total_rows,
+            "iceberg_snapshot_id": str(written.snapshot_id),
+            "skipped": "dbt not run: no silver input and no model SQL changed since this snapshot",
+        },
+        data_version=dg.DataVersion(str(written.snapshot_id)),
+    )
+
+
 def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
     """The dbt assets of ``project`` (a factory, so tests can build them over a copy)."""
 
@@ -89,20 +145,35 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: Lakehouse
     ):
         """dbt build: each model lands as an Iceberg table in `gold`; dbt tests are asset
-        checks. A failing model or test fails the step with dbt's own message."""
+        checks. A failing model or test fails the step with dbt's own message. When no
+        model's silver inputs nor its SQL changed since it was built, dbt is not run."""
+        inputs = {key: model_inputs(context, lakehouse, key) for key in context.selected_asset_keys}
+        if all(built_from(lakehouse, key) == inputs[key] for key in inputs):
+            for key in sorted(inputs, key=lambda k: k.to_user_string()):
+                yield unchanged_output(context, lakehouse, key)
+            return
         (asgard_home() / "dbt" / "external").mkdir(
             parents=True, exist_ok=True
         )  # profiles.yml paths
         # each invocation gets its own target folder; reuse the prepared parse state
         partial = Path(project.project_dir) / "target" / "partial_parse.msgpack"
         args = ["build", *(["--partial-parse-file-path", str(partial)] if partial.exists() else [])]
+        built = []
         for event in dbt.cli(args, context=context).stream():
             if isinstance(event, dg.Output):
-                identifier = ".".join(context.asset_key_for_output(event.output_name).path)
-                event = event.with_metadata(
-                    {**event.metadata, **table_metadata(lakehouse, lakehouse.describe(identifier))}
+                key = context.asset_key_for_output(event.output_name)
+                written = lakehouse.describe(".".join(key.path))
+                built.append(key)
+                event = dg.Output(
+                    None,
+                    output_name=event.output_name,
+                    metadata={**event.metadata, **table_metadata(lakehouse, written)},
+                    data_version=dg.DataVersion(str(written.snapshot_id)),
                 )
             yield event
+        # only once the build and its tests passed: a failed test means build again next time
+        for key in built:
+            record_inputs(lakehouse, key, inputs[key])
         write_docs(project, dbt)
 
     return gold_dbt_assets
