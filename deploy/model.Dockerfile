@@ -7,6 +7,8 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY asgard_assets ./asgard_assets
 COPY feature_repo ./feature_repo
+# bytecode now: at run time the root filesystem is read-only (and PYTHONDONTWRITEBYTECODE)
+RUN python -m compileall -q asgard_assets feature_repo
 # The package runs from /app (PYTHONPATH, not site-packages) so it finds feature_repo/ beside
 # it; scratch state under /tmp: the pod's root filesystem is read-only.
 ENV PYTHONPATH=/app \

@@ -233,6 +233,9 @@ def test_bundle_serves_operator_ids_from_its_own_folder(journey_home, bundle):
 # --- the fake Kubernetes API ---------------------------------------------------------------
 
 API = k8s.ApiClient()
+FORBIDDEN = (
+    'deployments.apps "x" is forbidden: User "system:serviceaccount:asgard:default" cannot patch'
+)
 BUILD_LOG = "error building image: RUN pip install -r requirements.txt: exit status 1"
 
 
@@ -374,6 +377,18 @@ class Handler(BaseHTTPRequestHandler):
             )
         if m := re.fullmatch(rf"/apis/apps/v1/namespaces/{NS}/deployments/([^/]+)(/status)?", p):
             key = ("Deployment", m[1])
+            if method == "PATCH" and s.rollout == "forbidden":
+                return self.send(
+                    403,
+                    k8s.V1Status(
+                        kind="Status",
+                        api_version="v1",
+                        status="Failure",
+                        reason="Forbidden",
+                        code=403,
+                        message=FORBIDDEN,
+                    ),
+                )
             if method == "PATCH":
                 new = to_model(body, "V1Deployment")
                 old = s.objects.get(key)
@@ -584,6 +599,16 @@ def test_rollout_that_never_gets_ready_fails_naming_the_last_pod_event(fake_api,
     )
 
 
+@pytest.mark.parametrize("fake_api", [{"rollout": "forbidden"}], indirect=True)
+def test_a_refused_apply_fails_with_the_api_servers_message(fake_api, bundle):
+    deployer = KubernetesDeployer(api_url=fake_api.url, namespace=NS)
+    with pytest.raises(dg.Failure) as failure:
+        deployer.deploy(MODEL_NAME, "7", bundle)
+    assert failure.value.description == (
+        f"applying Deployment {NS}/{APP} was refused: 403 Forbidden: {FORBIDDEN}"
+    )
+
+
 def test_unreachable_api_fails_naming_its_url(bundle):
     url = f"http://127.0.0.1:{free_port()}"
     deployer = KubernetesDeployer(api_url=url, connect_timeout_s=2)
@@ -655,3 +680,12 @@ def test_local_builder_checks_the_bundle(bundle, tmp_path):
     (broken / "feature_repo" / "features.py").unlink()
     with pytest.raises(dg.Failure, match=r"lacks feature_repo/features.py \(the Feast definitions"):
         LocalImageBuilder().build(broken, IMAGE)
+
+
+def test_no_api_configured_says_how_to_configure_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    deployer = KubernetesDeployer(kubeconfig=str(tmp_path / "missing-kubeconfig"))
+    with pytest.raises(
+        dg.Failure, match="no Kubernetes API configured: not in a pod.*ASGARD_K8S_API_URL"
+    ):
+        deployer.current(MODEL_NAME)

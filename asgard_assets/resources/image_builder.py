@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import dagster as dg
 
 from ..deployments.bundle import BundleError, app_name, check_bundle, render
-from .kubernetes import KubernetesConnection, last_pod_event
+from .kubernetes import KubernetesConnection, api_message, last_pod_event
 
 # Upstream Kaniko (GoogleContainerTools) was archived in June 2025. The osscontainertools
 # fork is maintained by former contributors, fixes bugs and publishes versioned images;
@@ -175,9 +175,15 @@ class KubernetesImageBuilder(ImageBuilder, KubernetesConnection):
             name = running[0].metadata.name
         else:
             context = self.upload(bundle.name, data, digest)
-            created = batch.create_namespaced_job(
-                self.namespace, self.job(context, digest, image), _request_timeout=self.timeout
-            )
+            try:
+                created = batch.create_namespaced_job(
+                    self.namespace, self.job(context, digest, image), _request_timeout=self.timeout
+                )
+            except client.ApiException as e:
+                raise dg.Failure(
+                    f"creating the build Job in {self.namespace} was refused: "
+                    f"{e.status} {e.reason}: {api_message(e)}"
+                ) from None
             name = created.metadata.name
         self._wait(batch, core, name, image)
         return image

@@ -8,6 +8,7 @@ server), else the in-cluster service account, else the kubeconfig.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,9 +45,15 @@ class KubernetesConnection(dg.ConfigurableResource):
             try:
                 config.load_incluster_config(client_configuration=cfg)
             except config.ConfigException:
-                config.load_kube_config(
-                    config_file=self.kubeconfig or None, client_configuration=cfg
-                )
+                try:
+                    config.load_kube_config(
+                        config_file=self.kubeconfig or None, client_configuration=cfg
+                    )
+                except (config.ConfigException, OSError) as e:
+                    raise dg.Failure(
+                        "no Kubernetes API configured: not in a pod, and no usable kubeconfig "
+                        f"({e}); set ASGARD_K8S_API_URL or KUBECONFIG"
+                    ) from None
         cfg.retries = 1  # urllib3 retries 3 times by default: 4 connect timeouts in all
         api = client.ApiClient(cfg)
         try:
@@ -69,6 +76,14 @@ class KubernetesConnection(dg.ConfigurableResource):
 def _reason(e: Exception) -> str:
     reason = getattr(e, "reason", None) or e  # urllib3's MaxRetryError wraps the cause
     return f"{type(reason).__name__}: {str(reason).split(': ', 1)[-1]}"
+
+
+def api_message(e) -> str:
+    """The API server's own message in an ``ApiException`` (its body is a Status)."""
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(e.body or "")[:500]
 
 
 def last_pod_event(core: CoreV1Api, namespace: str, selector: str, timeout) -> str:
@@ -160,6 +175,8 @@ class KubernetesDeployer(Deployer, KubernetesConnection):
         return f"http://{host}" + ("" if port == 80 else f":{port}")
 
     def deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
+        from kubernetes.client import ApiException
+
         apps, core = self._apis()
         name = app_name(model)
         previous = self._live(apps, core, model)
@@ -179,15 +196,21 @@ class KubernetesDeployer(Deployer, KubernetesConnection):
         }
         for kind in ("Service", "Deployment"):  # the URL first: it never changes
             obj = objects[kind]
-            apply[kind](
-                obj["metadata"]["name"],
-                self.namespace,
-                obj,
-                field_manager=self.field_manager,
-                force=True,  # Asgard owns these fields, even if someone kubectl-edited them
-                _content_type=APPLY_PATCH,
-                _request_timeout=self.timeout,
-            )
+            try:
+                apply[kind](
+                    obj["metadata"]["name"],
+                    self.namespace,
+                    obj,
+                    field_manager=self.field_manager,
+                    force=True,  # Asgard owns these fields, even if someone kubectl-edited them
+                    _content_type=APPLY_PATCH,
+                    _request_timeout=self.timeout,
+                )
+            except ApiException as e:
+                raise dg.Failure(
+                    f"applying {kind} {self.namespace}/{obj['metadata']['name']} was refused: "
+                    f"{e.status} {e.reason}: {api_message(e)}"
+                ) from None
         self._wait(apps, core, name, version)
         return self._live(apps, core, model), True
 
