@@ -331,18 +331,19 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def not_found(self, what: str) -> None:
-        self.send(
-            404,
-            k8s.V1Status(
-                kind="Status",
-                api_version="v1",
-                status="Failure",
-                reason="NotFound",
-                code=404,
-                message=f"{what} not found",
-            ),
+    def fail(self, code: int, reason: str, message: str) -> None:
+        status = k8s.V1Status(
+            kind="Status",
+            api_version="v1",
+            status="Failure",
+            reason=reason,
+            code=code,
+            message=message,
         )
+        self.send(code, status)
+
+    def not_found(self, what: str) -> None:
+        self.fail(404, "NotFound", f"{what} not found")
 
     def route(self, method: str) -> None:
         url = urlparse(self.path)
@@ -378,17 +379,7 @@ class Handler(BaseHTTPRequestHandler):
         if m := re.fullmatch(rf"/apis/apps/v1/namespaces/{NS}/deployments/([^/]+)(/status)?", p):
             key = ("Deployment", m[1])
             if method == "PATCH" and s.rollout == "forbidden":
-                return self.send(
-                    403,
-                    k8s.V1Status(
-                        kind="Status",
-                        api_version="v1",
-                        status="Failure",
-                        reason="Forbidden",
-                        code=403,
-                        message=FORBIDDEN,
-                    ),
-                )
+                return self.fail(403, "Forbidden", FORBIDDEN)
             if method == "PATCH":
                 new = to_model(body, "V1Deployment")
                 old = s.objects.get(key)
