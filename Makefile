@@ -24,3 +24,5 @@ ui: $(STAMP)
 
 lock:
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -q -o requirements.lock
+	# what the images install: the same pins without the dev extra (no pytest, playwright, ...)
+	$(VENV)/bin/uv pip compile pyproject.toml -c requirements.lock --python-version 3.11 -q -o requirements.runtime.lock

@@ -3,15 +3,12 @@
 import json
 
 import httpx
-import kubernetes_validate
 import pytest
-import yaml
 from conftest import journey_assets, materialize
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asgard_assets.deployments.bundle import BundleSpec, manifests, write_bundle
 from asgard_assets.models.training import FEATURES, MODEL_NAME, Gate
 from asgard_assets.resources import resource
 from asgard_assets.resources.deployer import LocalDeployer
@@ -212,36 +209,6 @@ def test_property_no_body_gets_a_5xx(service, body):
         "/predict", content=json.dumps(body), headers={"content-type": "application/json"}
     )
     assert r.status_code < 500, (body, r.text[:300])
-
-
-def test_deploy_bundle_manifests_are_valid_kubernetes(tmp_path):
-    spec = BundleSpec(
-        MODEL_NAME, "7", image="registry.local/asgard/operator-efficiency-predictor:v7", replicas=2
-    )
-    bundle = write_bundle(spec, tmp_path / "bundle")
-    kinds = []
-    for path in sorted((bundle / "k8s").glob("*.yaml")):
-        obj = yaml.safe_load(path.read_text())
-        kubernetes_validate.validate(obj, desired_version="1.30.0", strict=True)
-        kinds.append(obj["kind"])
-    assert kinds == ["Deployment", "Service"]
-    deployment, service_obj = manifests(spec)
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == spec.image
-    assert {"name": "ASGARD_MODEL_URI", "value": f"models:/{MODEL_NAME}/7"} in container["env"]
-    assert deployment["spec"]["replicas"] == 2
-    assert service_obj["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    dockerfile = (bundle / "Dockerfile").read_text()
-    assert f"ASGARD_MODEL_URI=models:/{MODEL_NAME}/7" in dockerfile and "uvicorn" in dockerfile
-    assert (bundle / "requirements.txt").read_text().count("==") > 50
-    assert (bundle / "asgard_assets" / "serving" / "app.py").exists()
-
-
-def test_a_manifest_kubernetes_would_reject_is_caught():
-    deployment, _ = manifests(BundleSpec(MODEL_NAME, "1", image="x"))
-    deployment["spec"]["replicas"] = "two"
-    with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(deployment, desired_version="1.30.0", strict=True)
 
 
 def test_redeploy_is_blue_green(journey_home, tmp_path, monkeypatch):

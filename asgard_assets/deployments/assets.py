@@ -6,6 +6,7 @@ from ..metadata import code_version
 from ..models.assets import MODEL_KEY
 from ..models.training import MODEL_NAME
 from ..resources.deployer import Deployer
+from ..resources.image_builder import ImageBuilder
 from ..resources.mlflow_tracking import MlflowTracking
 from ..settings import asgard_home
 from .bundle import BundleSpec, write_bundle
@@ -19,7 +20,7 @@ from .bundle import BundleSpec, write_bundle
     code_version=code_version("serving/app.py", "serving/model.py", "deployments/bundle.py"),
 )
 def operator_efficiency_service(
-    mlflow_tracking: MlflowTracking, deployer: Deployer
+    mlflow_tracking: MlflowTracking, deployer: Deployer, image_builder: ImageBuilder
 ) -> dg.MaterializeResult:
     """The inference service for the `champion` version (blue/green locally, a Deployment +
     Service at scale), and the deploy bundle the k8s profile ships. Runs only after the
@@ -30,10 +31,9 @@ def operator_efficiency_service(
             f"{MODEL_NAME} has no champion version: no version has passed the quality gate"
         )
     version = str(champion.version)
-    spec = BundleSpec(
-        MODEL_NAME, version, image=f"asgard/{MODEL_NAME.replace('_', '-')}:v{version}"
-    )
+    spec = BundleSpec(MODEL_NAME, version, image=image_builder.image_for(MODEL_NAME, version))
     bundle = write_bundle(spec, asgard_home() / "deployments" / MODEL_NAME / f"v{version}")
+    image = image_builder.build(bundle, spec.image)
     deployment, changed = deployer.deploy(MODEL_NAME, version, bundle)
     return dg.MaterializeResult(
         metadata={
@@ -45,5 +45,6 @@ def operator_efficiency_service(
             "pid": deployment.pid or 0,
             "changed": changed,
             "bundle": dg.MetadataValue.path(str(bundle)),
+            "image": image,
         }
     )

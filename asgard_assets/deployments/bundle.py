@@ -1,12 +1,15 @@
-"""The deploy bundle of one model version: what the k8s profile ships and builds.
+"""The deploy bundle of one model version: what the k8s profile builds and applies.
 
-``<ASGARD_HOME>/deployments/<model>/v<version>/`` holds the Dockerfile, the pinned
-requirements, a copy of the package, and the Deployment + Service manifests rendered from
-the templates in ``deploy/``.
+``<ASGARD_HOME>/deployments/<model>/v<version>/`` holds the Dockerfile, the pinned runtime
+requirements, a copy of the package and of the Feast repo (``/predict`` by ``operator_ids``
+reads the online store through it), and the Deployment + Service manifests rendered from
+the templates in ``deploy/templates/``. The manifests name one stable Deployment and
+Service per model; the version is a label.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,29 @@ from string import Template
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "deploy"
+DEPLOY = ROOT / "deploy"
+TEMPLATES = DEPLOY / "templates"
+RUNTIME_LOCK = ROOT / "requirements.runtime.lock"
+VERSION_LABEL = "asgard/model-version"
+# what the image must hold for every /predict form (bundle path -> what it is)
+REQUIRED = {
+    "Dockerfile": "the image's Dockerfile",
+    "requirements.txt": "the pinned runtime requirements",
+    "asgard_assets/serving/app.py": "the inference service",
+    "feature_repo/features.py": "the Feast definitions (operator_ids)",
+    "feature_repo/feature_store.k8s.yaml": "the Feast k8s store configuration (operator_ids)",
+    "k8s/deployment.yaml": "the Deployment manifest",
+    "k8s/service.yaml": "the Service manifest",
+}
+
+
+class BundleError(ValueError):
+    """A bundle that cannot become a working image; the message names what is wrong."""
+
+
+def app_name(model: str) -> str:
+    """The stable Kubernetes name of a model's Deployment, Service and image."""
+    return model.replace("_", "-")[:63]
 
 
 @dataclass(frozen=True)
@@ -29,50 +54,64 @@ class BundleSpec:
 
     @property
     def app(self) -> str:
-        return f"{self.model.replace('_', '-')}-v{self.version}"[:63]
+        return app_name(self.model)
 
     @property
     def model_uri(self) -> str:
         return f"models:/{self.model}/{self.version}"
 
-    def values(self) -> dict[str, str]:
+    def values(self) -> dict:
         return {
             "APP": self.app,
             "NAMESPACE": self.namespace,
             "VERSION": self.version,
-            "REPLICAS": str(self.replicas),
+            "REPLICAS": self.replicas,
             "IMAGE": self.image,
             "MODEL_URI": self.model_uri,
             "SERVICE_TYPE": self.service_type,
         }
 
 
+def render(template: str, values: dict) -> dict:
+    """The object of ``deploy/templates/<template>`` with each ``${NAME}`` replaced by the
+    JSON form of its value (JSON scalars are YAML: strings stay strings, whatever they hold)."""
+    text = (TEMPLATES / template).read_text()
+    return yaml.safe_load(Template(text).substitute({k: json.dumps(v) for k, v in values.items()}))
+
+
 def manifests(spec: BundleSpec) -> list[dict]:
     """The Kubernetes objects for ``spec``: a Deployment and a Service."""
-    out = []
-    for name in ("model-deployment.yaml", "model-service.yaml"):
-        text = Template((TEMPLATES / "k8s" / name).read_text()).substitute(spec.values())
-        out.append(yaml.safe_load(text))
-    return out
+    return [render(name, spec.values()) for name in ("model-deployment.yaml", "model-service.yaml")]
 
 
 def write_bundle(spec: BundleSpec, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    dockerfile = (
-        (TEMPLATES / "model.Dockerfile").read_text().replace("${MODEL_URI}", spec.model_uri)
-    )
+    dockerfile = (DEPLOY / "model.Dockerfile").read_text().replace("${MODEL_URI}", spec.model_uri)
     (out / "Dockerfile").write_text(dockerfile)
-    shutil.copy(ROOT / "requirements.lock", out / "requirements.txt")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, out / name)
-    shutil.copytree(
-        ROOT / "asgard_assets",
-        out / "asgard_assets",
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    shutil.copy(RUNTIME_LOCK, out / "requirements.txt")
+    ignore = shutil.ignore_patterns("__pycache__", "data")
+    for folder in ("asgard_assets", "feature_repo"):
+        shutil.copytree(ROOT / folder, out / folder, dirs_exist_ok=True, ignore=ignore)
     k8s = out / "k8s"
     k8s.mkdir(exist_ok=True)
     for obj in manifests(spec):
         (k8s / f"{obj['kind'].lower()}.yaml").write_text(yaml.safe_dump(obj, sort_keys=False))
     return out
+
+
+def check_bundle(bundle: Path, image: str) -> str:
+    """Check that ``bundle`` holds everything its image needs and that its Deployment runs
+    ``image``; returns the model URI it serves. Raises ``BundleError`` naming what is wrong."""
+    missing = [
+        f"{path} ({what})" for path, what in REQUIRED.items() if not (bundle / path).is_file()
+    ]
+    if missing:
+        raise BundleError(f"deploy bundle {bundle} lacks " + ", ".join(missing))
+    deployment = yaml.safe_load((bundle / "k8s" / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    if container["image"] != image:
+        raise BundleError(f"deploy bundle {bundle} runs image {container['image']}, not {image}")
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    if not env.get("ASGARD_MODEL_URI"):
+        raise BundleError(f"deploy bundle {bundle}: the Deployment sets no ASGARD_MODEL_URI")
+    return env["ASGARD_MODEL_URI"]

@@ -12,9 +12,11 @@ from collections.abc import Callable
 import dagster as dg
 
 from ..settings import profile
-from .deployer import KubernetesDeployer, LocalDeployer
+from .deployer import LocalDeployer
 from .feature_store import FeatureStoreResource
+from .image_builder import KubernetesImageBuilder, LocalImageBuilder
 from .ingestion import AirbyteIngestion, EmbeddedIngestion
+from .kubernetes import KubernetesDeployer
 from .lakehouse import LocalLakehouse, RestLakehouse
 from .mlflow_tracking import MlflowTracking
 from .spark import DuckDbSparkSql, SparkOperatorEngine
@@ -45,6 +47,7 @@ LOCAL: dict[str, Callable[[], dg.ConfigurableResource]] = {
     "feature_store": FeatureStoreResource,
     "mlflow_tracking": lambda: MlflowTracking(tracking_uri=_env("MLFLOW_TRACKING_URI")),
     "deployer": LocalDeployer,
+    "image_builder": LocalImageBuilder,
 }
 
 K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
@@ -62,7 +65,20 @@ K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
     "dbt": lambda: _dbt(DBT_TARGETS["k8s"]),
     "feature_store": lambda: FeatureStoreResource(yaml_file="feature_store.k8s.yaml"),
     "mlflow_tracking": lambda: MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
-    "deployer": KubernetesDeployer,
+    "deployer": lambda: KubernetesDeployer(
+        api_url=_env("ASGARD_K8S_API_URL"), namespace=_env("ASGARD_K8S_NAMESPACE", "asgard")
+    ),
+    "image_builder": lambda: KubernetesImageBuilder(
+        api_url=_env("ASGARD_K8S_API_URL"),
+        namespace=_env("ASGARD_K8S_NAMESPACE", "asgard"),
+        image_repository=dg.EnvVar("ASGARD_IMAGE_REPOSITORY"),
+        context_uri=dg.EnvVar("ASGARD_BUILD_CONTEXT"),
+        executor=_env("ASGARD_IMAGE_BUILDER", "kaniko"),
+        s3_endpoint=_env("ASGARD_S3_ENDPOINT"),
+        s3_region=_env("AWS_REGION", "us-east-1"),
+        s3_access_key_id=_env("AWS_ACCESS_KEY_ID"),
+        s3_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
+    ),
 }
 
 RESOURCES = {"local": LOCAL, "k8s": K8S}

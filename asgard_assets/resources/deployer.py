@@ -3,8 +3,8 @@
 ``LocalDeployer`` runs the inference service on loopback, blue/green: the new version
 starts on the other port, must answer /health with its version, and only then is the
 previous one stopped. State (url, port, pid, version) is kept in
-``<ASGARD_HOME>/deployments/<model>.json``. ``KubernetesDeployer`` applies the bundle's
-Deployment and Service through the Kubernetes API.
+``<ASGARD_HOME>/deployments/<model>.json``. The k8s profile's ``KubernetesDeployer`` is in
+``resources/kubernetes.py``.
 """
 
 from __future__ import annotations
@@ -181,44 +181,3 @@ def _stop(pid: int | None, timeout: float = 10.0) -> None:
         time.sleep(0.1)
     if _alive(pid):
         os.killpg(os.getpgid(pid), signal.SIGKILL)
-
-
-class KubernetesDeployer(Deployer):
-    """Scale profile: the bundle's Deployment and Service, created or replaced through the
-    Kubernetes API (in-cluster config, else kubeconfig). The image is the one the bundle
-    names, built in-cluster from the bundle by the configured builder."""
-
-    namespace: str = "asgard"
-    image_repository: str = ""
-    service_type: str = "ClusterIP"
-
-    def deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
-        import yaml
-        from kubernetes import client, config
-
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        objects = [yaml.safe_load(p.read_text()) for p in sorted((bundle / "k8s").glob("*.yaml"))]
-        apps, core = client.AppsV1Api(), client.CoreV1Api()
-        for obj in objects:
-            name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
-            api = (
-                (apps.create_namespaced_deployment, apps.replace_namespaced_deployment)
-                if obj["kind"] == "Deployment"
-                else (core.create_namespaced_service, core.patch_namespaced_service)
-            )
-            try:
-                api[0](ns, obj)
-            except client.ApiException as e:
-                if e.status != 409:
-                    raise
-                api[1](name, ns, obj)
-        svc = next(o for o in objects if o["kind"] == "Service")["metadata"]
-        return Deployment(
-            model, version, f"http://{svc['name']}.{svc['namespace']}.svc.cluster.local"
-        ), True
-
-    def current(self, model: str) -> Deployment | None:
-        return None
