@@ -4,6 +4,7 @@ Asgard table, after the tables are written and on a daily schedule."""
 import dagster as dg
 
 from ..contracts.sources import SOURCE_TABLES
+from ..metadata import code_version
 from ..resources.lakehouse import NAMESPACES, TABLE_PROPERTIES, Lakehouse
 from .iceberg import compact, default_cutoff, expire_snapshots, remove_orphan_files
 
@@ -30,6 +31,7 @@ class MaintenanceConfig(dg.Config):
     deps=TABLE_KEYS,
     group_name="maintenance",
     kinds={"iceberg"},
+    code_version=code_version("maintenance/iceberg.py", "maintenance/assets.py"),
 )
 def iceberg_tables(
     context: dg.AssetExecutionContext, config: MaintenanceConfig, lakehouse: Lakehouse
