@@ -1,0 +1,33 @@
+"""MLflow at the boundary: an unreachable tracking server fails with its URI (within a
+minute: MLflow's own retries are capped for Asgard's process); only a missing model or
+alias means "no champion"."""
+
+import os
+
+import dagster as dg
+import pytest
+
+from asgard_assets.models.training import MODEL_NAME
+from asgard_assets.resources.deployer import free_port
+from asgard_assets.resources.mlflow_tracking import HTTP_SETTINGS, MlflowTracking
+
+
+def test_unreachable_mlflow_fails_naming_its_uri(home, monkeypatch):
+    uri = f"http://asgard:pw@127.0.0.1:{free_port()}"  # nothing listens there
+    # set here to be unset afterwards: mlflow.set_tracking_uri exports it to the process
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(dg.Failure) as failed:
+        MlflowTracking(tracking_uri=uri).champion(MODEL_NAME)
+    message = failed.value.description
+    assert message.startswith(f"cannot ask MLflow at http://asgard:***@127.0.0.1:{uri[-5:]}")
+    assert "pw@" not in message
+    # MLflow's retries, set for this process unless the operator set them
+    for name, value in HTTP_SETTINGS.items():
+        assert os.environ[name] == value
+
+
+def test_no_model_and_no_alias_mean_no_champion(home):
+    tracking = MlflowTracking()
+    assert tracking.champion(MODEL_NAME) is None  # no registered model yet
+    tracking.client().create_registered_model(MODEL_NAME)
+    assert tracking.champion(MODEL_NAME) is None  # a model without the alias
