@@ -334,14 +334,18 @@ def test_partition_run_reports_the_rows_of_its_day(airbyte, own_source):
 
 def test_failed_sync_fails_the_step_with_airbytes_message(failing_airbyte, own_source):
     result = run_bronze(
-        ingestion(failing_airbyte.url, own_source), ["bronze/materials"], raise_on_error=False
+        ingestion(failing_airbyte.url, own_source),
+        ["bronze/materials", "bronze/quality_checks"],
+        raise_on_error=False,
     )
     assert not result.success
-    error = result.failure_data_for_node("bronze__materials").error
-    assert f"Airbyte sync job {JOB_ID} of connection {CONNECTION} failed: {FAILURE}" in (
-        error.message
-    )
-    assert not LocalLakehouse().exists("bronze.materials")
+    for table in ("materials", "quality_checks"):
+        error = result.failure_data_for_node(f"bronze__{table}").error
+        assert f"Airbyte sync job {JOB_ID} of connection {CONNECTION} failed: {FAILURE}" in (
+            error.message
+        )
+        assert not LocalLakehouse().exists(f"bronze.{table}")
+    assert failing_airbyte.posted_syncs() == 1  # the run's failed sync is not tried again
 
 
 def test_unreachable_airbyte_fails_naming_the_url(home, own_source):

@@ -60,7 +60,7 @@ class AirbyteIngestion(Ingestion):
         description="Airbyte stream name -> source table, where they differ (a stream prefix).",
     )
     _run_id: str | None = PrivateAttr(default=None)
-    _syncs: dict[str | None, Sync] = PrivateAttr(default_factory=dict)
+    _syncs: dict[str | None, Sync | dg.Failure] = PrivateAttr(default_factory=dict)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._run_id = context.run_id
@@ -81,10 +81,17 @@ class AirbyteIngestion(Ingestion):
         return f"Airbyte at {self.workspace.rest_api_base_url} (connection {self.connection_id})"
 
     def sync(self) -> Sync:
-        """The connection's sync for this run: started and awaited once, then reused."""
+        """The connection's sync for this run: started and awaited once, then reused (a
+        failed one fails every bronze step of the run without being tried again)."""
         if self._run_id not in self._syncs:
-            self._syncs[self._run_id] = self._sync_and_poll()
-        return self._syncs[self._run_id]
+            try:
+                self._syncs[self._run_id] = self._sync_and_poll()
+            except dg.Failure as failure:
+                self._syncs[self._run_id] = failure
+        found = self._syncs[self._run_id]
+        if isinstance(found, dg.Failure):
+            raise found
+        return found
 
     def _sync_and_poll(self) -> Sync:
         client = self.workspace.get_client()
