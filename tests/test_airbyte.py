@@ -444,6 +444,10 @@ def test_missing_k8s_settings_are_listed_at_once(monkeypatch):
     message = str(missing.value)
     assert message.startswith("ASGARD_PROFILE=k8s needs these environment variables, unset:")
     assert required <= set(message.replace(",", " ").split())
+    # half a credential pair is a missing setting too
+    monkeypatch.setenv("AIRBYTE_CLIENT_ID", "asgard")
+    with pytest.raises(MissingSettings, match=r"AIRBYTE_CLIENT_SECRET \(ingestion\)"):
+        resources_for()
     # one resource asks only for its own
     with pytest.raises(MissingSettings, match=r"unset: MLFLOW_TRACKING_URI \(mlflow_tracking\)$"):
         resource("mlflow_tracking")

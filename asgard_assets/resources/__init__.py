@@ -23,9 +23,17 @@ from .spark import DuckDbSparkSql, SparkOperatorEngine
 DBT_TARGETS = {"local": "duckdb", "k8s": "trino"}
 
 
-def _env(name: str, default: str | None = ""):
+def _env(name: str, default: str = ""):
     """An EnvVar when set (its value never reaches run config or the UI), else a default."""
     return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def _pair(first: str, second: str) -> tuple[dg.EnvVar | None, dg.EnvVar | None]:
+    """Two settings that go together: both EnvVars once either is set (so the settings check
+    names the other when it is missing), else None (dagster-airbyte's "not configured")."""
+    if os.environ.get(first) or os.environ.get(second):
+        return dg.EnvVar(first), dg.EnvVar(second)
+    return None, None
 
 
 def _dbt(target: str):
@@ -42,15 +50,17 @@ def _airbyte():
     from .airbyte import REQUESTS, AirbyteIngestion
 
     warnings.filterwarnings("ignore", "Class `.*AirbyteWorkspace` is currently in beta")
+    # either pair, or neither (an Airbyte without auth)
+    client_id, client_secret = _pair("AIRBYTE_CLIENT_ID", "AIRBYTE_CLIENT_SECRET")
+    username, password = _pair("AIRBYTE_USERNAME", "AIRBYTE_PASSWORD")
     workspace = AirbyteWorkspace(
         rest_api_base_url=dg.EnvVar("AIRBYTE_REST_API_URL"),
         configuration_api_base_url=dg.EnvVar("AIRBYTE_CONFIGURATION_API_URL"),
         workspace_id=dg.EnvVar("AIRBYTE_WORKSPACE_ID"),
-        # either pair, or neither (an Airbyte without auth); None: dagster-airbyte's "unset"
-        client_id=_env("AIRBYTE_CLIENT_ID", None),
-        client_secret=_env("AIRBYTE_CLIENT_SECRET", None),
-        username=_env("AIRBYTE_USERNAME", None),
-        password=_env("AIRBYTE_PASSWORD", None),
+        client_id=client_id,
+        client_secret=client_secret,
+        username=username,
+        password=password,
         **REQUESTS,
     )
     return AirbyteIngestion(
