@@ -5,21 +5,29 @@ alias means "no champion"."""
 import os
 
 import dagster as dg
-import pytest
 
+from asgard_assets.deployments.assets import operator_efficiency_service
 from asgard_assets.models.training import MODEL_NAME
-from asgard_assets.resources.deployer import free_port
+from asgard_assets.resources.deployer import LocalDeployer, free_port
 from asgard_assets.resources.mlflow_tracking import HTTP_SETTINGS, MlflowTracking
 
 
-def test_unreachable_mlflow_fails_naming_its_uri(home, monkeypatch):
+def test_unreachable_mlflow_fails_the_deploy_step_naming_its_uri(home, monkeypatch):
     uri = f"http://asgard:pw@127.0.0.1:{free_port()}"  # nothing listens there
     # set here to be unset afterwards: mlflow.set_tracking_uri exports it to the process
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    with pytest.raises(dg.Failure) as failed:
-        MlflowTracking(tracking_uri=uri).champion(MODEL_NAME)
-    message = failed.value.description
-    assert message.startswith(f"cannot ask MLflow at http://asgard:***@127.0.0.1:{uri[-5:]}")
+    result = dg.materialize(
+        [operator_efficiency_service],
+        resources={
+            "mlflow_tracking": MlflowTracking(tracking_uri=uri),
+            "deployer": LocalDeployer(),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = result.failure_data_for_node(operator_efficiency_service.op.name).error.message
+    assert "no version has passed the quality gate" not in message
+    assert f"cannot ask MLflow at http://asgard:***@127.0.0.1:{uri.rsplit(':', 1)[1]}" in message
     assert "pw@" not in message
     # MLflow's retries, set for this process unless the operator set them
     for name, value in HTTP_SETTINGS.items():
