@@ -34,7 +34,9 @@ def test_unreachable_mlflow_fails_the_deploy_step_naming_its_uri(home, monkeypat
         assert os.environ[name] == value
 
 
-def test_no_model_and_no_alias_mean_no_champion(home):
+def test_no_model_and_no_alias_mean_no_champion(home, tmp_path, monkeypatch):
+    # a fresh store, undone afterwards (an earlier MLflow client may have exported its URI)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking = MlflowTracking()
     assert tracking.champion(MODEL_NAME) is None  # no registered model yet
     tracking.client().create_registered_model(MODEL_NAME)
