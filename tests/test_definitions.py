@@ -5,7 +5,7 @@ import pytest
 import sqlalchemy as sa
 
 from asgard_assets import cli
-from asgard_assets.resources import resources_for
+from asgard_assets.resources import MissingSettings, profile_settings, resources_for
 from asgard_assets.resources.ingestion import EmbeddedIngestion
 from asgard_assets.resources.lakehouse import LocalLakehouse, RestLakehouse
 from asgard_assets.settings import profile
@@ -50,12 +50,9 @@ def test_profile_switch_picks_resources(monkeypatch):
     assert profile() == "local"
     assert isinstance(resources_for()["lakehouse"], LocalLakehouse)
     monkeypatch.setenv("ASGARD_PROFILE", "k8s")
-    for name in (
-        "ASGARD_CATALOG_URI",
-        "ASGARD_WAREHOUSE",
-        "AIRBYTE_API_URL",
-        "AIRBYTE_CONNECTION_ID",
-    ):
+    with pytest.raises(MissingSettings):  # the k8s settings are checked when built
+        resources_for()
+    for name in profile_settings("k8s"):
         monkeypatch.setenv(name, "x")
     assert isinstance(resources_for()["lakehouse"], RestLakehouse)
     assert set(resources_for("k8s")) == set(resources_for("local"))

@@ -7,6 +7,7 @@ one it needs (the dbt plugin runs inside dbt and must not import dagster-dbt).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import dagster as dg
@@ -15,7 +16,7 @@ from ..settings import profile
 from .deployer import LocalDeployer
 from .feature_store import FeatureStoreResource
 from .image_builder import KubernetesImageBuilder, LocalImageBuilder
-from .ingestion import AirbyteIngestion, EmbeddedIngestion
+from .ingestion import EmbeddedIngestion
 from .kubernetes import KubernetesDeployer
 from .lakehouse import LocalLakehouse, RestLakehouse
 from .mlflow_tracking import MlflowTracking
@@ -29,12 +30,47 @@ def _env(name: str, default: str = ""):
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+def _pair(first: str, second: str) -> tuple[dg.EnvVar | None, dg.EnvVar | None]:
+    """Two settings that go together: both EnvVars once either is set (so the settings check
+    names the other when it is missing), else None (dagster-airbyte's "not configured")."""
+    if os.environ.get(first) or os.environ.get(second):
+        return dg.EnvVar(first), dg.EnvVar(second)
+    return None, None
+
+
 def _dbt(target: str):
     from dagster_dbt import DbtCliResource
 
     from ..gold.project import DBT_DIR
 
     return DbtCliResource(project_dir=str(DBT_DIR), target=target)
+
+
+def _airbyte():
+    from dagster_airbyte import AirbyteWorkspace
+
+    from .airbyte import REQUESTS, AirbyteIngestion
+
+    warnings.filterwarnings("ignore", "Class `.*AirbyteWorkspace` is currently in beta")
+    # either pair, or neither (an Airbyte without auth)
+    client_id, client_secret = _pair("AIRBYTE_CLIENT_ID", "AIRBYTE_CLIENT_SECRET")
+    username, password = _pair("AIRBYTE_USERNAME", "AIRBYTE_PASSWORD")
+    workspace = AirbyteWorkspace(
+        rest_api_base_url=dg.EnvVar("AIRBYTE_REST_API_URL"),
+        configuration_api_base_url=dg.EnvVar("AIRBYTE_CONFIGURATION_API_URL"),
+        workspace_id=dg.EnvVar("AIRBYTE_WORKSPACE_ID"),
+        client_id=client_id,
+        client_secret=client_secret,
+        username=username,
+        password=password,
+        **REQUESTS,
+    )
+    return AirbyteIngestion(
+        workspace=workspace,
+        connection_id=dg.EnvVar("AIRBYTE_CONNECTION_ID"),
+        # the sensor and `asgard demo` read the source's cursor and days themselves
+        source_url=dg.EnvVar("ASGARD_SOURCE_URL"),
+    )
 
 
 LOCAL: dict[str, Callable[[], dg.ConfigurableResource]] = {
@@ -58,9 +94,7 @@ K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
         s3_access_key_id=_env("AWS_ACCESS_KEY_ID"),
         s3_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
     ),
-    "ingestion": lambda: AirbyteIngestion(
-        api_url=dg.EnvVar("AIRBYTE_API_URL"), connection_id=dg.EnvVar("AIRBYTE_CONNECTION_ID")
-    ),
+    "ingestion": _airbyte,
     "spark": SparkOperatorEngine,
     "dbt": lambda: _dbt(DBT_TARGETS["k8s"]),
     "feature_store": lambda: FeatureStoreResource(yaml_file="feature_store.k8s.yaml"),
@@ -83,16 +117,73 @@ K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
 
 RESOURCES = {"local": LOCAL, "k8s": K8S}
 
+# environment variables a resource needs that are read by a configuration file, not by a
+# resource field (its EnvVar fields are found by env_vars)
+FILE_SETTINGS = {"k8s": {"feature_store": ("ASGARD_REDIS", "ASGARD_FEAST_REGISTRY")}}
+
+
+class MissingSettings(ValueError):
+    """Required environment variables of a profile are unset (all of them named at once)."""
+
+
+def env_vars(made: dg.ConfigurableResource) -> set[str]:
+    """The EnvVars a resource reads, those of the resources nested in it included."""
+    names = set()
+    for value in made.__dict__.values():
+        if isinstance(value, dg.EnvVar):
+            names.add(value.env_var_name)
+        elif isinstance(value, dg.ConfigurableResource):
+            names |= env_vars(value)
+    return names
+
+
+def settings_needed(resources: dict, profile_name: str) -> dict[str, set[str]]:
+    """Resource name -> the environment variables it needs."""
+    files = FILE_SETTINGS.get(profile_name, {})
+    return {key: env_vars(r) | set(files.get(key, ())) for key, r in resources.items()}
+
+
+def check_settings(resources: dict, profile_name: str) -> None:
+    """Fail with every unset environment variable the resources need, at once, instead of
+    Dagster failing on the first EnvVar it resolves."""
+    missing: dict[str, list[str]] = {}
+    for key, names in settings_needed(resources, profile_name).items():
+        for var in names:
+            if not os.environ.get(var):
+                missing.setdefault(var, []).append(key)
+    if missing:
+        listed = ", ".join(f"{var} ({', '.join(keys)})" for var, keys in sorted(missing.items()))
+        raise MissingSettings(
+            f"ASGARD_PROFILE={profile_name} needs these environment variables, unset: {listed}"
+        )
+
+
+def _build(profile_name: str) -> dict:
+    return {key: make() for key, make in RESOURCES[profile_name].items()}
+
+
+def profile_settings(profile_name: str) -> set[str]:
+    """Every environment variable a profile needs."""
+    return set().union(*settings_needed(_build(profile_name), profile_name).values())
+
 
 def resources_for(name: str | None = None) -> dict:
-    return {key: make() for key, make in RESOURCES[name or profile()].items()}
+    name = name or profile()
+    made = _build(name)
+    check_settings(made, name)
+    return made
 
 
 def resource(name: str, profile_name: str | None = None):
     """One resource of the active profile with its EnvVars resolved, for code that runs
     outside a Dagster step (dbt plugin, Feast repo, CLI, tests)."""
-    made = RESOURCES[profile_name or profile()][name]()
+    profile_name = profile_name or profile()
+    made = RESOURCES[profile_name][name]()
+    check_settings({name: made}, profile_name)
     # resolving builds an ephemeral Dagster instance (~1.6 s): only when there is an EnvVar
-    if any(isinstance(v, dg.EnvVar) for v in made.__dict__.values()):
-        return made.process_config_and_initialize()
+    if env_vars(made):
+        # the context-manager form: a resource with nested resources (Airbyte) needs it;
+        # none of Asgard's resources tears anything down on exit
+        with made.process_config_and_initialize_cm() as initialized:
+            return initialized
     return made

@@ -240,32 +240,3 @@ def bronze_cursor(lakehouse: Lakehouse, identifier: str) -> datetime | None:
     return lakehouse.query(f"SELECT max({CURSOR_COLUMN}) FROM {identifier}", identifier).fetchone()[
         0
     ]
-
-
-class AirbyteIngestion(Ingestion):
-    """Scale profile: an Airbyte connection per source table, landing in the same Iceberg
-    catalog. Its sync is triggered and awaited; the bronze table is Airbyte's output."""
-
-    api_url: str
-    connection_id: str
-    client_id: str = ""
-    client_secret: str = ""
-
-    def source_cursor(self, table: str) -> datetime | None:
-        raise dg.Failure("AirbyteIngestion.source_cursor is not implemented yet")
-
-    def days(self, table: str, updated_after: datetime | None = None) -> list[str]:
-        raise dg.Failure("AirbyteIngestion.days is not implemented yet")
-
-    def ingest(
-        self,
-        table: str,
-        lakehouse: Lakehouse,
-        *,
-        full_refresh: bool = False,
-        window: Window | None = None,
-    ) -> IngestResult:
-        raise dg.Failure(
-            "AirbyteIngestion is configured for the k8s profile but not yet implemented; "
-            "run with ASGARD_PROFILE=local"
-        )
