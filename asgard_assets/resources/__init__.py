@@ -17,7 +17,8 @@ from .feature_store import FeatureStoreResource
 from .ingestion import AirbyteIngestion, EmbeddedIngestion
 from .lakehouse import LocalLakehouse, RestLakehouse
 from .mlflow_tracking import MlflowTracking
-from .spark import DuckDbSparkSql, SparkOperatorEngine
+from .spark import DuckDbSparkSql
+from .spark_operator import spark_operator_from_env
 
 DBT_TARGETS = {"local": "duckdb", "k8s": "trino"}
 
@@ -58,7 +59,7 @@ K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
     "ingestion": lambda: AirbyteIngestion(
         api_url=dg.EnvVar("AIRBYTE_API_URL"), connection_id=dg.EnvVar("AIRBYTE_CONNECTION_ID")
     ),
-    "spark": SparkOperatorEngine,
+    "spark": spark_operator_from_env,
     "dbt": lambda: _dbt(DBT_TARGETS["k8s"]),
     "feature_store": lambda: FeatureStoreResource(yaml_file="feature_store.k8s.yaml"),
     "mlflow_tracking": lambda: MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
