@@ -230,9 +230,16 @@ def test_unreachable_api_names_the_url(home):
         engine(url).build(sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse())
 
 
+def test_no_api_configured_says_how_to_configure_one(home, monkeypatch, tmp_path):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    with pytest.raises(dg.Failure, match="set ASGARD_K8S_API_URL or KUBECONFIG"):
+        engine("").build(sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse())
+
+
 def test_windowed_manifest_is_valid_and_carries_the_iceberg_catalog(home):
     window = Window("start_time", *[__import__("datetime").datetime(2025, 3, d) for d in (1, 4)])
-    spark = engine("http://unused", executor_instances=4, executor_memory="4g", packages="")
+    spark = engine("http://unused", executor_instances=4, executor_memory="4g", packages="none")
     app = spark.application(
         "asgard-silver-work-orders-1",
         sql_path("work_orders"),

@@ -38,7 +38,7 @@ ICEBERG_PACKAGES = (
 )
 # field -> environment variable, for the k8s profile's factory and its error message
 ENV = {
-    "namespace": "ASGARD_SPARK_NAMESPACE",
+    "namespace": "ASGARD_K8S_NAMESPACE",
     "image": "ASGARD_SPARK_IMAGE",
     "service_account": "ASGARD_SPARK_SERVICE_ACCOUNT",
     "executor_instances": "ASGARD_SPARK_EXECUTORS",
@@ -50,7 +50,7 @@ ENV = {
     "catalog_uri": "ASGARD_CATALOG_URI",
     "warehouse": "ASGARD_WAREHOUSE",
     "s3_endpoint": "ASGARD_S3_ENDPOINT",
-    "s3_region": "ASGARD_S3_REGION",
+    "s3_region": "AWS_REGION",
     "api_url": "ASGARD_K8S_API_URL",
 }
 REQUIRED = ("image", "catalog_uri", "warehouse")
@@ -62,14 +62,15 @@ class SparkOperatorEngine(SparkSqlEngine):
     namespace: str = "asgard"
     image: str = ""  # a Spark 3.5 Python image with the asgard package (spark_job.py, sqlglot)
     job_file: str = "local:///opt/asgard/asgard_assets/silver/spark_job.py"
-    service_account: str = "spark"
+    # the Spark Operator chart's account for Spark pods (may create executor pods)
+    service_account: str = "spark-operator-spark"
     spark_version: str = "3.5.3"
     executor_instances: int = 2
     executor_cores: int = 1
     executor_memory: str = "2g"
     driver_cores: int = 1
     driver_memory: str = "1g"
-    # Iceberg runtime: Maven coordinates fetched at submit, or "" when baked into the image
+    # Iceberg runtime: Maven coordinates fetched at submit, or "none" when baked into the image
     packages: str = ICEBERG_PACKAGES
     env_secrets: str = "asgard-s3"  # comma-separated Secrets exposed as env to driver/executors
     catalog_type: str = "rest"  # Iceberg SparkCatalog type: rest or jdbc
@@ -116,7 +117,7 @@ class SparkOperatorEngine(SparkSqlEngine):
         if self.s3_endpoint:  # MinIO and other S3-compatible stores
             conf[f"{cat}.s3.endpoint"] = self.s3_endpoint
             conf[f"{cat}.s3.path-style-access"] = "true"
-        if self.packages:
+        if self.packages.strip() not in ("", "none"):
             conf["spark.jars.packages"] = self.packages
             conf["spark.jars.ivy"] = "/tmp/.ivy2"  # the Spark image's home is read-only
         return conf
@@ -184,7 +185,13 @@ class SparkOperatorEngine(SparkSqlEngine):
             try:
                 config.load_incluster_config(client_configuration=configuration)
             except config.ConfigException:
-                config.load_kube_config(client_configuration=configuration)
+                try:
+                    config.load_kube_config(client_configuration=configuration)
+                except (config.ConfigException, OSError) as e:
+                    raise dg.Failure(
+                        "no Kubernetes API configured: not in a pod, and no usable kubeconfig "
+                        f"({e}); set ASGARD_K8S_API_URL or KUBECONFIG"
+                    ) from None
         configuration.retries = 2  # with the connect timeout: an unreachable API fails < 60 s
         return client.ApiClient(configuration)
 
