@@ -159,7 +159,7 @@ def test_files_mode_of_the_command_line(spark, home, tmp_path):
 
 
 def test_input_references_are_bound_and_the_rest_of_the_text_kept():
-    sql = "-- c\nSELECT a FROM bronze.t JOIN bronze.u USING (a) WHERE a <> 'bronze.t'"
+    sql = "-- c\nSELECT a FROM bronze.t JOIN `Bronze`.`U` USING (a) WHERE a <> 'bronze.t'"
     assert spark_job.bind_inputs(sql, ["bronze.t", "bronze.u"]) == (
         "-- c\nSELECT a FROM bronze__t JOIN bronze__u USING (a) WHERE a <> 'bronze.t'"
     )

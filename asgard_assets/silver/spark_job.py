@@ -61,10 +61,12 @@ def bind_inputs(sql: str, inputs: list[str], name: str = "query") -> str:
     if len(statements) != 1:
         raise JobError(f"{name} must hold exactly one SELECT, found {len(statements)}")
     spans = []
+    wanted = {i.lower(): i for i in inputs}  # Spark identifiers are case-insensitive
     for table in statements[0].find_all(exp.Table):
         db = table.args.get("db")
-        if db is not None and f"{db.name}.{table.name}" in inputs:
-            spans.append((db.meta["start"], table.this.meta["end"] + 1, f"{db.name}.{table.name}"))
+        identifier = wanted.get(f"{db.name}.{table.name}".lower()) if db is not None else None
+        if identifier:
+            spans.append((db.meta["start"], table.this.meta["end"] + 1, identifier))
     found = {identifier for *_, identifier in spans}
     if missing := [i for i in inputs if i not in found]:
         raise JobError(f"{name} does not read its input(s) {', '.join(missing)}")
