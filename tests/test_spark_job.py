@@ -12,12 +12,13 @@ import json
 from datetime import datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from asgard_assets import demo_data
 from asgard_assets.contracts.sources import SOURCE_TABLES, SOURCES
-from asgard_assets.partitions import PARTITION_COLUMNS, Window
+from asgard_assets.partitions import PARTITION_COLUMNS
 from asgard_assets.resources import resource
 from asgard_assets.resources.ingestion import LOAD_ID, LOADED_AT
 from asgard_assets.resources.spark import DuckDbSparkSql
@@ -110,6 +111,9 @@ MESSY_MACHINE_LOGS = _bronze(
              temperature_c=70.25, vibration_mm_s=-0.1, event_time=T0, updated_at=T0 + us),
         dict(log_id=8, machine_id="m2", operator_id=None, event_type="idle",
              temperature_c=None, vibration_mm_s=None, event_time=T0 + us, updated_at=T0),
+        dict(log_id=9, machine_id="m2", operator_id="emp-3 ", event_type="Stop",
+             temperature_c=-40.0, vibration_mm_s=0.0, event_time=T0 + timedelta(days=3),
+             updated_at=T0),
     ],
     {
         "log_id": pa.int64(), "machine_id": pa.string(), "operator_id": pa.string(),
@@ -126,16 +130,22 @@ def test_spark_gives_the_duckdb_rows_on_messy_data(spark, home, table, bronze):
     lakehouse = resource("lakehouse", "local")
     source = f"bronze.{table}"
     lakehouse.write(source, pa.RecordBatchReader.from_batches(bronze.schema, bronze.to_batches()))
-    start, end = datetime(2025, 3, 1), datetime(2025, 3, 2)
-    window = Window(PARTITION_COLUMNS[table], start, end)
-    DuckDbSparkSql().build(sql_path(table), f"silver.{table}", [source], lakehouse, window)
+    DuckDbSparkSql().build(sql_path(table), f"silver.{table}", [source], lakehouse)
     expected = lakehouse.table(f"silver.{table}").scan().to_arrow()
     files = lakehouse.current_files(source)
-    got = spark_job.run_local(
-        sql_path(table), {source: files}, window_args(table, start, end), spark
-    )
+    got = spark_job.run_local(sql_path(table), {source: files}, None, spark)
     assert got.num_rows == expected.num_rows > 0
     assert_same_as_duckdb(got, expected, SOURCES[table].key)
+
+    # a window's run reads the window's rows only (no key of this data spans two days)
+    start, end = datetime(2025, 3, 1), datetime(2025, 3, 2)
+    column = PARTITION_COLUMNS[table]
+    in_window = expected.filter((pc.field(column) >= start) & (pc.field(column) < end))
+    windowed = spark_job.run_local(
+        sql_path(table), {source: files}, window_args(table, start, end), spark
+    )
+    assert 0 < windowed.num_rows < expected.num_rows
+    assert_same_as_duckdb(windowed, in_window, SOURCES[table].key)
 
 
 def test_files_mode_of_the_command_line(spark, home, tmp_path):
@@ -155,6 +165,7 @@ def test_files_mode_of_the_command_line(spark, home, tmp_path):
     assert [(r.log_id, r.operator_id, r.quality_flag) for r in rows] == [
         ("7", "EMP-1", "INVALID"),  # the later version of log 7; negative vibration
         ("8", "UNASSIGNED", "INVALID"),  # no temperature
+        ("9", "EMP-3", "VALID"),  # -40 °C is in range
     ]
 
 
