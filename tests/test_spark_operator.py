@@ -27,6 +27,7 @@ SCHEMA = json.loads((Path(__file__).parent / "schemas" / "sparkapplication.json"
 STATUS_SCHEMA = {**SCHEMA["properties"]["status"], "$schema": SCHEMA["$schema"]}
 APPS = "/apis/sparkoperator.k8s.io/v1beta2/namespaces/asgard/sparkapplications"
 TARGET = "silver.materials"
+REASONS = {403: "Forbidden", 404: "NotFound"}
 
 
 def status(state: str, error: str = "", pod: str | None = None) -> dict:
@@ -42,10 +43,11 @@ def status(state: str, error: str = "", pod: str | None = None) -> dict:
 class FakeKubernetes:
     """The API server's side of one SparkApplication: each GET answers the next status of
     ``states`` (the last repeats); the driver pod's log is ``log``. ``on_complete`` runs
-    when COMPLETED is first answered (the job's commit, as Spark would make it)."""
+    when COMPLETED is first answered (the job's commit, as Spark would make it); ``create``
+    is the status the create call gets (403: no permission, 404: no CRD)."""
 
-    def __init__(self, states: list[dict], log: str = "", on_complete=None, crd: bool = True):
-        self.states, self.log, self.on_complete, self.crd = states, log, on_complete, crd
+    def __init__(self, states: list[dict], log: str = "", on_complete=None, create: int = 201):
+        self.states, self.log, self.on_complete, self.create = states, log, on_complete, create
         self.created: list[dict] = []
         self.requests: list[str] = []
         fake = self
@@ -65,13 +67,9 @@ class FakeKubernetes:
             def do_POST(self):
                 fake.requests.append(f"POST {self.path}")
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if not fake.crd or self.path != APPS:
-                    return self._send(
-                        404,
-                        _v1status(
-                            404, "NotFound", "the server could not find the requested resource"
-                        ),
-                    )
+                if fake.create != 201 or self.path != APPS:
+                    code = fake.create if self.path == APPS else 404
+                    return self._send(code, _v1status(code, REASONS[code], "refused"))
                 fake.created.append(body)
                 self._send(201, body)
 
@@ -216,12 +214,26 @@ def test_submission_failure_fails_with_the_operators_message(home, fake):
 
 
 def test_missing_crd_is_named(home, fake):
-    api = fake([status("")], crd=False)
+    api = fake([status("")], create=404)
     with pytest.raises(
         dg.Failure,
         match="is the Spark Operator's CRD sparkapplications.sparkoperator.k8s.io installed",
     ):
         engine(api.url).build(sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse())
+
+
+def test_forbidden_names_the_permissions_needed(home, fake):
+    api = fake([status("")], create=403)
+    with pytest.raises(dg.Failure, match="needs create/get on sparkapplications"):
+        engine(api.url).build(sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse())
+
+
+def test_application_the_operator_never_picks_up_fails(home, fake):
+    api = fake([status("")])  # no operator: the state stays empty
+    with pytest.raises(dg.Failure, match="not picked up by the Spark Operator within 0 s"):
+        engine(api.url, pickup_timeout_s=0.1).build(
+            sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse()
+        )
 
 
 def test_unreachable_api_names_the_url(home):
