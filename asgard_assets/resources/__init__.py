@@ -20,7 +20,8 @@ from .ingestion import EmbeddedIngestion
 from .kubernetes import KubernetesDeployer
 from .lakehouse import LocalLakehouse, RestLakehouse
 from .mlflow_tracking import MlflowTracking
-from .spark import DuckDbSparkSql, SparkOperatorEngine
+from .spark import DuckDbSparkSql
+from .spark_operator import spark_operator_from_env
 
 DBT_TARGETS = {"local": "duckdb", "k8s": "trino"}
 
@@ -95,7 +96,7 @@ K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
         s3_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
     ),
     "ingestion": _airbyte,
-    "spark": SparkOperatorEngine,
+    "spark": spark_operator_from_env,
     "dbt": lambda: _dbt(DBT_TARGETS["k8s"]),
     "feature_store": lambda: FeatureStoreResource(yaml_file="feature_store.k8s.yaml"),
     "mlflow_tracking": lambda: MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),

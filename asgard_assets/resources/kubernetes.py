@@ -35,9 +35,9 @@ class KubernetesConnection(dg.ConfigurableResource):
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
 
-    def api_client(self) -> ApiClient:
-        """A client for the API, checked to answer: an unreachable API fails here, within
-        ~2 connect timeouts, naming the API URL (never credentials)."""
+    def configuration(self):
+        """The client configuration: ``api_url``, else the pod's service account, else the
+        kubeconfig; none of them fails naming what to set."""
         from kubernetes import client, config
 
         cfg = client.Configuration(host=self.api_url) if self.api_url else client.Configuration()
@@ -55,6 +55,14 @@ class KubernetesConnection(dg.ConfigurableResource):
                         f"({e}); set ASGARD_K8S_API_URL or KUBECONFIG"
                     ) from None
         cfg.retries = 1  # urllib3 retries 3 times by default: 4 connect timeouts in all
+        return cfg
+
+    def api_client(self) -> ApiClient:
+        """A client for the API, checked to answer: an unreachable API fails here, within
+        ~2 connect timeouts, naming the API URL (never credentials)."""
+        from kubernetes import client
+
+        cfg = self.configuration()
         api = client.ApiClient(cfg)
         try:
             client.VersionApi(api).get_code(_request_timeout=self.timeout)

@@ -2,8 +2,8 @@
 
 ``DuckDbSparkSql`` transpiles the Spark SQL with sqlglot and runs it in DuckDB over the
 input tables' current Iceberg snapshot files, streaming the result into an atomic
-overwrite. ``SparkOperatorEngine`` is the scale form: the same SQL text as a
-SparkApplication (see ``spark_application``).
+overwrite. ``SparkOperatorEngine`` (``spark_operator.py``) is the scale form: the same SQL
+text as a SparkApplication of the Spark Operator.
 """
 
 from __future__ import annotations
@@ -81,23 +81,3 @@ class DuckDbSparkSql(SparkSqlEngine):
                 raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
         finally:
             con.close()
-
-
-class SparkOperatorEngine(SparkSqlEngine):
-    """Scale profile: submits a SparkApplication (SparkOperator CRD) running the same SQL."""
-
-    namespace: str = "asgard"
-    image: str = "apache/spark:3.5.3"
-
-    def build(
-        self,
-        sql_path: Path,
-        target: str,
-        inputs: list[str],
-        lakehouse: Lakehouse,
-        window: Window | None = None,
-    ) -> WriteResult:
-        raise dg.Failure(
-            "SparkOperatorEngine is configured for the k8s profile but not yet implemented; "
-            "run with ASGARD_PROFILE=local"
-        )
