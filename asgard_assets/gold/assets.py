@@ -1,6 +1,7 @@
 """gold/*: the dbt project, one Dagster asset per dbt model, dbt tests as asset checks."""
 
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,9 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
                 )
             yield event
         write_docs(project, dbt)
+        # dbt-duckdb's external files only carried each model into Iceberg (and to the dbt
+        # tests): the Iceberg table is the one copy kept, wherever the warehouse is
+        shutil.rmtree(asgard_home() / "dbt" / "external", ignore_errors=True)
 
     return gold_dbt_assets
 
