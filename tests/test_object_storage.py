@@ -100,16 +100,28 @@ def assert_tables_only_in_the_bucket(home: Path, endpoint: str, catalog_uri: str
             assert any(k.startswith(prefix) and k.endswith(suffix) for k in keys), (
                 f"no {suffix} of {identifier} in the bucket"
             )
+    # the layout of Iceberg's JDBC catalog (schema V1), catalog name asgard: what Trino's
+    # iceberg.catalog.type=jdbc and Spark's JdbcCatalog read
     engine = sa.create_engine(catalog_uri)
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT table_namespace || '.' || table_name, metadata_location FROM iceberg_tables"
+                "SELECT catalog_name, table_namespace || '.' || table_name, iceberg_type, "
+                "metadata_location, previous_metadata_location FROM iceberg_tables"
             )
         ).all()
+        namespaces = conn.execute(
+            sa.text("SELECT DISTINCT namespace FROM iceberg_namespace_properties")
+        ).scalars()
+        assert set(namespaces) == {"bronze", "silver", "gold"}
     engine.dispose()
-    assert {name for name, _ in rows} == JOURNEY_TABLES
-    assert all(location.startswith(f"s3://{BUCKET}/warehouse/") for _, location in rows)
+    assert {name for _, name, *_ in rows} == JOURNEY_TABLES
+    for catalog, _, kind, location, previous in rows:
+        assert (catalog, kind) == ("asgard", "TABLE")
+        assert location.startswith(f"s3://{BUCKET}/warehouse/") and location.endswith(
+            ".metadata.json"
+        )
+        assert previous.startswith(f"s3://{BUCKET}/warehouse/")
 
 
 def assert_reads_from_the_bucket(result: dg.ExecuteInProcessResult) -> None:

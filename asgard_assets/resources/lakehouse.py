@@ -243,9 +243,13 @@ def _data_files(table: Table, row_filter: BooleanExpression) -> list[str]:
     files = []
     for task in table.scan(row_filter=row_filter).plan_files():
         if task.delete_files:
-            raise dg.Failure(f"{table.name()} has delete files; Asgard writes copy-on-write only")
+            raise dg.Failure(f"{_name(table)} has delete files; Asgard writes copy-on-write only")
         files.append(task.file.file_path)
     return files
+
+
+def _name(table: Table) -> str:
+    return ".".join(table.name())
 
 
 def _dataset(table: Table, files: list[str]) -> ds.Dataset:
@@ -257,7 +261,7 @@ def _dataset(table: Table, files: list[str]) -> ds.Dataset:
     io = table.io
     if not isinstance(io, PyArrowFileIO):
         raise dg.Failure(
-            f"{table.name()} is read with {type(io).__name__}; Asgard reads through "
+            f"{_name(table)} is read with {type(io).__name__}; Asgard reads through "
             "pyiceberg's PyArrowFileIO (remove py-io-impl from the catalog properties)"
         )
     scheme, netloc, _ = io.parse_location(files[0])
