@@ -93,9 +93,9 @@ def asgard(url: str, out: mp.Queue) -> None:
     import pandas  # noqa: F401 - pyarrow imports it lazily; inside Dagster it is always loaded
 
     from asgard_assets.resources.ingestion import EmbeddedIngestion
-    from asgard_assets.resources.lakehouse import LocalLakehouse
+    from asgard_assets.resources.lakehouse import IcebergLakehouse
 
-    lakehouse = LocalLakehouse()
+    lakehouse = IcebergLakehouse()
     lakehouse.catalog()
     t = time.perf_counter()
     result = EmbeddedIngestion(source_url=url).ingest("work_orders", lakehouse, full_refresh=True)

@@ -9,6 +9,7 @@ from feast.types import Float64, Int32, Int64
 
 from asgard_assets.resources import resource
 from asgard_assets.resources.feature_store import GOLD_TABLE
+from asgard_assets.resources.lakehouse import SECRET_PROPERTIES
 
 FEATURES = [
     Field(name="total_work_orders", dtype=Int64),
@@ -24,7 +25,10 @@ FEATURES = [
 ]
 
 _catalog = resource("lakehouse").catalog_properties()
-_extra = {k: v for k, v in _catalog.items() if k not in ("type", "uri", "warehouse")}
+_rest = _catalog["type"] == "rest"
+# the S3 endpoint and region travel with the source into the Feast registry; the keys do
+# not: pyiceberg's S3 client finds them in the environment (AWS_*)
+_io = {k: v for k, v in _catalog.items() if k.startswith("s3.") and k not in SECRET_PROPERTIES}
 
 operator = Entity(
     name="operator",
@@ -37,8 +41,8 @@ gold_operator_features = IcebergSource(
     name="gold_operator_features",
     catalog_type=_catalog["type"],
     catalog_name="asgard",
-    endpoint=_catalog["uri"] if _catalog["type"] == "rest" else None,
-    catalog_properties={"uri": _catalog["uri"], **_extra} if _catalog["type"] != "rest" else _extra,
+    endpoint=_catalog["uri"] if _rest else None,
+    catalog_properties=_io if _rest else {"uri": _catalog["uri"], **_io},
     warehouse=_catalog["warehouse"],
     namespace=GOLD_TABLE.split(".")[0],
     table=GOLD_TABLE.split(".")[1],

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from asgard_assets import cli
 from asgard_assets.resources import MissingSettings, profile_settings, resources_for
 from asgard_assets.resources.ingestion import EmbeddedIngestion
-from asgard_assets.resources.lakehouse import LocalLakehouse, RestLakehouse
+from asgard_assets.resources.lakehouse import IcebergLakehouse
 from asgard_assets.settings import profile
 
 TABLES = ["machine_logs", "materials", "quality_checks", "work_orders"]
@@ -48,13 +48,13 @@ def test_every_table_has_its_checks(defs):
 def test_profile_switch_picks_resources(monkeypatch):
     monkeypatch.delenv("ASGARD_PROFILE", raising=False)
     assert profile() == "local"
-    assert isinstance(resources_for()["lakehouse"], LocalLakehouse)
+    assert isinstance(resources_for()["lakehouse"], IcebergLakehouse)
     monkeypatch.setenv("ASGARD_PROFILE", "k8s")
     with pytest.raises(MissingSettings):  # the k8s settings are checked when built
         resources_for()
     for name in profile_settings("k8s"):
         monkeypatch.setenv(name, "x")
-    assert isinstance(resources_for()["lakehouse"], RestLakehouse)
+    assert isinstance(resources_for()["lakehouse"], IcebergLakehouse)
     assert set(resources_for("k8s")) == set(resources_for("local"))
     monkeypatch.setenv("ASGARD_PROFILE", "cloud")
     with pytest.raises(ValueError, match="ASGARD_PROFILE='cloud'"):

@@ -11,7 +11,7 @@ from asgard_assets.maintenance.assets import iceberg_tables
 from asgard_assets.maintenance.iceberg import referenced_files
 from asgard_assets.partitions import Window
 from asgard_assets.resources import resources_for
-from asgard_assets.resources.lakehouse import LocalLakehouse
+from asgard_assets.resources.lakehouse import IcebergLakehouse
 
 TABLE = "silver.daily_events"
 DAY0 = datetime(2025, 3, 1)
@@ -29,13 +29,13 @@ def _day(i: int) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
 
 
-def _files_on_disk(lakehouse: LocalLakehouse) -> set[str]:
+def _files_on_disk(lakehouse: IcebergLakehouse) -> set[str]:
     location = lakehouse.table(TABLE).metadata.location.removeprefix("file://")
     return {str(p) for p in Path(location).rglob("*") if p.is_file()}
 
 
 def test_thirty_daily_runs_stay_bounded(home):
-    lakehouse = LocalLakehouse()
+    lakehouse = IcebergLakehouse()
     for i in range(30):  # one overwrite per day, each a snapshot with its own small file
         window = Window("event_time", DAY0 + timedelta(days=i), DAY0 + timedelta(days=i + 1))
         lakehouse.write(TABLE, _day(i), mode="overwrite", window=window)
@@ -83,7 +83,7 @@ def test_thirty_daily_runs_stay_bounded(home):
 
 def test_young_orphans_and_recent_snapshots_are_kept(home):
     """Default settings: nothing younger than the retention or the orphan age goes."""
-    lakehouse = LocalLakehouse()
+    lakehouse = IcebergLakehouse()
     for i in range(3):
         window = Window("event_time", DAY0 + timedelta(days=i), DAY0 + timedelta(days=i + 1))
         lakehouse.write(TABLE, _day(i), mode="overwrite", window=window)

@@ -20,7 +20,7 @@ from kubernetes import client
 from asgard_assets.partitions import Window
 from asgard_assets.resources import resource
 from asgard_assets.resources.deployer import free_port
-from asgard_assets.resources.lakehouse import LocalLakehouse
+from asgard_assets.resources.lakehouse import IcebergLakehouse
 from asgard_assets.resources.spark_operator import SparkOperatorEngine, spark_operator_from_env
 from asgard_assets.silver.assets import silver_assets, sql_path
 
@@ -132,7 +132,7 @@ def silver_materials(spark: SparkOperatorEngine, instance: dg.DagsterInstance):
     asset = next(a for a in silver_assets if a.key == dg.AssetKey(["silver", "materials"]))
     return dg.materialize(
         [asset],
-        resources={"spark": spark, "lakehouse": LocalLakehouse()},
+        resources={"spark": spark, "lakehouse": IcebergLakehouse()},
         instance=instance,
         raise_on_error=False,
     )
@@ -150,7 +150,7 @@ def write_silver(rows: int) -> None:
     data = pa.table(
         {"material_id": [f"M{i}" for i in range(rows)], "quality_flag": ["VALID"] * rows}
     )
-    LocalLakehouse().write(
+    IcebergLakehouse().write(
         TARGET, pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
     )
 
@@ -202,7 +202,7 @@ def test_failed_driver_fails_the_step_with_its_error_message(home, fake):
     assert f"[{pod}] AnalysisException: [UNRESOLVED_COLUMN] quantity_on_hnd" in run_messages(
         instance, result
     )
-    assert not LocalLakehouse().exists(TARGET)  # nothing was published
+    assert not IcebergLakehouse().exists(TARGET)  # nothing was published
 
 
 def test_submission_failure_fails_with_the_operators_message(home, fake):
@@ -220,34 +220,38 @@ def test_missing_crd_is_named(home, fake):
         dg.Failure,
         match="is the Spark Operator's CRD sparkapplications.sparkoperator.k8s.io installed",
     ):
-        engine(api.url).build(sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse())
+        engine(api.url).build(
+            sql_path("materials"), TARGET, ["bronze.materials"], IcebergLakehouse()
+        )
 
 
 def test_forbidden_names_the_permissions_needed(home, fake):
     api = fake([status("")], create=403)
     with pytest.raises(dg.Failure, match="needs create/get on sparkapplications"):
-        engine(api.url).build(sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse())
+        engine(api.url).build(
+            sql_path("materials"), TARGET, ["bronze.materials"], IcebergLakehouse()
+        )
 
 
 def test_application_the_operator_never_picks_up_fails(home, fake):
     api = fake([status("")])  # no operator: the state stays empty
     with pytest.raises(dg.Failure, match="not picked up by the Spark Operator within 0 s"):
         engine(api.url, pickup_timeout_s=0.1).build(
-            sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse()
+            sql_path("materials"), TARGET, ["bronze.materials"], IcebergLakehouse()
         )
 
 
 def test_unreachable_api_names_the_url(home):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(dg.Failure, match=f"cannot reach the Kubernetes API at {url}"):
-        engine(url).build(sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse())
+        engine(url).build(sql_path("materials"), TARGET, ["bronze.materials"], IcebergLakehouse())
 
 
 def test_no_api_configured_says_how_to_configure_one(home, monkeypatch, tmp_path):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
     with pytest.raises(dg.Failure, match="set ASGARD_K8S_API_URL or KUBECONFIG"):
-        engine("").build(sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse())
+        engine("").build(sql_path("materials"), TARGET, ["bronze.materials"], IcebergLakehouse())
 
 
 def test_windowed_manifest_is_valid_and_carries_the_iceberg_catalog(home):
@@ -311,7 +315,7 @@ def test_k8s_profile_settings_come_from_the_environment(home, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(dg.Failure) as missing:
         spark_operator_from_env().build(
-            sql_path("materials"), TARGET, ["bronze.materials"], LocalLakehouse()
+            sql_path("materials"), TARGET, ["bronze.materials"], IcebergLakehouse()
         )
     assert str(missing.value.description).endswith(
         "missing settings: ASGARD_SPARK_IMAGE, ASGARD_CATALOG_URI, ASGARD_WAREHOUSE"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,9 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         for key in built:
             record_inputs(lakehouse, key, inputs[key])
         write_docs(project, dbt)
+        # dbt-duckdb's external files only carried each model into Iceberg (and to the dbt
+        # tests): the Iceberg table is the one copy kept, wherever the warehouse is
+        shutil.rmtree(asgard_home() / "dbt" / "external", ignore_errors=True)
 
     return gold_dbt_assets
 

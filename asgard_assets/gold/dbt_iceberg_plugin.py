@@ -1,7 +1,7 @@
 """dbt-duckdb plugin ``asgard_iceberg``: dbt reads silver from Iceberg and lands gold in it.
 
-``load`` exposes a source as an Arrow dataset over the table's current snapshot files
-(DuckDB scans them in place). ``store`` takes the Parquet file that dbt-duckdb's
+``load`` exposes a source as an Arrow dataset over the table's current snapshot files,
+local or on S3 (DuckDB scans them in place). ``store`` takes the Parquet file that dbt-duckdb's
 ``external`` materialization wrote and overwrites the Iceberg table in one commit, so a
 failed model never touches the table and the previous snapshot stays readable.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
@@ -31,12 +30,8 @@ class Plugin(BasePlugin):
         return self._local.lakehouse
 
     def load(self, source_config: SourceConfig):
-        identifier = f"{source_config.schema}.{source_config.identifier}"
-        files = self.lakehouse.current_files(identifier)
-        if not files:
-            schema = self.lakehouse.table(identifier).schema().as_arrow()
-            return schema.empty_table()
-        return ds.dataset(files, format="parquet")
+        # read through the table's FileIO: local disk or object storage, no DuckDB extension
+        return self.lakehouse.dataset(f"{source_config.schema}.{source_config.identifier}")
 
     def store(self, target_config: TargetConfig) -> None:
         relation = target_config.relation

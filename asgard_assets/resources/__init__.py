@@ -18,7 +18,7 @@ from .feature_store import FeatureStoreResource
 from .image_builder import KubernetesImageBuilder, LocalImageBuilder
 from .ingestion import EmbeddedIngestion
 from .kubernetes import KubernetesDeployer
-from .lakehouse import LocalLakehouse, RestLakehouse
+from .lakehouse import IcebergLakehouse
 from .mlflow_tracking import MlflowTracking
 from .spark import DuckDbSparkSql
 from .spark_operator import spark_operator_from_env
@@ -74,10 +74,20 @@ def _airbyte():
     )
 
 
+def _lakehouse(catalog_uri, warehouse) -> IcebergLakehouse:
+    """Same object storage settings in both profiles; only the defaults differ."""
+    return IcebergLakehouse(
+        catalog_uri=catalog_uri,
+        warehouse=warehouse,
+        s3_endpoint=_env("ASGARD_S3_ENDPOINT"),
+        s3_access_key_id=_env("AWS_ACCESS_KEY_ID"),
+        s3_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
+        s3_region=_env("AWS_REGION"),
+    )
+
+
 LOCAL: dict[str, Callable[[], dg.ConfigurableResource]] = {
-    "lakehouse": lambda: LocalLakehouse(
-        catalog_uri=_env("ASGARD_CATALOG_URI"), warehouse=_env("ASGARD_WAREHOUSE")
-    ),
+    "lakehouse": lambda: _lakehouse(_env("ASGARD_CATALOG_URI"), _env("ASGARD_WAREHOUSE")),
     "ingestion": lambda: EmbeddedIngestion(source_url=_env("ASGARD_SOURCE_URL")),
     "spark": DuckDbSparkSql,
     "dbt": lambda: _dbt(DBT_TARGETS["local"]),
@@ -88,13 +98,8 @@ LOCAL: dict[str, Callable[[], dg.ConfigurableResource]] = {
 }
 
 K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
-    "lakehouse": lambda: RestLakehouse(
-        uri=dg.EnvVar("ASGARD_CATALOG_URI"),
-        warehouse=dg.EnvVar("ASGARD_WAREHOUSE"),
-        s3_endpoint=_env("ASGARD_S3_ENDPOINT"),
-        s3_access_key_id=_env("AWS_ACCESS_KEY_ID"),
-        s3_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
-    ),
+    # a cluster has no ASGARD_HOME defaults: catalog and warehouse are required
+    "lakehouse": lambda: _lakehouse(dg.EnvVar("ASGARD_CATALOG_URI"), dg.EnvVar("ASGARD_WAREHOUSE")),
     "ingestion": _airbyte,
     "spark": spark_operator_from_env,
     "dbt": lambda: _dbt(DBT_TARGETS["k8s"]),

@@ -1,8 +1,10 @@
 """The Iceberg lakehouse: one catalog, namespaces bronze/silver/gold, atomic table writes.
 
-``LocalLakehouse`` is a pyiceberg SQL catalog (SQLite under ASGARD_HOME by default, any
-SQLAlchemy URL by config) over a local warehouse folder. ``RestLakehouse`` is the scale form:
-a REST/Nessie catalog over S3. Both share every method but ``catalog_properties``.
+``IcebergLakehouse`` picks the catalog and the warehouse independently: the catalog is a
+SQL catalog on any SQLAlchemy database (SQLite under ASGARD_HOME by default) or an Iceberg
+REST catalog by ``http(s)://`` URI; the warehouse is a local folder or an ``s3://`` bucket
+(any S3 endpoint). Every read goes through the table's pyiceberg FileIO, so DuckDB never
+needs an extension to reach object storage.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 
 from ..partitions import Window
@@ -33,6 +37,7 @@ ALL_ROWS = AlwaysTrue()
 # segment of SEGMENT_BYTES at a time. Together they bound the memory of a write.
 TABLE_PROPERTIES = {"write.target-file-size-bytes": str(32 * 1024 * 1024)}
 SEGMENT_BYTES = 256 * 1024 * 1024
+SECRET_PROPERTIES = ("s3.access-key-id", "s3.secret-access-key", "token")
 
 
 @dataclass(frozen=True)
@@ -118,13 +123,16 @@ class Lakehouse(dg.ConfigurableResource, ABC):
     def current_files(self, identifier: str, row_filter: BooleanExpression = ALL_ROWS) -> list[str]:
         """Data files of the table's current snapshot only (older snapshots' files share the
         folder, so a glob would read them too); with ``row_filter``, only the files whose
-        column statistics say they may hold matching rows."""
-        files = []
-        for task in self.table(identifier).scan(row_filter=row_filter).plan_files():
-            if task.delete_files:
-                raise dg.Failure(f"{identifier} has delete files; Asgard writes copy-on-write only")
-            files.append(to_local_path(task.file.file_path))
-        return files
+        column statistics say they may hold matching rows. Local files as plain paths,
+        others as URIs (``s3://...``): read those with ``dataset``."""
+        return [to_local_path(f) for f in _data_files(self.table(identifier), row_filter)]
+
+    def dataset(self, identifier: str, row_filter: BooleanExpression = ALL_ROWS) -> ds.Dataset:
+        """The current snapshot's data files (with ``row_filter``, only those that may hold
+        matching rows) as an Arrow dataset in the table's schema, read through the table's
+        FileIO: local disk, or S3 with the catalog's endpoint and credentials."""
+        table = self.table(identifier)
+        return _dataset(table, _data_files(table, row_filter))
 
     def attach(
         self,
@@ -134,16 +142,22 @@ class Lakehouse(dg.ConfigurableResource, ABC):
     ) -> None:
         """Make each table readable in DuckDB under its own name (``silver.work_orders``),
         as a view over its current snapshot's files; with ``window``, over its rows in the
-        window only (and only the files that may hold them)."""
+        window only (and only the files that may hold them). Local files are read by
+        DuckDB's own Parquet reader; object storage through an Arrow dataset on the table's
+        FileIO (DuckDB pushes filters and projections into it), so no DuckDB extension is
+        ever downloaded."""
         for identifier in identifiers:
             namespace, name = identifier.split(".")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {namespace}")
-            files = self.current_files(identifier, window_filter(window))
-            if files:
-                source = f"read_parquet({files!r}, union_by_name = true)"
-            else:  # no rows (or none in the window) still has a schema
-                con.register(f"_empty_{namespace}_{name}", self.table(identifier).scan().to_arrow())
-                source = f"_empty_{namespace}_{name}"
+            table = self.table(identifier)
+            files = _data_files(table, window_filter(window))
+            if files and all(urlparse(f).scheme == "file" for f in files):
+                source = (
+                    f"read_parquet({[to_local_path(f) for f in files]!r}, union_by_name = true)"
+                )
+            else:  # object storage, or no files (an empty table still has a schema)
+                source = f"_arrow_{namespace}_{name}"
+                con.register(source, _dataset(table, files))
             where = f" WHERE {window.sql()}" if window else ""
             con.execute(
                 f"CREATE OR REPLACE VIEW {namespace}.{name} AS SELECT * FROM {source}{where}"
@@ -217,7 +231,9 @@ class Lakehouse(dg.ConfigurableResource, ABC):
     def write_pyiceberg_config(self) -> Path:
         """``PYICEBERG_HOME=$ASGARD_HOME`` + ``load_catalog("asgard")`` opens this catalog."""
         path = asgard_home() / ".pyiceberg.yaml"
-        body = {"catalog": {CATALOG_NAME: self.catalog_properties()}}
+        # secrets stay in the environment (AWS_* is where the S3 client looks anyway)
+        props = {k: v for k, v in self.catalog_properties().items() if k not in SECRET_PROPERTIES}
+        body = {"catalog": {CATALOG_NAME: props}}
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return path
 
@@ -225,6 +241,39 @@ class Lakehouse(dg.ConfigurableResource, ABC):
 def window_filter(window: Window | None) -> BooleanExpression:
     """The Iceberg filter of a window's rows; all rows without one."""
     return window.iceberg_filter() if window is not None else ALL_ROWS
+
+
+def _data_files(table: Table, row_filter: BooleanExpression) -> list[str]:
+    """Locations of the current snapshot's data files that may hold ``row_filter``'s rows."""
+    files = []
+    for task in table.scan(row_filter=row_filter).plan_files():
+        if task.delete_files:
+            raise dg.Failure(f"{_name(table)} has delete files; Asgard writes copy-on-write only")
+        files.append(task.file.file_path)
+    return files
+
+
+def _name(table: Table) -> str:
+    return ".".join(table.name())
+
+
+def _dataset(table: Table, files: list[str]) -> ds.Dataset:
+    """``files`` of ``table`` as one Arrow dataset, opened with the filesystem pyiceberg built
+    from the catalog's properties (S3 endpoint, credentials, region)."""
+    schema = table.schema().as_arrow()
+    if not files:
+        return ds.dataset([], schema=schema, format="parquet")
+    io = table.io
+    if not isinstance(io, PyArrowFileIO):
+        raise dg.Failure(
+            f"{_name(table)} is read with {type(io).__name__}; Asgard reads through "
+            "pyiceberg's PyArrowFileIO (remove py-io-impl from the catalog properties)"
+        )
+    scheme, netloc, _ = io.parse_location(files[0])
+    paths = [io.parse_location(f)[2] for f in files]
+    return ds.dataset(
+        paths, schema=schema, format="parquet", filesystem=io.fs_by_scheme(scheme, netloc)
+    )
 
 
 def _schema_differs(table: Table, schema: pa.Schema) -> bool:
@@ -236,22 +285,45 @@ def _schema_differs(table: Table, schema: pa.Schema) -> bool:
     )
 
 
-class LocalLakehouse(Lakehouse):
-    """pyiceberg SQL catalog plus a local warehouse folder, both under ASGARD_HOME unless set."""
+class IcebergLakehouse(Lakehouse):
+    """An Iceberg catalog over a warehouse, each chosen on its own.
+
+    ``catalog_uri``: a SQLAlchemy URL is a pyiceberg SQL catalog. Its ``iceberg_tables`` and
+    ``iceberg_namespace_properties`` tables are the layout of Iceberg's JDBC catalog, so
+    Trino (``iceberg.catalog.type=jdbc``) and Spark's ``JdbcCatalog`` with catalog name
+    ``asgard`` read the same tables. ``http(s)://`` is an Iceberg REST catalog (Nessie,
+    Polaris, Lakekeeper). Empty: SQLite under ASGARD_HOME.
+    ``warehouse``: ``file://`` or ``s3://bucket/prefix`` (a REST catalog may take a
+    warehouse name instead). Empty: ASGARD_HOME/warehouse.
+    ``s3_*``: the object store's endpoint (MinIO, Ceph, moto; empty is AWS) and credentials
+    (empty: the AWS SDK's own chain: AWS_* variables, profile, instance role).
+    """
 
     catalog_uri: str = ""
     warehouse: str = ""
+    s3_endpoint: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_region: str = ""
+    token: str = ""  # REST catalog bearer token
 
     def catalog_properties(self) -> dict[str, str]:
         home = asgard_home()
+        uri = self.catalog_uri or f"sqlite:///{home / 'catalog.db'}"
         warehouse = self.warehouse or (home / "warehouse").as_uri()
         if warehouse.startswith("file://"):
             Path(to_local_path(warehouse)).mkdir(parents=True, exist_ok=True)
-        return {
-            "type": "sql",
-            "uri": self.catalog_uri or f"sqlite:///{home / 'catalog.db'}",
-            "warehouse": warehouse,
+        rest = urlparse(uri).scheme in ("http", "https")
+        props = {"type": "rest" if rest else "sql", "uri": uri, "warehouse": warehouse}
+        optional = {
+            "s3.endpoint": self.s3_endpoint,
+            "s3.access-key-id": self.s3_access_key_id,
+            "s3.secret-access-key": self.s3_secret_access_key,
+            "s3.region": self.s3_region,
+            "token": self.token,
         }
+        props.update({k: v for k, v in optional.items() if v})
+        return props
 
     def catalog(self) -> Catalog:
         fresh = self._catalog is None
@@ -259,25 +331,3 @@ class LocalLakehouse(Lakehouse):
         if fresh:
             self.write_pyiceberg_config()
         return catalog
-
-
-class RestLakehouse(Lakehouse):
-    """Scale profile: an Iceberg REST catalog (Nessie, Polaris, ...) over S3."""
-
-    uri: str
-    warehouse: str
-    s3_endpoint: str = ""
-    s3_access_key_id: str = ""
-    s3_secret_access_key: str = ""
-    token: str = ""
-
-    def catalog_properties(self) -> dict[str, str]:
-        props = {"type": "rest", "uri": self.uri, "warehouse": self.warehouse}
-        optional = {
-            "s3.endpoint": self.s3_endpoint,
-            "s3.access-key-id": self.s3_access_key_id,
-            "s3.secret-access-key": self.s3_secret_access_key,
-            "token": self.token,
-        }
-        props.update({k: v for k, v in optional.items() if v})
-        return props
