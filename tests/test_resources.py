@@ -1,0 +1,47 @@
+"""Every resource of both profiles is a complete implementation of its interface: building
+one fails on any abstract method left, and each profile provides every interface."""
+
+import inspect
+
+import dagster as dg
+import pytest
+
+from asgard_assets.resources import RESOURCES, profile_settings
+from asgard_assets.resources.deployer import Deployer
+from asgard_assets.resources.image_builder import ImageBuilder
+from asgard_assets.resources.ingestion import Ingestion
+from asgard_assets.resources.lakehouse import Lakehouse
+from asgard_assets.resources.spark import SparkSqlEngine
+
+INTERFACES = {
+    "lakehouse": Lakehouse,
+    "ingestion": Ingestion,
+    "spark": SparkSqlEngine,
+    "deployer": Deployer,
+    "image_builder": ImageBuilder,
+}
+
+
+def test_the_interfaces_cannot_be_half_implemented():
+    for interface in INTERFACES.values():
+        assert inspect.isabstract(interface), interface.__name__
+
+    class HalfDeployer(Deployer):
+        def current(self, model: str):
+            return None
+
+    with pytest.raises(TypeError, match="abstract method"):
+        HalfDeployer()
+
+
+@pytest.mark.parametrize("profile", sorted(RESOURCES))
+def test_every_resource_of_the_profile_is_complete(profile, monkeypatch):
+    for name in profile_settings(profile):
+        monkeypatch.setenv(name, "http://127.0.0.1:9" if "URL" in name else "x")
+    assert set(INTERFACES) <= set(RESOURCES[profile])
+    for key, make in RESOURCES[profile].items():
+        made = make()  # an abstract method left raises TypeError here
+        assert isinstance(made, dg.ConfigurableResource), key
+        assert not inspect.isabstract(type(made)), f"{profile}/{key}: {type(made).__name__}"
+        if key in INTERFACES:
+            assert isinstance(made, INTERFACES[key]), f"{profile}/{key}"
