@@ -7,20 +7,25 @@ a REST/Nessie catalog over S3. Both share every method but ``catalog_properties`
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import dagster as dg
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io import FileIO, InputFile, OutputFile
 from pyiceberg.table import Table
 
 from ..partitions import Window
@@ -164,13 +169,16 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         mode: str = "overwrite",
         window: Window | None = None,
         properties: dict[str, str] | None = None,
+        base_snapshot_id: int | None = None,
     ) -> WriteResult:
         """Write a stream of batches in one Iceberg transaction: all of it lands, or nothing.
 
         ``overwrite`` replaces all rows, or with ``window`` only the rows in it (recorded in
         the snapshot as ``asgard.window``); ``append`` adds. pyiceberg streams the reader, so memory stays bounded by
         ``TABLE_PROPERTIES``; the schema is created on first write and evolved by name when
-        new columns appear.
+        new columns appear. With ``base_snapshot_id`` it commits only if the table is still at
+        that snapshot (``CommitFailedException`` otherwise: what was read from it is stale).
+        A failed write removes the files it wrote (see ``_undo_on_failure``).
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
@@ -178,6 +186,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         table = catalog.create_table_if_not_exists(
             identifier, schema=batches.schema, properties=TABLE_PROPERTIES
         )
+        _check_base(identifier, table, base_snapshot_id)
         segments = _Segments(batches, SEGMENT_BYTES)
         props = dict(properties or {})
         if window is not None:
@@ -194,13 +203,87 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                 raise dg.Failure(
                     f"schema of {identifier} cannot evolve to the new data: {e}"
                 ) from e
-        for i, segment in enumerate(segments):
-            if i == 0 and mode == "overwrite":
-                txn.overwrite(segment, overwrite_filter=overwrite_filter, snapshot_properties=props)
-            else:
-                txn.append(segment, snapshot_properties=props)
-        txn.commit_transaction()
+        with self._undo_on_failure(identifier, table):
+            for i, segment in enumerate(segments):
+                if i == 0 and mode == "overwrite":
+                    txn.overwrite(
+                        segment, overwrite_filter=overwrite_filter, snapshot_properties=props
+                    )
+                else:
+                    txn.append(segment, snapshot_properties=props)
+            txn.commit_transaction()
         return self.describe(identifier, segments.rows)
+
+    @contextmanager
+    def _undo_on_failure(self, identifier: str, table: Table) -> Iterator[None]:
+        """Files written inside the block are deleted when it fails (a full disk, a lost
+        commit, a bad batch): a failed write leaves the table at its snapshot and no debris
+        (a killed process cannot clean up: ``remove_orphan_files`` does, later). A full disk
+        fails with that message."""
+        recorder = _RecordingIO(table.io)
+        table.io = recorder
+        try:
+            yield
+        except BaseException as e:
+            try:  # a commit that failed late may have landed: never delete what it references
+                keep = self.referenced_files(identifier)
+            except Exception:  # noqa: BLE001 - catalog unreachable: debris beats a broken table
+                keep = None
+            if keep is not None:
+                recorder.delete_written(keep)
+            if _disk_full(e):
+                snap = table.current_snapshot()
+                raise dg.Failure(
+                    f"no space left on device writing {identifier}: the table stays at "
+                    f"snapshot {snap.snapshot_id if snap else None} and this write's "
+                    f"{len(recorder.written)} files were removed; free space and re-run",
+                    metadata={"table": identifier, "files_removed": len(recorder.written)},
+                ) from e
+            raise
+        finally:
+            table.io = recorder.inner
+
+    def referenced_files(self, identifier: str) -> set[str]:
+        """Every file any snapshot or metadata version of the table needs: metadata files,
+        manifest lists, manifests, data and delete files (including deleted entries still
+        reachable from older snapshots)."""
+        table = self.catalog().load_table(identifier)
+        meta = table.metadata
+        refs = {table.metadata_location, *(m.metadata_file for m in meta.metadata_log)}
+        refs |= {s.statistics_path for s in meta.statistics}
+        refs |= {s.statistics_path for s in getattr(meta, "partition_statistics", [])}
+        for snap in meta.snapshots:
+            refs.add(snap.manifest_list)
+            for manifest in snap.manifests(table.io):
+                refs.add(manifest.manifest_path)
+                for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                    refs.add(entry.data_file.file_path)
+        return {to_local_path(r) for r in refs}
+
+    def orphan_files(self, identifier: str, older_than: datetime | None = None) -> list[str]:
+        """Files under the table's location that nothing in its metadata references
+        (debris of killed or failed writes), last modified before ``older_than`` when given:
+        a write in flight has files not referenced yet, so keep a margin in production."""
+        table = self.catalog().load_table(identifier)
+        fs, root = pafs.FileSystem.from_uri(table.location())
+        listed = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        refs = {_strip_scheme(r) for r in self.referenced_files(identifier)}
+        return sorted(
+            f.path
+            for f in listed
+            if f.type == pafs.FileType.File
+            and f.path not in refs
+            and (older_than is None or f.mtime < older_than.astimezone(f.mtime.tzinfo))
+        )
+
+    def remove_orphan_files(self, identifier: str, older_than: datetime | None = None) -> list[str]:
+        """Delete ``orphan_files`` of the table; returns what was removed."""
+        table = self.catalog().load_table(identifier)
+        fs, _ = pafs.FileSystem.from_uri(table.location())
+        orphans = self.orphan_files(identifier, older_than)
+        for path in orphans:
+            fs.delete_file(path)
+        return orphans
 
     def describe(self, identifier: str, written: int = 0) -> WriteResult:
         """The table as it is now: current snapshot id and row count."""
@@ -220,6 +303,60 @@ class Lakehouse(dg.ConfigurableResource, ABC):
 def window_filter(window: Window | None) -> BooleanExpression:
     """The Iceberg filter of a window's rows; all rows without one."""
     return window.iceberg_filter() if window is not None else ALL_ROWS
+
+
+def _check_base(identifier: str, table: Table, base_snapshot_id: int | None) -> None:
+    """pyiceberg asserts at commit that the table is still at the snapshot the transaction
+    started from; this asserts that this is the snapshot the caller read (a cursor, say)."""
+    if base_snapshot_id is None:
+        return
+    snap = table.current_snapshot()
+    current = snap.snapshot_id if snap else None
+    if current != base_snapshot_id:
+        raise CommitFailedException(
+            f"{identifier} moved from snapshot {base_snapshot_id} to {current} since this "
+            "write was planned"
+        )
+
+
+def _disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and (
+        error.errno == errno.ENOSPC or "No space left on device" in str(error)
+    )
+
+
+def _strip_scheme(uri: str) -> str:
+    """``s3://bucket/key`` -> ``bucket/key`` (how pyarrow's filesystems name files)."""
+    parsed = urlparse(uri)
+    return f"{parsed.netloc}{parsed.path}" if parsed.scheme not in ("", "file") else uri
+
+
+class _RecordingIO(FileIO):
+    """The table's FileIO, remembering every file opened for writing."""
+
+    def __init__(self, inner: FileIO):
+        super().__init__(inner.properties)
+        self.inner = inner
+        self.written: list[str] = []
+
+    def new_input(self, location: str) -> InputFile:
+        return self.inner.new_input(location)
+
+    def new_output(self, location: str) -> OutputFile:
+        self.written.append(location)
+        return self.inner.new_output(location)
+
+    def delete(self, location: str | InputFile | OutputFile) -> None:
+        self.inner.delete(location)
+
+    def delete_written(self, keep: set[str]) -> None:
+        for location in self.written:
+            if to_local_path(location) in keep:
+                continue
+            try:
+                self.inner.delete(location)
+            except (FileNotFoundError, OSError):
+                pass  # never created, or already gone
 
 
 def _schema_differs(table: Table, schema: pa.Schema) -> bool:
