@@ -26,7 +26,7 @@ from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.io import FileIO, InputFile, OutputFile
-from pyiceberg.table import Table
+from pyiceberg.table import Table, TableProperties
 
 from ..partitions import Window
 from ..settings import asgard_home
@@ -182,10 +182,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
-        catalog = self.catalog()
-        table = catalog.create_table_if_not_exists(
-            identifier, schema=batches.schema, properties=TABLE_PROPERTIES
-        )
+        table = self._open_for_write(identifier, batches.schema)
         _check_base(identifier, table, base_snapshot_id)
         segments = _Segments(batches, SEGMENT_BYTES)
         props = dict(properties or {})
@@ -213,6 +210,16 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                     txn.append(segment, snapshot_properties=props)
             txn.commit_transaction()
         return self.describe(identifier, segments.rows)
+
+    def _open_for_write(self, identifier: str, schema: pa.Schema) -> Table:
+        """The table, created on its first write. (pyiceberg's ``create_table_if_not_exists``
+        writes a new metadata file before it finds the table exists: an orphan per write.)"""
+        catalog = self.catalog()
+        if catalog.table_exists(identifier):
+            return catalog.load_table(identifier)
+        return catalog.create_table_if_not_exists(
+            identifier, schema=schema, properties=TABLE_PROPERTIES
+        )
 
     @contextmanager
     def _undo_on_failure(self, identifier: str, table: Table) -> Iterator[None]:
@@ -306,8 +313,11 @@ def window_filter(window: Window | None) -> BooleanExpression:
 
 
 def _check_base(identifier: str, table: Table, base_snapshot_id: int | None) -> None:
-    """pyiceberg asserts at commit that the table is still at the snapshot the transaction
-    started from; this asserts that this is the snapshot the caller read (a cursor, say)."""
+    """Pin a write to the snapshot its caller read (a cursor, say): fail now if the table
+    has moved since, and at commit if it moves meanwhile. pyiceberg would rebase a
+    conflicting commit onto the new snapshot and retry; for an append planned from a
+    cursor that appends the same rows twice, so these writes do not retry inside pyiceberg
+    (the caller reads again instead)."""
     if base_snapshot_id is None:
         return
     snap = table.current_snapshot()
@@ -317,6 +327,8 @@ def _check_base(identifier: str, table: Table, base_snapshot_id: int | None) -> 
             f"{identifier} moved from snapshot {base_snapshot_id} to {current} since this "
             "write was planned"
         )
+    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    table.metadata = table.metadata.model_copy(update={"properties": props})
 
 
 def _disk_full(error: BaseException) -> bool:
