@@ -245,6 +245,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                     f"snapshot {snap.snapshot_id if snap else None} and this write's "
                     f"{len(recorder.written)} files were removed; free space and re-run",
                     metadata={"table": identifier, "files_removed": len(recorder.written)},
+                    allow_retries=False,  # someone must free space first
                 ) from e
             raise
         finally:
