@@ -168,6 +168,14 @@ def test_disk_full_fails_clearly_keeps_the_snapshot_and_frees_its_files(
     assert result.success
     assert lh.snapshot_id("bronze.materials") != before
 
+    # a first load that hits a full disk leaves no empty, snapshot-less table behind
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (shutil.disk_usage(small_disk).free - 8 * 1024))
+    lh.catalog().drop_table("bronze.materials")
+    result = materialize("bronze/materials", raise_on_error=False)
+    assert "no space left on device writing bronze.materials" in failure(result)
+    assert not lh.exists("bronze.materials")
+
 
 SLEEPY_JOB = """
 import time

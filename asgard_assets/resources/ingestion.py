@@ -267,8 +267,7 @@ class EmbeddedIngestion(Ingestion):
             )
             params = {}
             if updated_after is not None:
-                # >=: a row committed later with the cursor's own timestamp is new too
-                query += f" AND {CURSOR_COLUMN} >= :since"
+                query += f" AND {CURSOR_COLUMN} > :since"
                 # a formatted string: SQLite compares text, and Feast/MLflow re-register the
                 # process's sqlite3 datetime adapter
                 params["since"] = f"{updated_after:{TS_FORMAT}}"

@@ -182,7 +182,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
-        table = self._open_for_write(identifier, batches.schema)
+        table, created = self._open_for_write(identifier, batches.schema)
         _check_base(identifier, table, base_snapshot_id)
         segments = _Segments(batches, SEGMENT_BYTES)
         props = dict(properties or {})
@@ -200,7 +200,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                 raise dg.Failure(
                     f"schema of {identifier} cannot evolve to the new data: {e}"
                 ) from e
-        with self._undo_on_failure(identifier, table):
+        with self._undo_on_failure(identifier, table, created):
             for i, segment in enumerate(segments):
                 if i == 0 and mode == "overwrite":
                     txn.overwrite(
@@ -211,22 +211,25 @@ class Lakehouse(dg.ConfigurableResource, ABC):
             txn.commit_transaction()
         return self.describe(identifier, segments.rows)
 
-    def _open_for_write(self, identifier: str, schema: pa.Schema) -> Table:
-        """The table, created on its first write. (pyiceberg's ``create_table_if_not_exists``
-        writes a new metadata file before it finds the table exists: an orphan per write.)"""
+    def _open_for_write(self, identifier: str, schema: pa.Schema) -> tuple[Table, bool]:
+        """The table, and whether this write created it. (pyiceberg's
+        ``create_table_if_not_exists`` writes a new metadata file before it finds the table
+        exists: an orphan per write.)"""
         catalog = self.catalog()
         if catalog.table_exists(identifier):
-            return catalog.load_table(identifier)
-        return catalog.create_table_if_not_exists(
+            return catalog.load_table(identifier), False
+        table = catalog.create_table_if_not_exists(
             identifier, schema=schema, properties=TABLE_PROPERTIES
         )
+        return table, table.current_snapshot() is None
 
     @contextmanager
-    def _undo_on_failure(self, identifier: str, table: Table) -> Iterator[None]:
+    def _undo_on_failure(self, identifier: str, table: Table, created: bool) -> Iterator[None]:
         """Files written inside the block are deleted when it fails (a full disk, a lost
         commit, a bad batch): a failed write leaves the table at its snapshot and no debris
-        (a killed process cannot clean up: ``remove_orphan_files`` does, later). A full disk
-        fails with that message."""
+        (a killed process cannot clean up: ``remove_orphan_files`` does, later). A table this
+        write created is dropped again rather than left empty. A full disk fails with that
+        message."""
         recorder = _RecordingIO(table.io)
         table.io = recorder
         try:
@@ -238,6 +241,8 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                 keep = None
             if keep is not None:
                 recorder.delete_written(keep)
+            if created:
+                self._drop_if_empty(identifier)
             if _disk_full(e):
                 snap = table.current_snapshot()
                 raise dg.Failure(
@@ -250,6 +255,16 @@ class Lakehouse(dg.ConfigurableResource, ABC):
             raise
         finally:
             table.io = recorder.inner
+
+    def _drop_if_empty(self, identifier: str) -> None:
+        """Drop a table that has no snapshot (its first write failed), with its metadata."""
+        try:
+            table = self.catalog().load_table(identifier)
+            if table.current_snapshot() is None:
+                self.catalog().drop_table(identifier)
+                table.io.delete(table.metadata_location)
+        except Exception:  # noqa: BLE001 - best effort: the write's own error matters more
+            pass
 
     def referenced_files(self, identifier: str) -> set[str]:
         """Every file any snapshot or metadata version of the table needs: metadata files,
