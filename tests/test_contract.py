@@ -291,3 +291,37 @@ def test_silver_sql_gives_the_same_rows_in_spark_and_duckdb():
     pd.testing.assert_frame_equal(norm(local), norm(remote), rtol=1e-12)
     assert list(norm(local)["work_order_id"]) == ["1", "2", "4"]
     assert norm(local)["operator_id"][0] == "UNASSIGNED"
+
+
+@pytest.mark.postgres
+def test_widened_and_added_columns_evolve_bronze(home, postgres_url, monkeypatch):
+    """INTEGER widened to BIGINT and a new column in a Postgres source: bronze evolves."""
+    monkeypatch.setenv("ASGARD_SOURCE_URL", postgres_url)
+    create_source_table(postgres_url, "materials", [material(1)])
+    assert materialize("bronze/materials", assets=ASSETS).success
+    assert str(lakehouse().table("bronze.materials").schema().find_type("quantity_on_hand")) == (
+        "int"
+    )
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "ALTER TABLE inventory.materials ALTER COLUMN quantity_on_hand TYPE bigint; "
+                "ALTER TABLE inventory.materials ADD COLUMN grade text"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO inventory.materials (material_id, quantity_on_hand, unit_cost, "
+                "grade, updated_at) VALUES ('MAT-2', 1099511627776, 2.0, 'A', '2025-02-01')"
+            )
+        )
+    engine.dispose()
+    result = materialize("bronze/materials silver/materials", assets=ASSETS)
+    assert result.success
+    table = lakehouse().table("bronze.materials")
+    assert str(table.schema().find_type("quantity_on_hand")) == "long"
+    bronze = table.scan().to_pandas().set_index("material_id")
+    assert bronze.loc["MAT-2", "quantity_on_hand"] == 2**40
+    assert bronze.loc["MAT-2", "grade"] == "A"
+    assert len(bronze) == 2

@@ -162,7 +162,8 @@ class Ingestion(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def source_cursor(self, table: str) -> datetime | None:
-        """The greatest ``updated_at`` in the source table (what a sensor compares)."""
+        """The greatest ``updated_at`` in the source table that is not in the future (what a
+        sensor compares)."""
 
     @abstractmethod
     def days(self, table: str, updated_after: datetime | None = None) -> list[str]:
