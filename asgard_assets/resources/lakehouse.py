@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.io import FileIO, InputFile, OutputFile
 from pyiceberg.table import Table, TableProperties
@@ -251,6 +251,13 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                     f"{len(recorder.written)} files were removed; free space and re-run",
                     metadata={"table": identifier, "files_removed": len(recorder.written)},
                     allow_retries=False,  # someone must free space first
+                ) from e
+            if isinstance(e, ValidationException):  # pyiceberg's rebase found a conflict
+                raise dg.Failure(
+                    f"a concurrent write to {identifier} committed first and conflicts with "
+                    "this one: this write was discarded (its files removed), the other's "
+                    f"snapshot stands; re-run to rebuild on top of it ({e})",
+                    metadata={"table": identifier},
                 ) from e
             raise
         finally:
