@@ -74,37 +74,48 @@ def test_a_row_stamped_in_the_future_is_flagged_and_does_not_freeze_the_cursor(s
     assert len(bronze()) == len(set(bronze())) == 5
 
 
-def test_concurrent_loads_of_one_table_append_each_row_once(source, monkeypatch):
-    """Both loads read the same cursor and write their files before either commits (a
-    barrier holds them): one commits, the other's commit fails on the stale snapshot, it
-    deletes its files, reads again past the new cursor and appends nothing."""
-    insert(
-        source, *(material(i, updated_at=DAY + timedelta(days=1, minutes=i)) for i in range(4, 9))
-    )
+def twice_at_once(work, monkeypatch) -> tuple[list, list]:
+    """Run ``work`` in two threads whose first writes start their Iceberg transactions
+    together (a barrier holds the first to get there): both plan on the same snapshot.
+    Returns (results, errors)."""
     barrier = threading.Barrier(2, timeout=60)
     calls = []
-    real_commit = lakehouse_module.Table.transaction
+    real = lakehouse_module.Table.transaction
 
     def held_transaction(table):
         calls.append(1)
-        if len(calls) <= 2:  # the first attempt of each load waits for the other
+        if len(calls) <= 2:  # the first attempt of each waits for the other
             barrier.wait()
-        return real_commit(table)
+        return real(table)
 
     monkeypatch.setattr(lakehouse_module.Table, "transaction", held_transaction)
     results, errors = [], []
 
-    def load():
-        try:  # separate resources, as two runs in two processes would have
-            results.append(resource("ingestion").ingest("materials", resource("lakehouse")))
-        except Exception as e:  # noqa: BLE001 - reported below
+    def run():
+        try:
+            results.append(work())
+        except Exception as e:  # noqa: BLE001 - returned to the test
             errors.append(e)
 
-    threads = [threading.Thread(target=load) for _ in range(2)]
+    threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results, errors
+
+
+def test_concurrent_loads_of_one_table_append_each_row_once(source, monkeypatch):
+    """Both loads read the same cursor and write their files before either commits: one
+    commits, the other's commit fails on the stale snapshot, it deletes its files, reads
+    again past the new cursor and appends nothing."""
+    insert(
+        source, *(material(i, updated_at=DAY + timedelta(days=1, minutes=i)) for i in range(4, 9))
+    )
+    # separate resources, as two runs in two processes would have
+    results, errors = twice_at_once(
+        lambda: resource("ingestion").ingest("materials", resource("lakehouse")), monkeypatch
+    )
     assert errors == []
     assert sorted(r.write.rows_written for r in results) == [0, 5]
     assert sorted(r.attempts for r in results) == [1, 2]
@@ -122,35 +133,16 @@ def test_concurrent_silver_builds_lose_no_commit_and_duplicate_nothing(source, m
     """Two builds of one silver table at once, both planned on the same snapshot: the first
     commit stands, the second is refused with a clear message (pyiceberg finds the conflict
     when it rebases), and the table holds each row once."""
-    assert materialize("silver/materials", assets=ASSETS).success
-    before = len(resource("lakehouse").table("silver.materials").history())
-    barrier = threading.Barrier(2, timeout=60)
-    calls = []
-    real = lakehouse_module.Table.transaction
-
-    def held_transaction(table):
-        calls.append(1)
-        if len(calls) <= 2:
-            barrier.wait()
-        return real(table)
-
-    monkeypatch.setattr(lakehouse_module.Table, "transaction", held_transaction)
     from asgard_assets.silver.assets import sql_path
 
-    errors = []
-
-    def build():
-        try:
-            lh = resource("lakehouse")
-            resource("spark").build(sql_path("materials"), "silver.materials", [MAT], lh)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=build) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert materialize("silver/materials", assets=ASSETS).success
+    before = len(resource("lakehouse").table("silver.materials").history())
+    _, errors = twice_at_once(
+        lambda: resource("spark").build(
+            sql_path("materials"), "silver.materials", [MAT], resource("lakehouse")
+        ),
+        monkeypatch,
+    )
     (error,) = errors
     assert "a concurrent write to silver.materials committed first" in str(error)
     lh = resource("lakehouse")
