@@ -124,7 +124,7 @@ def test_concurrent_loads_of_one_table_append_each_row_once(source, monkeypatch)
     # the loser removed its data files; a metadata file the catalog wrote for the lost
     # commit may remain, and maintenance removes it without touching the table
     assert not [f for f in lh.orphan_files("bronze.materials") if f.endswith(".parquet")]
-    lh.remove_orphan_files("bronze.materials")
+    lh.remove_orphan_files("bronze.materials", None)
     assert lh.orphan_files("bronze.materials") == []
     assert len(bronze()) == 8
 

@@ -306,8 +306,10 @@ class Lakehouse(dg.ConfigurableResource, ABC):
             and (older_than is None or f.mtime < older_than.astimezone(f.mtime.tzinfo))
         )
 
-    def remove_orphan_files(self, identifier: str, older_than: datetime | None = None) -> list[str]:
-        """Delete ``orphan_files`` of the table; returns what was removed."""
+    def remove_orphan_files(self, identifier: str, older_than: datetime | None) -> list[str]:
+        """Delete ``orphan_files`` of the table last modified before ``older_than`` (None:
+        all of them, only when no write to the table can be in flight); returns what was
+        removed."""
         table = self.catalog().load_table(identifier)
         fs, _ = pafs.FileSystem.from_uri(table.location())
         orphans = self.orphan_files(identifier, older_than)
