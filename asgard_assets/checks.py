@@ -23,8 +23,9 @@ VOLUME_MIN_USUAL = 10
 
 def key_stats(lakehouse: Lakehouse, identifier: str, key: str) -> dict[str, int]:
     rows, nulls, distinct = lakehouse.query(
-        f"SELECT count(*), count(*) FILTER (WHERE {key} IS NULL OR trim({key}) = ''), "
-        f"count(DISTINCT {key}) FILTER (WHERE {key} IS NOT NULL AND trim({key}) <> '') "
+        # keys may be integers in the source: text before trim
+        f"SELECT count(*), count(*) FILTER (WHERE {key} IS NULL OR trim({key}::VARCHAR) = ''), "
+        f"count(DISTINCT {key}) FILTER (WHERE {key} IS NOT NULL AND trim({key}::VARCHAR) <> '') "
         f"FROM {identifier}",
         identifier,
     ).fetchone()

@@ -4,6 +4,7 @@ the active profile (ASGARD_PROFILE)."""
 import dagster as dg
 
 from .bronze.assets import bronze_assets
+from .bronze.contract_checks import bronze_contract_checks
 from .checks import bronze_checks, silver_checks
 from .deployments.assets import operator_efficiency_service
 from .features.assets import operator_efficiency
@@ -28,7 +29,14 @@ defs = dg.Definitions(
         operator_efficiency_service,
         iceberg_tables,
     ],
-    asset_checks=[*bronze_checks, *silver_checks, quality_gate, feature_drift, *freshness_checks],
+    asset_checks=[
+        *bronze_checks,
+        *bronze_contract_checks,
+        *silver_checks,
+        quality_gate,
+        feature_drift,
+        *freshness_checks,
+    ],
     jobs=[*jobs, maintenance_job],
     schedules=[*schedules, maintenance_schedule],
     sensors=[*sensors, freshness_sensor],

@@ -172,3 +172,28 @@ def mysql_url() -> str:
         for db in ("production", "inventory"):
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db}"))
     engine.dispose()
+
+
+def create_source_table(
+    url: str, table: str, rows: list[dict], columns: dict[str, sa.types.TypeEngine] | None = None
+) -> None:
+    """Create source ``table`` in the database at ``url`` (its schema where the dialect has
+    schemas) with the registry's columns, or exactly ``columns`` (name -> SQL type) to
+    break the contract, and insert ``rows``; replaces a table of that name."""
+    schema, name = demo_data.qualified_name(table, sa.engine.make_url(url).get_backend_name())
+    template = demo_data.TABLES[table]
+    if columns is None:
+        columns = {c.name: c.type for c in template.columns}
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        if schema:
+            kw = "DATABASE" if conn.dialect.name in ("mysql", "mariadb") else "SCHEMA"
+            conn.execute(sa.text(f"CREATE {kw} IF NOT EXISTS {schema}"))
+        target = sa.Table(
+            name, sa.MetaData(), *(sa.Column(n, t) for n, t in columns.items()), schema=schema
+        )
+        target.drop(conn, checkfirst=True)
+        target.create(conn)
+        if rows:
+            conn.execute(target.insert(), rows)
+    engine.dispose()

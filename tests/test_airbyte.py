@@ -44,7 +44,7 @@ from asgard_assets.resources import MissingSettings, resource, resources_for
 from asgard_assets.resources.airbyte import REQUESTS, AirbyteIngestion
 from asgard_assets.resources.deployer import free_port
 from asgard_assets.resources.ingestion import EmbeddedIngestion, bronze_cursor
-from asgard_assets.resources.lakehouse import LocalLakehouse
+from asgard_assets.resources.lakehouse import IcebergLakehouse
 
 CONNECTION = "9a1f4b0e-2c7d-4e55-8f31-0d6a7c2b9e10"
 WORKSPACE = "5e7c1d2a-0b3f-4a9e-9c61-2f8d4e6a1b07"
@@ -91,7 +91,7 @@ def stream(table: str) -> dict:
     }
 
 
-def airbyte_destination_write(source_url: str, lakehouse: LocalLakehouse) -> dict[str, int]:
+def airbyte_destination_write(source_url: str, lakehouse: IcebergLakehouse) -> dict[str, int]:
     """What Airbyte's Iceberg destination does in an Incremental | Append sync: the source
     rows past the stream's cursor, with Airbyte's columns, appended to bronze.<table>."""
     source = EmbeddedIngestion(source_url=source_url)
@@ -189,7 +189,7 @@ class FakeAirbyte:
             if self.fail:
                 self.status = "failed"
             else:
-                lakehouse = LocalLakehouse()
+                lakehouse = IcebergLakehouse()
                 self.committed = airbyte_destination_write(self.source_url, lakehouse)
                 self.status = "succeeded"
             return {**self.job(), "status": "pending"}, 200
@@ -272,7 +272,7 @@ def failing_airbyte(own_source):
 def run_bronze(ingest: AirbyteIngestion, selection: list[str], **kw) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         bronze_assets,
-        resources={"ingestion": ingest, "lakehouse": LocalLakehouse()},
+        resources={"ingestion": ingest, "lakehouse": IcebergLakehouse()},
         selection=selection,
         tags=DEMO_DAYS,
         **kw,
@@ -318,7 +318,10 @@ def test_partition_run_reports_the_rows_of_its_day(airbyte, own_source):
     day = "2025-03-01"
     result = dg.materialize(
         bronze_assets,
-        resources={"ingestion": ingestion(airbyte.url, own_source), "lakehouse": LocalLakehouse()},
+        resources={
+            "ingestion": ingestion(airbyte.url, own_source),
+            "lakehouse": IcebergLakehouse(),
+        },
         selection=["bronze/work_orders"],
         partition_key=day,
     )
@@ -344,14 +347,14 @@ def test_failed_sync_fails_the_step_with_airbytes_message(failing_airbyte, own_s
         assert f"Airbyte sync job {JOB_ID} of connection {CONNECTION} failed: {FAILURE}" in (
             error.message
         )
-        assert not LocalLakehouse().exists(f"bronze.{table}")
+        assert not IcebergLakehouse().exists(f"bronze.{table}")
     assert failing_airbyte.posted_syncs() == 1  # the run's failed sync is not tried again
 
 
 def test_unreachable_airbyte_fails_naming_the_url(home, own_source):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(dg.Failure) as failed:
-        ingestion(url, own_source).ingest("materials", LocalLakehouse())
+        ingestion(url, own_source).ingest("materials", IcebergLakehouse())
     message = failed.value.description
     assert message.startswith(
         f"cannot reach Airbyte at {url}/api/public/v1 (connection {CONNECTION})"
@@ -363,7 +366,9 @@ def test_unreachable_airbyte_fails_naming_the_url(home, own_source):
 
 def test_full_refresh_is_refused_with_what_to_do(airbyte, own_source):
     with pytest.raises(dg.Failure, match="refresh the stream materials of connection"):
-        ingestion(airbyte.url, own_source).ingest("materials", LocalLakehouse(), full_refresh=True)
+        ingestion(airbyte.url, own_source).ingest(
+            "materials", IcebergLakehouse(), full_refresh=True
+        )
     assert airbyte.posted_syncs() == 0
 
 

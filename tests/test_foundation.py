@@ -92,7 +92,7 @@ def expected_silver(bronze: pd.DataFrame) -> pd.DataFrame:
 def test_silver_work_orders_follow_the_contract_row_by_row(demo_home):
     silver = read("silver.work_orders")
     assert silver["work_order_id"].is_unique
-    assert set(silver["rules_version"]) == {"work_orders/v1"}
+    assert set(silver["rules_version"]) == {"work_orders/v2"}
     assert silver["processed_at"].notna().all()
     actual = silver[SILVER_COLUMNS].sort_values("work_order_id").reset_index(drop=True)
     expected = expected_silver(read("bronze.work_orders"))

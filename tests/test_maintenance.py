@@ -8,7 +8,6 @@ import dagster as dg
 import pyarrow as pa
 
 from asgard_assets.maintenance.assets import iceberg_tables
-from asgard_assets.maintenance.iceberg import referenced_files
 from asgard_assets.partitions import Window
 from asgard_assets.resources import resources_for
 from asgard_assets.resources.lakehouse import IcebergLakehouse
@@ -76,7 +75,7 @@ def test_thirty_daily_runs_stay_bounded(home):
     assert table.scan().to_arrow().sort_by("event_id").to_pylist() == rows_before.to_pylist()
     assert not stray.exists()
     # every file left on disk is one the table still references
-    assert _files_on_disk(lakehouse) <= referenced_files(table)
+    assert _files_on_disk(lakehouse) <= lakehouse.referenced_files(TABLE)
     data_files = [f for f in _files_on_disk(lakehouse) if f.endswith(".parquet")]
     assert len(data_files) <= 3 * 30  # at most the retained snapshots' files
 

@@ -4,6 +4,7 @@ import dagster as dg
 
 from ..contracts.sources import SOURCE_TABLES
 from ..metadata import code_version, table_metadata
+from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
 from ..partitions import is_partitioned, partitions_of, window_of
 from ..resources.ingestion import Ingestion
 from ..resources.lakehouse import Lakehouse
@@ -34,6 +35,7 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         kinds={"iceberg", "python"},
         description=_description(table),
         code_version=code_version("resources/ingestion.py"),
+        retry_policy=EXTERNAL_SYSTEM_RETRY,
         **partitions_of(table),
     )
     def _bronze(
@@ -54,6 +56,8 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
                 "load_mode": result.mode,
                 "cursor_from": str(result.cursor_from),
                 "source": result.source,
+                "quarantined": result.quarantined,
+                "commit_attempts": result.attempts,
             }
         )
 

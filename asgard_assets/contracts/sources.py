@@ -11,8 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 # logical column types; a source may use any physical type that reads as one of these
 STRING, INTEGER, DOUBLE, TIMESTAMP = "string", "integer", "double", "timestamp"
+
+# The physical types each logical type accepts (physical = the logical type of the source
+# column's own SQL type, see ``physical_type``). Text columns may hold integers (integer
+# ids): silver casts them to text. A double may come from an integer or decimal column.
+ACCEPTS = {
+    STRING: {STRING, INTEGER},
+    INTEGER: {INTEGER},
+    DOUBLE: {DOUBLE, INTEGER},
+    TIMESTAMP: {TIMESTAMP},
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,43 @@ SOURCE_TABLES = tuple(SOURCES)
 PARTITIONED_TABLES = tuple(t for t in SOURCE_TABLES if SOURCES[t].partitioned)
 
 
+def physical_type(sql_type: sa.types.TypeEngine) -> str | None:
+    """The logical type a source column's SQL type reads as (None: none Asgard reads)."""
+    if isinstance(sql_type, sa.Integer) or (
+        isinstance(sql_type, sa.Numeric) and getattr(sql_type, "scale", None) == 0
+    ):
+        return INTEGER
+    if isinstance(sql_type, sa.Float | sa.Numeric):
+        return DOUBLE
+    if isinstance(sql_type, sa.DateTime):
+        return TIMESTAMP
+    if isinstance(sql_type, sa.String | sa.Enum):
+        return STRING
+    return None
+
+
+def contract_violations(table: str, columns: dict[str, sa.types.TypeEngine]) -> list[str]:
+    """What keeps a source table (its column name -> SQL type) from meeting the contract:
+    a contracted column missing, or of a type that does not read as its logical type.
+    Columns beyond the contract are fine (bronze gains them)."""
+    found = {name.lower(): sql_type for name, sql_type in columns.items()}
+    problems = []
+    for col in SOURCES[table].columns:
+        if col.name not in found:
+            problems.append(f"column {col.name} ({col.type}) is missing")
+            continue
+        physical = physical_type(found[col.name])
+        if physical not in ACCEPTS[col.type]:
+            problems.append(f"column {col.name} is {found[col.name]}, the contract says {col.type}")
+    return problems
+
+
+# bronze's load-time column, and what other loaders call it: Airbyte's destinations stamp
+# `_airbyte_extracted_at`. Readers of bronze see it under Asgard's name (silver's tie-break).
+LOADED_AT = "_asgard_loaded_at"
+LOADED_AT_ALIASES = ("_airbyte_extracted_at",)
+
+
 def source(name: str) -> SourceTable:
     return SOURCES[name]
 
@@ -127,3 +176,30 @@ def qualified_name(table: str, dialect: str) -> tuple[str | None, str]:
     schemas ``production``/``inventory``; in MySQL a schema is a database; SQLite has bare
     table names."""
     return (None if dialect == "sqlite" else SOURCES[table].schema), table
+
+
+def contract_markdown() -> str:
+    """The registry as the tables of ``docs/data-contract.md`` (regenerate with
+    ``python -m asgard_assets.contracts.sources``; a test keeps the doc in sync)."""
+    out = []
+    for t in SOURCES.values():
+        where = f"`{t.schema}.{t.name}` (MySQL: database `{t.schema}`; SQLite: `{t.name}`)"
+        extra = f", daily partitions on `{t.partition_column}`" if t.partitioned else ""
+        out += [
+            f"### {t.name}",
+            "",
+            f"{where}; key `{t.key}`, cursor `{t.cursor}`{extra}.",
+            "",
+            "| column | type | accepted source types |",
+            "|---|---|---|",
+            *(
+                f"| `{c.name}` | {c.type} | {', '.join(sorted(ACCEPTS[c.type]))} |"
+                for c in t.columns
+            ),
+            "",
+        ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(contract_markdown())

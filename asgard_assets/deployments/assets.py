@@ -5,6 +5,7 @@ import dagster as dg
 from ..metadata import code_version
 from ..models.assets import MODEL_KEY
 from ..models.training import MODEL_NAME
+from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
 from ..resources.deployer import Deployer
 from ..resources.image_builder import ImageBuilder
 from ..resources.mlflow_tracking import MlflowTracking
@@ -18,6 +19,7 @@ from .bundle import BundleSpec, write_bundle
     group_name="deployments",
     kinds={"fastapi", "kubernetes"},
     code_version=code_version("serving/app.py", "serving/model.py", "deployments/bundle.py"),
+    retry_policy=EXTERNAL_SYSTEM_RETRY,
 )
 def operator_efficiency_service(
     mlflow_tracking: MlflowTracking, deployer: Deployer, image_builder: ImageBuilder
@@ -28,7 +30,8 @@ def operator_efficiency_service(
     champion = mlflow_tracking.champion(MODEL_NAME)
     if champion is None:
         raise dg.Failure(
-            f"{MODEL_NAME} has no champion version: no version has passed the quality gate"
+            f"{MODEL_NAME} has no champion version: no version has passed the quality gate",
+            allow_retries=False,
         )
     version = str(champion.version)
     spec = BundleSpec(MODEL_NAME, version, image=image_builder.image_for(MODEL_NAME, version))

@@ -6,7 +6,7 @@ import dagster as dg
 from ..contracts.sources import SOURCE_TABLES
 from ..metadata import code_version
 from ..resources.lakehouse import NAMESPACES, TABLE_PROPERTIES, Lakehouse
-from .iceberg import compact, default_cutoff, expire_snapshots, remove_orphan_files
+from .iceberg import compact, default_cutoff, expire_snapshots
 
 TARGET_FILE_BYTES = int(TABLE_PROPERTIES["write.target-file-size-bytes"])
 TABLE_KEYS = [
@@ -50,8 +50,8 @@ def iceberg_tables(
             compacted = compact(lakehouse, identifier, config.compact_min_files, TARGET_FILE_BYTES)
             table = lakehouse.table(identifier)
             expired = expire_snapshots(table, expire_before, config.retain_last)
+            removed = len(lakehouse.remove_orphan_files(identifier, orphans_before))
             table = lakehouse.table(identifier)
-            removed = remove_orphan_files(table, orphans_before)
             report[identifier] = {
                 "compacted_files": compacted,
                 "snapshots_expired": expired,

@@ -3,28 +3,15 @@
 Daily partition overwrites leave a snapshot and a few small files behind per run; an
 interrupted write leaves files no snapshot references. Left alone, both grow without
 bound. These are the three standard Iceberg maintenance actions, done with pyiceberg and
-the table's own FileIO (local or S3 alike).
+the table's own FileIO (local or S3 alike); orphan files are found and removed by
+``Lakehouse.remove_orphan_files``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
 
-from pyarrow import fs as pafs
-from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
-
-
-@dataclass(frozen=True)
-class MaintenanceResult:
-    identifier: str
-    snapshots_expired: int
-    orphans_removed: int
-    compacted_files: int  # data files rewritten into fewer (0 when not needed)
-    snapshots: int
-    data_files: int
 
 
 def expire_snapshots(table: Table, older_than: datetime, retain_last: int) -> int:
@@ -41,37 +28,6 @@ def expire_snapshots(table: Table, older_than: datetime, retain_last: int) -> in
     if expired:
         table.maintenance.expire_snapshots().by_ids(expired).commit()
     return len(expired)
-
-
-def referenced_files(table: Table) -> set[str]:
-    """Every file the table's metadata still reaches: metadata files, manifest lists,
-    manifests and data files of all live snapshots."""
-    refs = {table.metadata_location, *(e.metadata_file for e in table.metadata.metadata_log)}
-    refs |= {s.manifest_list for s in table.metadata.snapshots}
-    if table.metadata.snapshots:
-        refs |= set(table.inspect.all_manifests().column("path").to_pylist())
-        refs |= set(table.inspect.all_files().column("file_path").to_pylist())
-    return {_path(r) for r in refs}
-
-
-def remove_orphan_files(table: Table, older_than: datetime) -> int:
-    """Delete files under the table's location that no live snapshot or metadata file
-    references and that are older than ``older_than`` (younger ones may belong to a write
-    in flight)."""
-    filesystem, root = _filesystem(table)
-    keep = referenced_files(table)
-    cutoff = older_than.astimezone(UTC)
-    removed = 0
-    for info in filesystem.get_file_info(
-        pafs.FileSelector(root, recursive=True, allow_not_found=True)
-    ):
-        if info.type != pafs.FileType.File or info.path in keep:
-            continue
-        if info.mtime is not None and info.mtime.astimezone(UTC) >= cutoff:
-            continue
-        filesystem.delete_file(info.path)
-        removed += 1
-    return removed
 
 
 def small_files(table: Table, target_bytes: int) -> int:
@@ -93,25 +49,14 @@ def compact(lakehouse, identifier: str, min_small_files: int, target_bytes: int)
     before = len(table.inspect.files())
     reader = table.scan().to_arrow_batch_reader()
     lakehouse.write(
-        identifier, reader, mode="overwrite", properties={"asgard.operation": "compaction"}
+        identifier,
+        reader,
+        mode="overwrite",
+        properties={"asgard.operation": "compaction"},
+        # pinned: a write that lands meanwhile makes this commit fail, not get overwritten
+        base_snapshot_id=table.current_snapshot().snapshot_id,
     )
     return before
-
-
-def _filesystem(table: Table) -> tuple[pafs.FileSystem, str]:
-    location = table.metadata.location
-    io = table.io if isinstance(table.io, PyArrowFileIO) else PyArrowFileIO(table.io.properties)
-    scheme, netloc, path = PyArrowFileIO.parse_location(location)
-    return io.fs_by_scheme(scheme, netloc), path
-
-
-def _path(uri: str) -> str:
-    """The filesystem path of a table URI as pyarrow lists it (``file:///a`` -> ``/a``,
-    ``s3://bucket/a`` -> ``bucket/a``)."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return parsed.path
-    return f"{parsed.netloc}{parsed.path}"
 
 
 def default_cutoff(hours: float) -> datetime:

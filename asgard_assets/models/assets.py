@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from ..metadata import code_version
+from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
 from ..resources.feature_store import GOLD_TABLE, FeatureStoreResource
 from ..resources.lakehouse import Lakehouse
 from ..resources.mlflow_tracking import CHAMPION, MlflowTracking
@@ -41,6 +42,7 @@ def _requirements() -> list[str]:
     group_name="models",
     kinds={"mlflow", "scikitlearn"},
     code_version=code_version("models/training.py"),
+    retry_policy=EXTERNAL_SYSTEM_RETRY,  # MLflow tracking and registry
 )
 def operator_efficiency_predictor(
     context: dg.AssetExecutionContext,

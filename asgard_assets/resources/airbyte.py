@@ -123,6 +123,7 @@ class AirbyteIngestion(Ingestion):
             f"Airbyte sync job {job_id} of connection {self.connection_id} "
             f"{ended.group(1)}: {reason}",
             metadata={"airbyte_job_id": job_id, "airbyte_connection_id": self.connection_id},
+            allow_retries=False,  # Airbyte already retried its attempts; the step must not
         )
 
     def ingest(
@@ -136,7 +137,8 @@ class AirbyteIngestion(Ingestion):
         if full_refresh:
             raise dg.Failure(
                 f"full_refresh is not run through Asgard with Airbyte: refresh the stream "
-                f"{self.stream(table)} of connection {self.connection_id} in Airbyte instead"
+                f"{self.stream(table)} of connection {self.connection_id} in Airbyte instead",
+                allow_retries=False,
             )
         sync = self.sync()
         stream = self.stream(table)
@@ -144,13 +146,15 @@ class AirbyteIngestion(Ingestion):
         if stream not in selected:
             raise dg.Failure(
                 f"Airbyte connection {sync.connection.name} ({self.connection_id}) does not "
-                f"sync stream {stream} for bronze.{table}; its streams: {', '.join(selected)}"
+                f"sync stream {stream} for bronze.{table}; its streams: {', '.join(selected)}",
+                allow_retries=False,
             )
         identifier = f"bronze.{table}"
         if not lakehouse.exists(identifier):
             raise dg.Failure(
                 f"Airbyte job {sync.job_id} succeeded but {identifier} is not in the Iceberg "
-                "catalog: the connection's destination must write namespace 'bronze' of it"
+                "catalog: the connection's destination must write namespace 'bronze' of it",
+                allow_retries=False,
             )
         # a partition run: the rows bronze now holds in its days (the sync is not per day)
         rows = (

@@ -1,8 +1,14 @@
 """Bronze ingestion: source database tables into Iceberg.
 
 ``EmbeddedIngestion`` streams Arrow record batches out of the source (ADBC for Postgres,
-connectorx for MySQL and SQLite; no row loop) and writes them to Iceberg in one transaction. It is incremental on ``updated_at``: the cursor is the greatest ``updated_at``
-already in bronze, read from the table itself, so state and data cannot disagree.
+connectorx for MySQL and SQLite; no row loop) and writes them to Iceberg in one transaction.
+Before reading, the source table is checked against the data contract (``contracts/sources``):
+a missing or mistyped contracted column fails before any write. It is incremental on
+``updated_at``: the cursor is the greatest ``updated_at`` already in bronze that was not in
+the future when it was loaded, read from the table itself, so state and data cannot
+disagree. Rows at the cursor are read again and dropped when bronze already holds them
+(ties are never missed, never loaded twice), and the write commits only on the snapshot the
+cursor came from (a concurrent load of the same table makes it read again).
 ``AirbyteIngestion`` is the scale form (see its docstring).
 """
 
@@ -11,24 +17,38 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import adbc_driver_postgresql.dbapi as adbc_postgres
 import connectorx as cx
 import dagster as dg
+import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
+from pyiceberg.exceptions import CommitFailedException
 
 from .. import demo_data
-from ..contracts.sources import qualified_name
+from ..contracts.sources import (
+    DOUBLE,
+    INTEGER,
+    LOADED_AT,
+    TIMESTAMP,
+    contract_violations,
+    physical_type,
+    qualified_name,
+)
 from ..partitions import PARTITION_COLUMNS, Window
 from ..settings import demo_source_path
 from .lakehouse import Lakehouse, WriteResult
 
 CURSOR_COLUMN = "updated_at"
-LOADED_AT = "_asgard_loaded_at"
 LOAD_ID = "_asgard_load_id"
+REASON = "_asgard_reason"  # quarantine: the columns whose value does not fit their type
+QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
+# a concurrent load of the same table committed first: read again past its rows
+COMMIT_ATTEMPTS = 3
+TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,8 @@ class IngestResult:
     mode: str  # "incremental", "full_refresh" or "partition_overwrite"
     cursor_from: datetime | None
     source: str
+    quarantined: int = 0
+    attempts: int = 1
 
 
 def redact(url: str) -> str:
@@ -90,12 +112,58 @@ def _with_load_columns(reader: pa.RecordBatchReader, load_id: str, loaded_at: da
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
+def utc_now() -> datetime:
+    """Now as the naive UTC timestamp source timestamps are read as."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _sqlite_fits(column: str, physical: str | None) -> str:
+    """A SQLite predicate: the value fits the column's declared type. SQLite stores any
+    value in any column, and connectorx panics on the first one that does not fit."""
+    c = f'"{column}"'
+    if physical == INTEGER:
+        return f"typeof({c}) IN ('integer', 'null')"
+    if physical == DOUBLE:
+        return f"typeof({c}) IN ('integer', 'real', 'null')"
+    if physical == TIMESTAMP:
+        return f"({c} IS NULL OR (typeof({c}) = 'text' AND datetime({c}) IS NOT NULL))"
+    return f"typeof({c}) IN ('text', 'null')"
+
+
+def _not_yet_loaded(
+    reader: pa.RecordBatchReader, lakehouse: Lakehouse, identifier: str, cursor: datetime
+) -> pa.RecordBatchReader:
+    """The rows of ``reader`` (read from ``cursor`` on, inclusive) minus exact copies of
+    rows bronze already holds from the cursor on: rows sharing the cursor's timestamp are
+    read again but loaded once. Streams: only bronze's rows at or past the cursor are held."""
+    con = duckdb.connect()
+    lakehouse.attach(con, [identifier])
+    loaded = set(lakehouse.table(identifier).schema().column_names)
+    shared = [n for n in reader.schema.names if n in loaded]
+    cols = ", ".join(f'"{c}"' for c in shared)
+    on = " AND ".join(f'i."{c}" IS NOT DISTINCT FROM b."{c}"' for c in shared)
+    con.register("incoming", reader)
+    out = con.sql(
+        f"SELECT i.* FROM incoming i ANTI JOIN (SELECT {cols} FROM {identifier} "
+        f"WHERE {CURSOR_COLUMN} >= '{cursor:{TS_FORMAT}}') b ON {on}"
+    ).to_arrow_reader(64_000)
+
+    def batches():
+        try:
+            yield from out
+        finally:
+            con.close()
+
+    return pa.RecordBatchReader.from_batches(out.schema, batches())
+
+
 class Ingestion(dg.ConfigurableResource, ABC):
     """Copies one source table into ``bronze.<table>``; returns what it wrote."""
 
     @abstractmethod
     def source_cursor(self, table: str) -> datetime | None:
-        """The greatest ``updated_at`` in the source table (what a sensor compares)."""
+        """The greatest ``updated_at`` in the source table that is not in the future (what a
+        sensor compares)."""
 
     @abstractmethod
     def days(self, table: str, updated_after: datetime | None = None) -> list[str]:
@@ -160,13 +228,34 @@ class EmbeddedIngestion(Ingestion):
             raise dg.Failure(
                 f"source table {where} does not exist in {source}",
                 metadata={"source": source, "table": where},
+                allow_retries=False,  # bad input: retrying cannot help
             )
         return where
 
+    def _columns(self, table: str, conn: sa.Connection) -> dict[str, sa.types.TypeEngine]:
+        """The source table's columns and their SQL types; fails before any write when
+        they do not meet the data contract, naming the table and each column."""
+        schema, name = qualified_name(table, conn.dialect.name)
+        columns = {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(name, schema)}
+        problems = contract_violations(table, columns)
+        if problems:
+            where = f"{schema}.{name}" if schema else name
+            raise dg.Failure(
+                f"source table {where} does not meet the data contract: {'; '.join(problems)} "
+                "(docs/data-contract.md)",
+                metadata={"table": where, "problems": problems},
+                allow_retries=False,
+            )
+        return columns
+
     def source_cursor(self, table: str) -> datetime | None:
         with self._connect() as conn:
-            query = f"SELECT max({CURSOR_COLUMN}) FROM {self._qualified(table, conn)}"
-            value = conn.execute(sa.text(query)).scalar()
+            # rows stamped in the future do not count: they would look new forever
+            query = (
+                f"SELECT max({CURSOR_COLUMN}) FROM {self._qualified(table, conn)} "
+                f"WHERE {CURSOR_COLUMN} <= :now"
+            )
+            value = conn.execute(sa.text(query), {"now": f"{utc_now():{TS_FORMAT}}"}).scalar()
         # SQLite hands back text; the others a datetime
         return datetime.fromisoformat(value) if isinstance(value, str) else value
 
@@ -182,27 +271,80 @@ class EmbeddedIngestion(Ingestion):
                 query += f" AND {CURSOR_COLUMN} > :since"
                 # a formatted string: SQLite compares text, and Feast/MLflow re-register the
                 # process's sqlite3 datetime adapter
-                params["since"] = f"{updated_after:%Y-%m-%d %H:%M:%S.%f}"
+                params["since"] = f"{updated_after:{TS_FORMAT}}"
             days = conn.execute(sa.text(query), params).scalars()
             return sorted(str(d)[:10] for d in days)
 
     def read(
         self, table: str, since: datetime | None = None, window: Window | None = None
     ) -> pa.RecordBatchReader:
-        """Stream a source table as Arrow record batches: rows updated after ``since``, or
-        the rows in ``window`` (in time order, so bronze's files cover short time spans and
-        a later one-day overwrite rewrites few of them)."""
-        query = f"SELECT * FROM {self._qualified(table)}"
+        """Stream a source table as Arrow record batches: rows updated at or after ``since``,
+        or the rows in ``window`` (in time order, so bronze's files cover short time spans
+        and a later one-day overwrite rewrites few of them). Rows whose values do not fit
+        their column's type are left out (see ``misfits``)."""
+        with self._connect() as conn:
+            where = self._qualified(table, conn)
+            columns = self._columns(table, conn)
+        query = f"SELECT * FROM {where} WHERE {self._scope(columns, since, window)}"
         if window is not None:
-            query += f" WHERE {window.sql()} ORDER BY {window.column}"
-        elif since is not None:
-            query += f" WHERE {CURSOR_COLUMN} > '{since:%Y-%m-%d %H:%M:%S.%f}'"
+            query += f" ORDER BY {window.column}"
         url = self.url()
         if sa.engine.make_url(url).get_backend_name() == "postgresql":
             return _adbc_postgres(url, query, self.adbc_batch_bytes)
         return cx.read_sql(
             _connectorx_url(url), query, return_type="arrow_stream", batch_size=self.batch_rows
         )
+
+    def _scope(
+        self,
+        columns: dict[str, sa.types.TypeEngine],
+        since: datetime | None,
+        window: Window | None,
+        fitting: bool = True,
+    ) -> str:
+        """The WHERE clause of a read: the window or cursor, and (SQLite) the rows whose
+        values fit their types, or with ``fitting=False`` the rows that do not."""
+        where = ["1 = 1"]
+        if window is not None:
+            where.append(window.sql())
+        elif since is not None:
+            where.append(f"{CURSOR_COLUMN} >= '{since:{TS_FORMAT}}'")
+        fits = self._fits(columns)
+        if fits:
+            where.append(fits if fitting else f"NOT ({fits})")
+        elif not fitting:
+            where.append("1 = 0")
+        return " AND ".join(where)
+
+    def _fits(self, columns: dict[str, sa.types.TypeEngine]) -> str | None:
+        """SQLite only: the predicate of rows whose values all fit their declared types
+        (the other databases enforce column types themselves)."""
+        if sa.engine.make_url(self.url()).get_backend_name() != "sqlite":
+            return None
+        return " AND ".join(_sqlite_fits(n, physical_type(t)) for n, t in columns.items())
+
+    def misfits(
+        self, table: str, since: datetime | None = None, window: Window | None = None
+    ) -> pa.Table:
+        """The rows of a read whose values do not fit their column's type, every value as
+        text, with ``_asgard_reason`` naming the columns that did not fit: what goes to
+        ``bronze.<table>__quarantine`` instead of failing the whole table."""
+        with self._connect() as conn:
+            where = self._qualified(table, conn)
+            columns = self._columns(table, conn)
+            fits = {n: _sqlite_fits(n, physical_type(t)) for n, t in columns.items()}
+            if self._fits(columns) is None:
+                return _misfit_table(list(columns), [])
+            flags = ", ".join(f"CASE WHEN {f} THEN 0 ELSE 1 END" for f in fits.values())
+            scope = self._scope(columns, since, window, fitting=False)
+            rows = conn.execute(sa.text(f"SELECT *, {flags} FROM {where} WHERE {scope}")).all()
+        names = list(columns)
+        found = []
+        for row in rows:
+            values, bad = row[: len(names)], row[len(names) :]
+            reason = ", ".join(n for n, b in zip(names, bad, strict=True) if b)
+            found.append([None if v is None else str(v) for v in values] + [reason])
+        return _misfit_table(names, found)
 
     def ingest(
         self,
@@ -212,31 +354,76 @@ class EmbeddedIngestion(Ingestion):
         full_refresh: bool = False,
         window: Window | None = None,
     ) -> IngestResult:
+        last: CommitFailedException | None = None
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                result = self._ingest_once(table, lakehouse, full_refresh, window)
+            except CommitFailedException as e:
+                last = e  # another load of this table committed first: read again
+                continue
+            return replace(result, attempts=attempt)
+        raise dg.Failure(
+            f"bronze.{table}: {COMMIT_ATTEMPTS} attempts in a row lost to concurrent loads of "
+            f"the same table ({last}); nothing was written by this run"
+        )
+
+    def _ingest_once(
+        self, table: str, lakehouse: Lakehouse, full_refresh: bool, window: Window | None
+    ) -> IngestResult:
         identifier = f"bronze.{table}"
         load_id = uuid.uuid4().hex
+        loaded_at = datetime.now(UTC)
+        # the snapshot the cursor is read from; the write commits only on top of it
+        base = lakehouse.snapshot_id(identifier) if lakehouse.exists(identifier) else None
         props = {"asgard.load-id": load_id}
+        cursor = None
         if window is not None:
-            reader, cursor, mode = self.read(table, window=window), None, "partition_overwrite"
-            write = {"mode": "overwrite", "window": window}
+            mode, write = "partition_overwrite", {"mode": "overwrite", "window": window}
         else:
             cursor = None if full_refresh else bronze_cursor(lakehouse, identifier)
-            reader = self.read(table, since=cursor)
             mode = "full_refresh" if cursor is None else "incremental"
             write = {"mode": "overwrite" if cursor is None else "append"}
             props["asgard.cursor-from"] = str(cursor)
+        misfits = self.misfits(table, since=cursor, window=window)
+        props["asgard.quarantined"] = str(misfits.num_rows)
+        if misfits.num_rows:
+            lakehouse.write(
+                identifier + QUARANTINE,
+                _with_load_columns(
+                    pa.RecordBatchReader.from_batches(misfits.schema, misfits.to_batches()),
+                    load_id,
+                    loaded_at,
+                ),
+                mode="append",
+                properties={"asgard.load-id": load_id},
+            )
+        reader = self.read(table, since=cursor, window=window)
+        if cursor is not None:
+            reader = _not_yet_loaded(reader, lakehouse, identifier, cursor)
         result = lakehouse.write(
             identifier,
-            _with_load_columns(reader, load_id, datetime.now(UTC)),
+            _with_load_columns(reader, load_id, loaded_at),
             properties=props,
+            base_snapshot_id=base,
             **write,
         )
-        return IngestResult(result, mode, cursor, redact(self.url()))
+        return IngestResult(result, mode, cursor, redact(self.url()), misfits.num_rows)
+
+
+def _misfit_table(names: list[str], rows: list[list[str | None]]) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in [*names, REASON]]
+    return pa.table(
+        {n: pa.array(list(v), pa.string()) for n, v in zip([*names, REASON], columns, strict=True)}
+    )
 
 
 def bronze_cursor(lakehouse: Lakehouse, identifier: str) -> datetime | None:
-    """The greatest updated_at already loaded into bronze: the incremental cursor."""
+    """The incremental cursor: the greatest updated_at loaded into bronze that was not in
+    the future when it was loaded (a row stamped 2999-01-01 must not freeze ingestion)."""
     if not lakehouse.exists(identifier):
         return None
-    return lakehouse.query(f"SELECT max({CURSOR_COLUMN}) FROM {identifier}", identifier).fetchone()[
-        0
-    ]
+    sql = (
+        f"SELECT max({CURSOR_COLUMN}) FILTER (WHERE {CURSOR_COLUMN} <= {LOADED_AT}) "
+        f"FROM {identifier}"
+    )
+    return lakehouse.query(sql, identifier).fetchone()[0]

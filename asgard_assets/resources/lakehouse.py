@@ -9,9 +9,12 @@ needs an extension to reach object storage.
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -19,14 +22,17 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io import FileIO, InputFile, OutputFile
 from pyiceberg.io.pyarrow import PyArrowFileIO
-from pyiceberg.table import Table
+from pyiceberg.table import Table, TableProperties
 
+from ..contracts.sources import LOADED_AT, LOADED_AT_ALIASES
 from ..partitions import Window
 from ..settings import asgard_home
 
@@ -159,8 +165,9 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                 source = f"_arrow_{namespace}_{name}"
                 con.register(source, _dataset(table, files))
             where = f" WHERE {window.sql()}" if window else ""
+            columns = f"*{_loaded_at_alias(table)}"
             con.execute(
-                f"CREATE OR REPLACE VIEW {namespace}.{name} AS SELECT * FROM {source}{where}"
+                f"CREATE OR REPLACE VIEW {namespace}.{name} AS SELECT {columns} FROM {source}{where}"
             )
 
     def query(self, sql: str, *identifiers: str) -> duckdb.DuckDBPyConnection:
@@ -178,25 +185,21 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         mode: str = "overwrite",
         window: Window | None = None,
         properties: dict[str, str] | None = None,
+        base_snapshot_id: int | None = None,
     ) -> WriteResult:
         """Write a stream of batches in one Iceberg transaction: all of it lands, or nothing.
 
         ``overwrite`` replaces all rows, or with ``window`` only the rows in it (recorded in
         the snapshot as ``asgard.window``); ``append`` adds. pyiceberg streams the reader, so memory stays bounded by
         ``TABLE_PROPERTIES``; the schema is created on first write and evolved by name when
-        new columns appear.
+        new columns appear. With ``base_snapshot_id`` it commits only if the table is still at
+        that snapshot (``CommitFailedException`` otherwise: what was read from it is stale).
+        A failed write removes the files it wrote (see ``_undo_on_failure``).
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
-        catalog = self.catalog()
-        # not create_table_if_not_exists: it writes a metadata file before finding the table
-        # exists, leaving an orphan on every write
-        if catalog.table_exists(identifier):
-            table = catalog.load_table(identifier)
-        else:
-            table = catalog.create_table(
-                identifier, schema=batches.schema, properties=TABLE_PROPERTIES
-            )
+        table, created = self._open_for_write(identifier, batches.schema)
+        _check_base(identifier, table, base_snapshot_id)
         segments = _Segments(batches, SEGMENT_BYTES)
         props = dict(properties or {})
         if window is not None:
@@ -213,13 +216,121 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                 raise dg.Failure(
                     f"schema of {identifier} cannot evolve to the new data: {e}"
                 ) from e
-        for i, segment in enumerate(segments):
-            if i == 0 and mode == "overwrite":
-                txn.overwrite(segment, overwrite_filter=overwrite_filter, snapshot_properties=props)
-            else:
-                txn.append(segment, snapshot_properties=props)
-        txn.commit_transaction()
+        with self._undo_on_failure(identifier, table, created):
+            for i, segment in enumerate(segments):
+                if i == 0 and mode == "overwrite":
+                    txn.overwrite(
+                        segment, overwrite_filter=overwrite_filter, snapshot_properties=props
+                    )
+                else:
+                    txn.append(segment, snapshot_properties=props)
+            txn.commit_transaction()
         return self.describe(identifier, segments.rows)
+
+    def _open_for_write(self, identifier: str, schema: pa.Schema) -> tuple[Table, bool]:
+        """The table, and whether this write created it. (pyiceberg's
+        ``create_table_if_not_exists`` writes a new metadata file before it finds the table
+        exists: an orphan per write.)"""
+        catalog = self.catalog()
+        if catalog.table_exists(identifier):
+            return catalog.load_table(identifier), False
+        table = catalog.create_table_if_not_exists(
+            identifier, schema=schema, properties=TABLE_PROPERTIES
+        )
+        return table, table.current_snapshot() is None
+
+    @contextmanager
+    def _undo_on_failure(self, identifier: str, table: Table, created: bool) -> Iterator[None]:
+        """Files written inside the block are deleted when it fails (a full disk, a lost
+        commit, a bad batch): a failed write leaves the table at its snapshot and no debris
+        (a killed process cannot clean up: ``remove_orphan_files`` does, later). A table this
+        write created is dropped again rather than left empty. A full disk fails with that
+        message."""
+        recorder = _RecordingIO(table.io)
+        table.io = recorder
+        try:
+            yield
+        except BaseException as e:
+            try:  # a commit that failed late may have landed: never delete what it references
+                keep = self.referenced_files(identifier)
+            except Exception:  # noqa: BLE001 - catalog unreachable: debris beats a broken table
+                keep = None
+            if keep is not None:
+                recorder.delete_written(keep)
+            if created:
+                self._drop_if_empty(identifier)
+            if _disk_full(e):
+                snap = table.current_snapshot()
+                raise dg.Failure(
+                    f"no space left on device writing {identifier}: the table stays at "
+                    f"snapshot {snap.snapshot_id if snap else None} and this write's "
+                    f"{len(recorder.written)} files were removed; free space and re-run",
+                    metadata={"table": identifier, "files_removed": len(recorder.written)},
+                    allow_retries=False,  # someone must free space first
+                ) from e
+            if isinstance(e, ValidationException):  # pyiceberg's rebase found a conflict
+                raise dg.Failure(
+                    f"a concurrent write to {identifier} committed first and conflicts with "
+                    "this one: this write was discarded (its files removed), the other's "
+                    f"snapshot stands; re-run to rebuild on top of it ({e})",
+                    metadata={"table": identifier},
+                ) from e
+            raise
+        finally:
+            table.io = recorder.inner
+
+    def _drop_if_empty(self, identifier: str) -> None:
+        """Drop a table that has no snapshot (its first write failed), with its metadata."""
+        try:
+            table = self.catalog().load_table(identifier)
+            if table.current_snapshot() is None:
+                self.catalog().drop_table(identifier)
+                table.io.delete(table.metadata_location)
+        except Exception:  # noqa: BLE001 - best effort: the write's own error matters more
+            pass
+
+    def referenced_files(self, identifier: str) -> set[str]:
+        """Every file any snapshot or metadata version of the table needs: metadata files,
+        manifest lists, manifests, data and delete files (including deleted entries still
+        reachable from older snapshots)."""
+        table = self.catalog().load_table(identifier)
+        meta = table.metadata
+        refs = {table.metadata_location, *(m.metadata_file for m in meta.metadata_log)}
+        refs |= {s.statistics_path for s in meta.statistics}
+        refs |= {s.statistics_path for s in getattr(meta, "partition_statistics", [])}
+        for snap in meta.snapshots:
+            refs.add(snap.manifest_list)
+            for manifest in snap.manifests(table.io):
+                refs.add(manifest.manifest_path)
+                for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                    refs.add(entry.data_file.file_path)
+        return {to_local_path(r) for r in refs}
+
+    def orphan_files(self, identifier: str, older_than: datetime | None = None) -> list[str]:
+        """Files under the table's location that nothing in its metadata references
+        (debris of killed or failed writes), last modified before ``older_than`` when given:
+        a write in flight has files not referenced yet, so keep a margin in production."""
+        table = self.catalog().load_table(identifier)
+        fs, root = _filesystem(table)
+        listed = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        refs = {_strip_scheme(r) for r in self.referenced_files(identifier)}
+        return sorted(
+            f.path
+            for f in listed
+            if f.type == pafs.FileType.File
+            and f.path not in refs
+            and (older_than is None or f.mtime < older_than.astimezone(f.mtime.tzinfo))
+        )
+
+    def remove_orphan_files(self, identifier: str, older_than: datetime | None) -> list[str]:
+        """Delete ``orphan_files`` of the table last modified before ``older_than`` (None:
+        all of them, only when no write to the table can be in flight); returns what was
+        removed."""
+        fs, _ = _filesystem(self.catalog().load_table(identifier))
+        orphans = self.orphan_files(identifier, older_than)
+        for path in orphans:
+            fs.delete_file(path)
+        return orphans
 
     def describe(self, identifier: str, written: int = 0) -> WriteResult:
         """The table as it is now: current snapshot id and row count."""
@@ -274,6 +385,82 @@ def _dataset(table: Table, files: list[str]) -> ds.Dataset:
     return ds.dataset(
         paths, schema=schema, format="parquet", filesystem=io.fs_by_scheme(scheme, netloc)
     )
+
+
+def _loaded_at_alias(table: Table) -> str:
+    """A bronze table another loader wrote (Airbyte) shows its load time as Asgard's."""
+    names = {f.name for f in table.schema().fields}
+    if LOADED_AT in names:
+        return ""
+    alias = next((a for a in LOADED_AT_ALIASES if a in names), None)
+    return f", {alias} AS {LOADED_AT}" if alias else ""
+
+
+def _filesystem(table: Table) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of the table's location, as pyiceberg's FileIO configured it (S3
+    endpoint and credentials from the catalog properties), and the location's path in it."""
+    io = table.io if isinstance(table.io, PyArrowFileIO) else PyArrowFileIO(table.io.properties)
+    scheme, netloc, path = PyArrowFileIO.parse_location(table.location())
+    return io.fs_by_scheme(scheme, netloc), path
+
+
+def _check_base(identifier: str, table: Table, base_snapshot_id: int | None) -> None:
+    """Pin a write to the snapshot its caller read (a cursor, say): fail now if the table
+    has moved since, and at commit if it moves meanwhile. pyiceberg would rebase a
+    conflicting commit onto the new snapshot and retry; for an append planned from a
+    cursor that appends the same rows twice, so these writes do not retry inside pyiceberg
+    (the caller reads again instead)."""
+    if base_snapshot_id is None:
+        return
+    snap = table.current_snapshot()
+    current = snap.snapshot_id if snap else None
+    if current != base_snapshot_id:
+        raise CommitFailedException(
+            f"{identifier} moved from snapshot {base_snapshot_id} to {current} since this "
+            "write was planned"
+        )
+    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    table.metadata = table.metadata.model_copy(update={"properties": props})
+
+
+def _disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and (
+        error.errno == errno.ENOSPC or "No space left on device" in str(error)
+    )
+
+
+def _strip_scheme(uri: str) -> str:
+    """``s3://bucket/key`` -> ``bucket/key`` (how pyarrow's filesystems name files)."""
+    parsed = urlparse(uri)
+    return f"{parsed.netloc}{parsed.path}" if parsed.scheme not in ("", "file") else uri
+
+
+class _RecordingIO(FileIO):
+    """The table's FileIO, remembering every file opened for writing."""
+
+    def __init__(self, inner: FileIO):
+        super().__init__(inner.properties)
+        self.inner = inner
+        self.written: list[str] = []
+
+    def new_input(self, location: str) -> InputFile:
+        return self.inner.new_input(location)
+
+    def new_output(self, location: str) -> OutputFile:
+        self.written.append(location)
+        return self.inner.new_output(location)
+
+    def delete(self, location: str | InputFile | OutputFile) -> None:
+        self.inner.delete(location)
+
+    def delete_written(self, keep: set[str]) -> None:
+        for location in self.written:
+            if to_local_path(location) in keep:
+                continue
+            try:
+                self.inner.delete(location)
+            except (FileNotFoundError, OSError):
+                pass  # never created, or already gone
 
 
 def _schema_differs(table: Table, schema: pa.Schema) -> bool:

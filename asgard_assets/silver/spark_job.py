@@ -93,11 +93,24 @@ def local_session():
     return builder.getOrCreate()
 
 
+# as in contracts/sources.py (this job runs without the package's dependencies)
+LOADED_AT, LOADED_AT_ALIASES = "_asgard_loaded_at", ("_airbyte_extracted_at",)
+
+
+def _with_loaded_at(frame):
+    """Bronze written by Airbyte shows its load time under Asgard's name."""
+    if LOADED_AT in frame.columns:
+        return frame
+    alias = next((a for a in LOADED_AT_ALIASES if a in frame.columns), None)
+    return frame.withColumn(LOADED_AT, frame[alias]) if alias else frame
+
+
 def transform(spark, sql: str, sources: Mapping[str, object], window: list[str] | None, name: str):
     """The DataFrame of ``sql`` with each input bound to ``sources[input]`` (a DataFrame),
     filtered to the window."""
     condition = window_condition(window)
     for identifier, frame in sources.items():
+        frame = _with_loaded_at(frame)
         (frame.where(condition) if condition else frame).createOrReplaceTempView(
             view_name(identifier)
         )

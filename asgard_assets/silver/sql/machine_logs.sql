@@ -1,10 +1,10 @@
 -- silver.machine_logs: trimmed, upper-cased ids, lower-cased event types, one row per log id.
 WITH normalized AS (
     SELECT
-        UPPER(TRIM(log_id)) AS log_id,
-        UPPER(TRIM(machine_id)) AS machine_id,
-        COALESCE(NULLIF(UPPER(TRIM(operator_id)), ''), 'UNASSIGNED') AS operator_id,
-        LOWER(TRIM(event_type)) AS event_type,
+        UPPER(TRIM(CAST(log_id AS STRING))) AS log_id,
+        UPPER(TRIM(CAST(machine_id AS STRING))) AS machine_id,
+        COALESCE(NULLIF(UPPER(TRIM(CAST(operator_id AS STRING))), ''), 'UNASSIGNED') AS operator_id,
+        LOWER(TRIM(CAST(event_type AS STRING))) AS event_type,
         CAST(temperature_c AS DOUBLE) AS temperature_c,
         CAST(vibration_mm_s AS DOUBLE) AS vibration_mm_s,
         CAST(event_time AS TIMESTAMP_NTZ) AS event_time,

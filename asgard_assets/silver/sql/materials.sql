@@ -1,13 +1,13 @@
 -- silver.materials: trimmed ids and names, lower-cased categories and units, one row per material.
 WITH normalized AS (
     SELECT
-        UPPER(TRIM(material_id)) AS material_id,
-        TRIM(material_name) AS material_name,
-        LOWER(TRIM(category)) AS category,
-        LOWER(TRIM(unit)) AS unit,
+        UPPER(TRIM(CAST(material_id AS STRING))) AS material_id,
+        TRIM(CAST(material_name AS STRING)) AS material_name,
+        LOWER(TRIM(CAST(category AS STRING))) AS category,
+        LOWER(TRIM(CAST(unit AS STRING))) AS unit,
         CAST(quantity_on_hand AS INT) AS quantity_on_hand,
         CAST(unit_cost AS DOUBLE) AS unit_cost,
-        TRIM(supplier) AS supplier,
+        TRIM(CAST(supplier AS STRING)) AS supplier,
         CAST(updated_at AS TIMESTAMP_NTZ) AS updated_at,
         _asgard_loaded_at
     FROM bronze.materials

@@ -1,10 +1,10 @@
 -- silver.quality_checks: trimmed, upper-cased ids, lower-cased results, one row per check id.
 WITH normalized AS (
     SELECT
-        UPPER(TRIM(check_id)) AS check_id,
-        UPPER(TRIM(work_order_id)) AS work_order_id,
-        UPPER(TRIM(inspector_id)) AS inspector_id,
-        LOWER(TRIM(result)) AS result,
+        UPPER(TRIM(CAST(check_id AS STRING))) AS check_id,
+        UPPER(TRIM(CAST(work_order_id AS STRING))) AS work_order_id,
+        UPPER(TRIM(CAST(inspector_id AS STRING))) AS inspector_id,
+        LOWER(TRIM(CAST(result AS STRING))) AS result,
         CAST(defects_found AS INT) AS defects_found,
         CAST(check_time AS TIMESTAMP_NTZ) AS check_time,
         CAST(updated_at AS TIMESTAMP_NTZ) AS updated_at,

@@ -1,12 +1,13 @@
 -- silver.work_orders: the data contract's cleaning rules, in Spark SQL.
+-- Text columns are cast to STRING before TRIM: a source may hold integer ids.
 -- SparkOperator runs this text as-is; locally sqlglot transpiles it for DuckDB.
 WITH normalized AS (
     SELECT
-        UPPER(TRIM(work_order_id)) AS work_order_id,
-        UPPER(TRIM(product_id)) AS product_id,
-        UPPER(TRIM(machine_id)) AS machine_id,
-        NULLIF(UPPER(TRIM(operator_id)), '') AS operator_id,
-        LOWER(TRIM(status)) AS status,
+        UPPER(TRIM(CAST(work_order_id AS STRING))) AS work_order_id,
+        UPPER(TRIM(CAST(product_id AS STRING))) AS product_id,
+        UPPER(TRIM(CAST(machine_id AS STRING))) AS machine_id,
+        NULLIF(UPPER(TRIM(CAST(operator_id AS STRING))), '') AS operator_id,
+        LOWER(TRIM(CAST(status AS STRING))) AS status,
         quantity AS source_quantity,
         CAST(start_time AS TIMESTAMP_NTZ) AS start_time,
         CAST(end_time AS TIMESTAMP_NTZ) AS end_time,
@@ -37,7 +38,8 @@ SELECT
     end_time,
     CASE
         WHEN end_time IS NULL THEN NULL
-        ELSE TIMESTAMPDIFF(SECOND, start_time, end_time) / 3600.0
+        -- rule 5: exact to the microsecond (whole seconds were up to 1 s off)
+        ELSE CAST(TIMESTAMPDIFF(MICROSECOND, start_time, end_time) AS DOUBLE) / 3600000000.0
     END AS duration_hours,
     CASE
         WHEN source_quantity IS NULL OR source_quantity <= 0 THEN 'INVALID'
@@ -47,6 +49,6 @@ SELECT
     END AS quality_flag,
     updated_at,
     CAST(CURRENT_TIMESTAMP() AS TIMESTAMP_NTZ) AS processed_at,
-    'work_orders/v1' AS rules_version
+    'work_orders/v2' AS rules_version
 FROM latest
 WHERE version_rank = 1
