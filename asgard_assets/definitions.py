@@ -4,7 +4,7 @@ the active profile (ASGARD_PROFILE)."""
 import dagster as dg
 
 from .bronze.assets import bronze_assets
-from .checks import bronze_checks, silver_checks
+from .bronze.checks import bronze_checks
 from .deployments.assets import operator_efficiency_service
 from .features.assets import operator_efficiency
 from .features.checks import feature_drift
@@ -26,7 +26,7 @@ defs = dg.Definitions(
         operator_efficiency_predictor,
         operator_efficiency_service,
     ],
-    asset_checks=[*bronze_checks, *silver_checks, quality_gate, feature_drift, *freshness_checks],
+    asset_checks=[*bronze_checks, quality_gate, feature_drift, *freshness_checks],
     jobs=jobs,
     schedules=schedules,
     sensors=[*sensors, freshness_sensor],

@@ -7,6 +7,7 @@ from ..metadata import code_version, table_metadata
 from ..partitions import is_partitioned, partitions_of, window_of
 from ..resources.ingestion import Ingestion
 from ..resources.lakehouse import Lakehouse
+from .checks import bronze_audit, bronze_check_specs
 
 
 class BronzeConfig(dg.Config):
@@ -17,7 +18,8 @@ class BronzeConfig(dg.Config):
 
 def _description(table: str) -> str:
     how = (
-        "daily partitions; a run replaces its days with the source's rows in them"
+        "daily partitions; a run replaces its days, the rows outside every partition and "
+        "the rows of the same keys elsewhere with the source's rows"
         if is_partitioned(table)
         else "`updated_at` incremental; `full_refresh: true` reloads it"
     )
@@ -34,6 +36,7 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         kinds={"iceberg", "python"},
         description=_description(table),
         code_version=code_version("resources/ingestion.py"),
+        check_specs=bronze_check_specs(table),
         **partitions_of(table),
     )
     def _bronze(
@@ -43,7 +46,13 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         lakehouse: Lakehouse,
     ) -> dg.MaterializeResult:
         window = window_of(context, table)
-        result = ingestion.ingest(table, lakehouse, full_refresh=config.full_refresh, window=window)
+        result = ingestion.ingest(
+            table,
+            lakehouse,
+            full_refresh=config.full_refresh,
+            window=window,
+            audit=bronze_audit(table, window),
+        )
         context.log.info(
             f"{result.mode}: {result.write.rows_written} rows from {result.source} "
             f"into bronze.{table} (snapshot {result.write.snapshot_id})"
@@ -54,7 +63,8 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
                 "load_mode": result.mode,
                 "cursor_from": str(result.cursor_from),
                 "source": result.source,
-            }
+            },
+            check_results=list(result.write.checks),
         )
 
     return _bronze

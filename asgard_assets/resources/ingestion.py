@@ -8,6 +8,7 @@ already in bronze, read from the table itself, so state and data cannot disagree
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -17,14 +18,15 @@ from datetime import UTC, datetime
 import adbc_driver_postgresql.dbapi as adbc_postgres
 import connectorx as cx
 import dagster as dg
+import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 
 from .. import demo_data
-from ..contracts.sources import qualified_name
+from ..contracts.sources import SOURCES, STRING, qualified_name
 from ..partitions import PARTITION_COLUMNS, Window
-from ..settings import demo_source_path
-from .lakehouse import Lakehouse, WriteResult
+from ..settings import asgard_home, demo_source_path
+from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult
 
 CURSOR_COLUMN = "updated_at"
 LOADED_AT = "_asgard_loaded_at"
@@ -110,9 +112,12 @@ class Ingestion(dg.ConfigurableResource, ABC):
         *,
         full_refresh: bool = False,
         window: Window | None = None,
+        audit: Audit | None = None,
     ) -> IngestResult:
         """Without a window: rows past the bronze cursor (all of them on ``full_refresh``).
-        With one: every source row in the window replaces bronze's rows in it."""
+        With one: the source's rows in the window, and every row of their keys, replace
+        bronze's rows in the window and of those keys. ``audit`` judges the staged table
+        before it is published."""
 
 
 class EmbeddedIngestion(Ingestion):
@@ -190,11 +195,18 @@ class EmbeddedIngestion(Ingestion):
         self, table: str, since: datetime | None = None, window: Window | None = None
     ) -> pa.RecordBatchReader:
         """Stream a source table as Arrow record batches: rows updated after ``since``, or
-        the rows in ``window`` (in time order, so bronze's files cover short time spans and
-        a later one-day overwrite rewrites few of them)."""
-        query = f"SELECT * FROM {self._qualified(table)}"
+        the rows in ``window`` and every row of their keys (in time order, so bronze's files
+        cover short time spans and a later one-day overwrite rewrites few of them)."""
+        name = self._qualified(table)
+        query = f"SELECT * FROM {name}"
         if window is not None:
-            query += f" WHERE {window.sql()} ORDER BY {window.column}"
+            key = SOURCES[table].key
+            # blank keys are not keys: their rows go by their day only
+            real = f" AND TRIM({key}) <> ''" if SOURCES[table].column(key).type == STRING else ""
+            query += (
+                f" WHERE {window.sql()} OR {key} IN (SELECT {key} FROM {name} "
+                f"WHERE {window.sql()}{real}) ORDER BY {window.column}"
+            )
         elif since is not None:
             query += f" WHERE {CURSOR_COLUMN} > '{since:%Y-%m-%d %H:%M:%S.%f}'"
         url = self.url()
@@ -211,13 +223,14 @@ class EmbeddedIngestion(Ingestion):
         *,
         full_refresh: bool = False,
         window: Window | None = None,
+        audit: Audit | None = None,
     ) -> IngestResult:
         identifier = f"bronze.{table}"
         load_id = uuid.uuid4().hex
         props = {"asgard.load-id": load_id}
         if window is not None:
-            reader, cursor, mode = self.read(table, window=window), None, "partition_overwrite"
-            write = {"mode": "overwrite", "window": window}
+            result = self._ingest_window(table, lakehouse, window, load_id, props, audit)
+            return IngestResult(result, "partition_overwrite", None, redact(self.url()))
         else:
             cursor = None if full_refresh else bronze_cursor(lakehouse, identifier)
             reader = self.read(table, since=cursor)
@@ -228,9 +241,76 @@ class EmbeddedIngestion(Ingestion):
             identifier,
             _with_load_columns(reader, load_id, datetime.now(UTC)),
             properties=props,
+            audit=audit,
             **write,
         )
         return IngestResult(result, mode, cursor, redact(self.url()))
+
+    def _ingest_window(
+        self,
+        table: str,
+        lakehouse: Lakehouse,
+        window: Window,
+        load_id: str,
+        props: dict[str, str],
+        audit: Audit | None,
+    ) -> WriteResult:
+        """The window's source rows, and every row of their keys, replace bronze's rows in
+        the window and of those keys (a row whose day changed leaves its old day)."""
+        identifier, key = f"bronze.{table}", SOURCES[table].key
+        with tempfile.TemporaryDirectory(dir=_spool_dir()) as spool:
+            reader = _spooled(self.read(table, window=window), spool)
+            moved = _keys_elsewhere(lakehouse, identifier, key, window, spool)
+            return lakehouse.write(
+                identifier,
+                _with_load_columns(reader, load_id, datetime.now(UTC)),
+                mode="overwrite",
+                window=window,
+                replace=KeyReplace(key, moved),
+                properties=props,
+                audit=audit,
+            )
+
+
+SPOOL = "rows.arrow"
+
+
+def _spool_dir():
+    path = asgard_home() / "tmp" / "spool"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _spooled(reader: pa.RecordBatchReader, folder: str) -> pa.RecordBatchReader:
+    """The window's source rows, written once to an Arrow file on local disk and read back
+    memory-mapped: their keys decide which bronze rows the write replaces, before the
+    rows themselves are written (one source read; memory stays one batch)."""
+    path = f"{folder}/{SPOOL}"
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as out:
+        for batch in reader:
+            out.write_batch(batch)
+    spooled = pa.ipc.open_file(pa.memory_map(path))
+    return pa.RecordBatchReader.from_batches(
+        spooled.schema, (spooled.get_batch(i) for i in range(spooled.num_record_batches))
+    )
+
+
+def _keys_elsewhere(
+    lakehouse: Lakehouse, identifier: str, key: str, window: Window, folder: str
+) -> list:
+    """Keys of the spooled rows that bronze holds outside the window (rows that moved)."""
+    spooled = pa.ipc.open_file(pa.memory_map(f"{folder}/{SPOOL}"))
+    keys = pa.RecordBatchReader.from_batches(
+        pa.schema([spooled.schema.field(key)]),
+        (spooled.get_batch(i).select([key]) for i in range(spooled.num_record_batches)),
+    )
+    con = duckdb.connect()
+    try:
+        con.register("_incoming", keys)
+        con.execute(f"CREATE TEMP TABLE _keys AS SELECT DISTINCT {key} FROM _incoming")
+        return lakehouse.keys_outside(con, identifier, key, window, "_keys")
+    finally:
+        con.close()
 
 
 def bronze_cursor(lakehouse: Lakehouse, identifier: str) -> datetime | None:
@@ -264,6 +344,7 @@ class AirbyteIngestion(Ingestion):
         *,
         full_refresh: bool = False,
         window: Window | None = None,
+        audit: Audit | None = None,
     ) -> IngestResult:
         raise dg.Failure(
             "AirbyteIngestion is configured for the k8s profile but not yet implemented; "

@@ -8,8 +8,8 @@ a REST/Nessie catalog over S3. Both share every method but ``catalog_properties`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -20,8 +20,9 @@ import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression
-from pyiceberg.table import Table
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In
+from pyiceberg.io import FileIO
+from pyiceberg.table import DataScan, Table, Transaction
 
 from ..partitions import Window
 from ..settings import asgard_home
@@ -33,6 +34,8 @@ ALL_ROWS = AlwaysTrue()
 # segment of SEGMENT_BYTES at a time. Together they bound the memory of a write.
 TABLE_PROPERTIES = {"write.target-file-size-bytes": str(32 * 1024 * 1024)}
 SEGMENT_BYTES = 256 * 1024 * 1024
+# keys per Iceberg delete filter when a write replaces rows by key
+KEY_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,44 @@ class WriteResult:
     snapshot_id: int | None
     rows_written: int
     total_rows: int
+    checks: tuple[dg.AssetCheckResult, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A table as a write would publish it: the transaction's state before its commit."""
+
+    identifier: str
+    txn: Transaction
+    io: FileIO
+
+    def rows(self, *columns: str) -> pa.RecordBatchReader:
+        """A stream of the staged rows (only ``columns``, when given)."""
+        scan = DataScan(
+            table_metadata=self.txn.table_metadata,
+            io=self.io,
+            selected_fields=columns or ("*",),
+        )
+        return scan.to_arrow_batch_reader()
+
+
+# judges staged data: the checks' results; a failed ERROR result keeps the write unpublished
+Audit = Callable[[Staged], list[dg.AssetCheckResult]]
+
+
+@dataclass(frozen=True)
+class KeyReplace:
+    """Rows outside a write's window that it replaces too: those whose ``column`` is among
+    ``keys`` (keys that moved into the window, or are written again from elsewhere)."""
+
+    column: str
+    keys: Sequence
+
+    def filters(self) -> list[BooleanExpression]:
+        return [
+            In(self.column, list(self.keys[i : i + KEY_CHUNK]))
+            for i in range(0, len(self.keys), KEY_CHUNK)
+        ]
 
 
 def to_local_path(uri: str) -> str:
@@ -163,14 +204,20 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         *,
         mode: str = "overwrite",
         window: Window | None = None,
+        replace: KeyReplace | None = None,
         properties: dict[str, str] | None = None,
+        audit: Audit | None = None,
     ) -> WriteResult:
         """Write a stream of batches in one Iceberg transaction: all of it lands, or nothing.
 
         ``overwrite`` replaces all rows, or with ``window`` only the rows in it (recorded in
-        the snapshot as ``asgard.window``); ``append`` adds. pyiceberg streams the reader, so memory stays bounded by
-        ``TABLE_PROPERTIES``; the schema is created on first write and evolved by name when
-        new columns appear.
+        the snapshot as ``asgard.window``) and the rows of the keys in ``replace``; ``append``
+        adds. pyiceberg streams the reader, so memory stays bounded by ``TABLE_PROPERTIES``;
+        the schema is created on first write and evolved by name when new columns appear.
+
+        Write-audit-publish: ``audit`` judges the staged table before the commit; if one of
+        its ERROR checks fails, nothing is committed (the table stays at its snapshot) and the
+        write fails naming the checks and what they found.
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
@@ -184,7 +231,8 @@ class Lakehouse(dg.ConfigurableResource, ABC):
             props["asgard.window"] = str(window)
         overwrite_filter = window_filter(window)
         if mode == "append" and segments.exhausted:  # nothing new: no empty snapshot
-            return self.describe(identifier, 0)
+            checks = audit(Staged(identifier, table.transaction(), table.io)) if audit else []
+            return WriteResult(*astuple(self.describe(identifier, 0))[:4], tuple(checks))
         txn = table.transaction()
         if _schema_differs(table, batches.schema):
             try:
@@ -194,13 +242,38 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                 raise dg.Failure(
                     f"schema of {identifier} cannot evolve to the new data: {e}"
                 ) from e
+        if replace is not None and table.current_snapshot() is not None:
+            for key_filter in replace.filters():
+                txn.delete(key_filter, snapshot_properties=props)
         for i, segment in enumerate(segments):
             if i == 0 and mode == "overwrite":
                 txn.overwrite(segment, overwrite_filter=overwrite_filter, snapshot_properties=props)
             else:
                 txn.append(segment, snapshot_properties=props)
+        checks = audit(Staged(identifier, txn, table.io)) if audit else []
+        _publish_or_fail(identifier, table, checks)
         txn.commit_transaction()
-        return self.describe(identifier, segments.rows)
+        return WriteResult(*astuple(self.describe(identifier, segments.rows))[:4], tuple(checks))
+
+    def keys_outside(
+        self, con: duckdb.DuckDBPyConnection, identifier: str, key: str, window: Window, keys: str
+    ) -> list:
+        """The keys among DuckDB relation ``keys`` (a column named ``key``) that
+        ``identifier`` holds outside ``window``: rows that a write of the window must replace
+        too, so that a key whose partition column changed is there once. Computed in DuckDB,
+        so only these (few) keys become Iceberg filter literals. Blank keys are not keys:
+        their rows go by their day only."""
+        if not self.exists(identifier) or self.snapshot_id(identifier) is None:
+            return []
+        self.attach(con, [identifier])
+        return [
+            k
+            for (k,) in con.execute(
+                f"SELECT DISTINCT {key} FROM {identifier} WHERE NOT {window.sql()} "
+                f"AND {key} IN (SELECT {key} FROM {keys}) "
+                f"AND trim(CAST({key} AS VARCHAR)) <> '' ORDER BY 1"
+            ).fetchall()
+        ]
 
     def describe(self, identifier: str, written: int = 0) -> WriteResult:
         """The table as it is now: current snapshot id and row count."""
@@ -215,6 +288,20 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         body = {"catalog": {CATALOG_NAME: self.catalog_properties()}}
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return path
+
+
+def _publish_or_fail(identifier: str, table: Table, checks: list[dg.AssetCheckResult]) -> None:
+    """Raise, naming each failed ERROR check and what it found, unless all of them passed."""
+    failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+    if not failed:
+        return
+    snap = table.current_snapshot()
+    found = "; ".join(f"{c.check_name}: {c.description}" for c in failed)
+    raise dg.Failure(
+        f"{identifier} not published, blocking check failed ({found}); the table stays at "
+        f"snapshot {snap.snapshot_id if snap else None}",
+        metadata={c.check_name: c.description for c in failed},
+    )
 
 
 def window_filter(window: Window | None) -> BooleanExpression:
