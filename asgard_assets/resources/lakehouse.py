@@ -7,9 +7,10 @@ a REST/Nessie catalog over S3. Both share every method but ``catalog_properties`
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -232,7 +233,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         overwrite_filter = window_filter(window)
         if mode == "append" and segments.exhausted:  # nothing new: no empty snapshot
             checks = audit(Staged(identifier, table.transaction(), table.io)) if audit else []
-            return WriteResult(*astuple(self.describe(identifier, 0))[:4], tuple(checks))
+            return dataclasses.replace(self.describe(identifier, 0), checks=tuple(checks))
         txn = table.transaction()
         if _schema_differs(table, batches.schema):
             try:
@@ -253,7 +254,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         checks = audit(Staged(identifier, txn, table.io)) if audit else []
         _publish_or_fail(identifier, table, checks)
         txn.commit_transaction()
-        return WriteResult(*astuple(self.describe(identifier, segments.rows))[:4], tuple(checks))
+        return dataclasses.replace(self.describe(identifier, segments.rows), checks=tuple(checks))
 
     def keys_outside(
         self, con: duckdb.DuckDBPyConnection, identifier: str, key: str, window: Window, keys: str
