@@ -4,8 +4,8 @@ the active profile (ASGARD_PROFILE)."""
 import dagster as dg
 
 from .bronze.assets import bronze_assets
+from .bronze.checks import bronze_checks
 from .bronze.contract_checks import bronze_contract_checks
-from .checks import bronze_checks, silver_checks
 from .deployments.assets import operator_efficiency_service
 from .features.assets import operator_efficiency
 from .features.checks import feature_drift
@@ -32,7 +32,6 @@ defs = dg.Definitions(
     asset_checks=[
         *bronze_checks,
         *bronze_contract_checks,
-        *silver_checks,
         quality_gate,
         feature_drift,
         *freshness_checks,

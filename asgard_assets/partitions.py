@@ -1,9 +1,12 @@
 """Daily partitions: work orders by ``start_time``, machine logs by ``event_time``.
 
 A partition is a UTC day of the source's own timestamp (source timestamps are naive and
-read as UTC). Bronze and silver write a partition by replacing exactly the rows of its
-window in one Iceberg commit, so re-running a day never duplicates rows. A range of days
-runs as one run and one commit (``BackfillPolicy.single_run``).
+read as UTC). A run's window is its days plus the *remainder*: rows outside every daily
+partition (NULL, before the first day, from the end of the last one on), which every run
+replaces too, so no row is lost to partitioning. Bronze and silver replace the window's rows,
+and the rows of the same keys elsewhere, in one Iceberg commit (see docs/partitions.md), so a
+key is there once whatever days a run covers. A range of days runs as one run and one commit
+(``BackfillPolicy.single_run``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
-from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
+from pyiceberg.expressions import (
+    And,
+    BooleanExpression,
+    GreaterThanOrEqual,
+    IsNull,
+    LessThan,
+    Or,
+)
 
 from .contracts.sources import PARTITIONED_TABLES, SOURCES
 from .settings import partition_start
@@ -32,22 +42,45 @@ def _naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
+FMT = "%Y-%m-%d %H:%M:%S"
+
+
 @dataclass(frozen=True)
 class Window:
-    """Rows whose ``column`` lies in [start, end), in the source, in DuckDB and in Iceberg."""
+    """A run's rows, in the source, in DuckDB and in Iceberg: those whose ``column`` lies in
+    [start, end) (the run's days), plus the remainder outside [first, last) (the span of all
+    daily partitions) or NULL."""
 
     column: str
     start: datetime
     end: datetime
+    first: datetime
+    last: datetime
+
+    def days_sql(self) -> str:
+        c = self.column
+        return f"({c} >= '{self.start:{FMT}}' AND {c} < '{self.end:{FMT}}')"
+
+    def outside_sql(self) -> str:
+        """Rows outside every partition. In SQLite a timestamp is text, and text that is not
+        a date sorts after the digits, so it falls here too."""
+        c = self.column
+        return f"({c} IS NULL OR {c} < '{self.first:{FMT}}' OR {c} >= '{self.last:{FMT}}')"
 
     def sql(self) -> str:
-        fmt = "%Y-%m-%d %H:%M:%S"
-        return f"{self.column} >= '{self.start:{fmt}}' AND {self.column} < '{self.end:{fmt}}'"
+        return f"({self.days_sql()} OR {self.outside_sql()})"
 
     def iceberg_filter(self) -> BooleanExpression:
-        return And(
-            GreaterThanOrEqual(self.column, self.start.isoformat()),
-            LessThan(self.column, self.end.isoformat()),
+        c = self.column
+        return Or(
+            And(GreaterThanOrEqual(c, self.start.isoformat()), LessThan(c, self.end.isoformat())),
+            Or(
+                IsNull(c),
+                Or(
+                    LessThan(c, self.first.isoformat()),
+                    GreaterThanOrEqual(c, self.last.isoformat()),
+                ),
+            ),
         )
 
     def __str__(self) -> str:
@@ -69,8 +102,19 @@ def window_of(context: dg.AssetExecutionContext, table: str) -> Window | None:
     """The run's days (one partition or a range) as a row window; None when unpartitioned."""
     if not is_partitioned(table):
         return None
-    tw = context.partition_time_window
-    return Window(PARTITION_COLUMNS[table], _naive_utc(tw.start), _naive_utc(tw.end))
+    return window_for(table, context.partition_time_window)
+
+
+def window_for(table: str, days: dg.TimeWindow) -> Window:
+    """The window of ``days`` of ``table``, with the remainder outside every partition."""
+    first, last = daily.get_first_partition_window(), daily.get_last_partition_window()
+    return Window(
+        PARTITION_COLUMNS[table],
+        _naive_utc(days.start),
+        _naive_utc(days.end),
+        _naive_utc(first.start),
+        _naive_utc(last.end),
+    )
 
 
 def range_tags(days: list[str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from asgard_assets import demo_data
 from asgard_assets.bronze.assets import bronze_assets
-from asgard_assets.checks import bronze_checks, silver_checks
+from asgard_assets.bronze.checks import bronze_checks
 from asgard_assets.partitions import range_tags
 from asgard_assets.resources import resources_for
 from asgard_assets.silver.assets import silver_assets
@@ -26,7 +26,7 @@ from asgard_assets.silver.assets import silver_assets
 # constructor recursion depth mismatch" (seen running test_ingestion + test_orchestration).
 
 ROOT = Path(__file__).resolve().parents[1]
-FOUNDATION = [*bronze_assets, *silver_assets, *bronze_checks, *silver_checks]
+FOUNDATION = [*bronze_assets, *silver_assets, *bronze_checks]
 
 
 def journey_assets() -> list:

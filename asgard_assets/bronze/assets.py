@@ -8,6 +8,7 @@ from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
 from ..partitions import is_partitioned, partitions_of, window_of
 from ..resources.ingestion import Ingestion
 from ..resources.lakehouse import Lakehouse
+from .checks import bronze_audit, bronze_check_specs
 
 
 class BronzeConfig(dg.Config):
@@ -18,7 +19,8 @@ class BronzeConfig(dg.Config):
 
 def _description(table: str) -> str:
     how = (
-        "daily partitions; a run replaces its days with the source's rows in them"
+        "daily partitions; a run replaces its days, the rows outside every partition and "
+        "the rows of the same keys elsewhere with the source's rows"
         if is_partitioned(table)
         else "`updated_at` incremental; `full_refresh: true` reloads it"
     )
@@ -36,6 +38,7 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         description=_description(table),
         code_version=code_version("resources/ingestion.py"),
         retry_policy=EXTERNAL_SYSTEM_RETRY,
+        check_specs=bronze_check_specs(table),
         **partitions_of(table),
     )
     def _bronze(
@@ -45,7 +48,13 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         lakehouse: Lakehouse,
     ) -> dg.MaterializeResult:
         window = window_of(context, table)
-        result = ingestion.ingest(table, lakehouse, full_refresh=config.full_refresh, window=window)
+        result = ingestion.ingest(
+            table,
+            lakehouse,
+            full_refresh=config.full_refresh,
+            window=window,
+            audit=bronze_audit(table, window),
+        )
         context.log.info(
             f"{result.mode}: {result.write.rows_written} rows from {result.source} "
             f"into bronze.{table} (snapshot {result.write.snapshot_id})"
@@ -58,7 +67,8 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
                 "source": result.source,
                 "quarantined": result.quarantined,
                 "commit_attempts": result.attempts,
-            }
+            },
+            check_results=list(result.write.checks),
         )
 
     return _bronze

@@ -14,7 +14,7 @@ import dagster as dg
 
 from ..contracts.sources import SOURCE_TABLES
 from ..models.training import MODEL_NAME
-from ..partitions import days_in, is_partitioned, range_tags
+from ..partitions import daily, days_in, is_partitioned, range_tags
 from ..resources.deployer import Deployer
 from ..resources.ingestion import Ingestion, bronze_cursor
 from ..resources.lakehouse import Lakehouse
@@ -52,7 +52,10 @@ def new_source_rows(
             if days:
                 requests.append(_request([table], f"{key}:all", tags=range_tags(days)))
         else:
-            for day in days_in(ingestion.days(table, updated_after=loaded)):
+            days = days_in(ingestion.days(table, updated_after=loaded))
+            # rows outside every partition (not started yet, far dates) have no day: the
+            # latest day's run replaces them too
+            for day in days or [daily.get_last_partition_key()]:
                 by_day.setdefault(day, {})[table] = source.isoformat()
                 context.log.info(f"{table}: rows changed on {day}")
     if unpartitioned:

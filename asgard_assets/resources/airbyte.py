@@ -13,6 +13,7 @@ destination namespace ``bronze``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,7 @@ from pydantic import Field, PrivateAttr
 
 from ..partitions import Window
 from .ingestion import EmbeddedIngestion, Ingestion, IngestResult
-from .lakehouse import Lakehouse
+from .lakehouse import Audit, Lakehouse, audit_published
 
 MODE = "airbyte_sync"
 # AirbyteWorkspace settings for Asgard: an unreachable Airbyte fails the step after 3 tries
@@ -133,6 +134,7 @@ class AirbyteIngestion(Ingestion):
         *,
         full_refresh: bool = False,
         window: Window | None = None,
+        audit: Audit | None = None,
     ) -> IngestResult:
         if full_refresh:
             raise dg.Failure(
@@ -161,7 +163,11 @@ class AirbyteIngestion(Ingestion):
             sync.rows.get(stream, 0) if window is None else _rows_in(lakehouse, identifier, window)
         )
         source = f"{self.where()} job {sync.job_id}"
-        return IngestResult(lakehouse.describe(identifier, rows), MODE, None, source)
+        # Airbyte committed already: its snapshot is judged after the fact (no rollback: the
+        # sync wrote every stream at once)
+        checks = audit_published(lakehouse, identifier, None, audit)
+        written = dataclasses.replace(lakehouse.describe(identifier, rows), checks=tuple(checks))
+        return IngestResult(written, MODE, None, source)
 
 
 def _job_info(client: AirbyteClient, job_id: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ cursor came from (a concurrent load of the same table makes it read again).
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -33,14 +34,16 @@ from ..contracts.sources import (
     DOUBLE,
     INTEGER,
     LOADED_AT,
+    SOURCES,
+    STRING,
     TIMESTAMP,
     contract_violations,
     physical_type,
     qualified_name,
 )
 from ..partitions import PARTITION_COLUMNS, Window
-from ..settings import demo_source_path
-from .lakehouse import Lakehouse, WriteResult
+from ..settings import asgard_home, demo_source_path
+from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult
 
 CURSOR_COLUMN = "updated_at"
 LOAD_ID = "_asgard_load_id"
@@ -178,9 +181,12 @@ class Ingestion(dg.ConfigurableResource, ABC):
         *,
         full_refresh: bool = False,
         window: Window | None = None,
+        audit: Audit | None = None,
     ) -> IngestResult:
         """Without a window: rows past the bronze cursor (all of them on ``full_refresh``).
-        With one: every source row in the window replaces bronze's rows in it."""
+        With one: the source's rows in the window, and every row of their keys, replace
+        bronze's rows in the window and of those keys. ``audit`` judges the staged table
+        before it is published."""
 
 
 class EmbeddedIngestion(Ingestion):
@@ -279,13 +285,14 @@ class EmbeddedIngestion(Ingestion):
         self, table: str, since: datetime | None = None, window: Window | None = None
     ) -> pa.RecordBatchReader:
         """Stream a source table as Arrow record batches: rows updated at or after ``since``,
-        or the rows in ``window`` (in time order, so bronze's files cover short time spans
+        or the rows in ``window`` and every row of their keys (in time order, so bronze's files cover short time spans
         and a later one-day overwrite rewrites few of them). Rows whose values do not fit
         their column's type are left out (see ``misfits``)."""
         with self._connect() as conn:
             where = self._qualified(table, conn)
             columns = self._columns(table, conn)
-        query = f"SELECT * FROM {where} WHERE {self._scope(columns, since, window)}"
+        scope = self._scope(columns, since, self._window_clause(table, where, window))
+        query = f"SELECT * FROM {where} WHERE {scope}"
         if window is not None:
             query += f" ORDER BY {window.column}"
         url = self.url()
@@ -299,14 +306,14 @@ class EmbeddedIngestion(Ingestion):
         self,
         columns: dict[str, sa.types.TypeEngine],
         since: datetime | None,
-        window: Window | None,
+        window_clause: str | None,
         fitting: bool = True,
     ) -> str:
         """The WHERE clause of a read: the window or cursor, and (SQLite) the rows whose
         values fit their types, or with ``fitting=False`` the rows that do not."""
         where = ["1 = 1"]
-        if window is not None:
-            where.append(window.sql())
+        if window_clause is not None:
+            where.append(window_clause)
         elif since is not None:
             where.append(f"{CURSOR_COLUMN} >= '{since:{TS_FORMAT}}'")
         fits = self._fits(columns)
@@ -315,6 +322,15 @@ class EmbeddedIngestion(Ingestion):
         elif not fitting:
             where.append("1 = 0")
         return " AND ".join(where)
+
+    def _window_clause(self, table: str, name: str, window: Window | None) -> str | None:
+        """The rows in ``window`` and every row of their keys (a row whose day changed is
+        replaced where it was); blank keys are not keys: their rows go by their day only."""
+        if window is None:
+            return None
+        key = SOURCES[table].key
+        real = f" AND TRIM({key}) <> ''" if SOURCES[table].column(key).type == STRING else ""
+        return f"({window.sql()} OR {key} IN (SELECT {key} FROM {name} WHERE {window.sql()}{real}))"
 
     def _fits(self, columns: dict[str, sa.types.TypeEngine]) -> str | None:
         """SQLite only: the predicate of rows whose values all fit their declared types
@@ -336,7 +352,9 @@ class EmbeddedIngestion(Ingestion):
             if self._fits(columns) is None:
                 return _misfit_table(list(columns), [])
             flags = ", ".join(f"CASE WHEN {f} THEN 0 ELSE 1 END" for f in fits.values())
-            scope = self._scope(columns, since, window, fitting=False)
+            scope = self._scope(
+                columns, since, self._window_clause(table, where, window), fitting=False
+            )
             rows = conn.execute(sa.text(f"SELECT *, {flags} FROM {where} WHERE {scope}")).all()
         names = list(columns)
         found = []
@@ -353,11 +371,12 @@ class EmbeddedIngestion(Ingestion):
         *,
         full_refresh: bool = False,
         window: Window | None = None,
+        audit: Audit | None = None,
     ) -> IngestResult:
         last: CommitFailedException | None = None
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                result = self._ingest_once(table, lakehouse, full_refresh, window)
+                result = self._ingest_once(table, lakehouse, full_refresh, window, audit)
             except CommitFailedException as e:
                 last = e  # another load of this table committed first: read again
                 continue
@@ -368,7 +387,12 @@ class EmbeddedIngestion(Ingestion):
         )
 
     def _ingest_once(
-        self, table: str, lakehouse: Lakehouse, full_refresh: bool, window: Window | None
+        self,
+        table: str,
+        lakehouse: Lakehouse,
+        full_refresh: bool,
+        window: Window | None,
+        audit: Audit | None,
     ) -> IngestResult:
         identifier = f"bronze.{table}"
         load_id = uuid.uuid4().hex
@@ -377,9 +401,8 @@ class EmbeddedIngestion(Ingestion):
         base = lakehouse.snapshot_id(identifier) if lakehouse.exists(identifier) else None
         props = {"asgard.load-id": load_id}
         cursor = None
-        if window is not None:
-            mode, write = "partition_overwrite", {"mode": "overwrite", "window": window}
-        else:
+        mode = "partition_overwrite"
+        if window is None:
             cursor = None if full_refresh else bronze_cursor(lakehouse, identifier)
             mode = "full_refresh" if cursor is None else "incremental"
             write = {"mode": "overwrite" if cursor is None else "append"}
@@ -397,7 +420,10 @@ class EmbeddedIngestion(Ingestion):
                 mode="append",
                 properties={"asgard.load-id": load_id},
             )
-        reader = self.read(table, since=cursor, window=window)
+        if window is not None:
+            result = self._ingest_window(table, lakehouse, window, load_id, props, audit, base)
+            return IngestResult(result, mode, None, redact(self.url()), misfits.num_rows)
+        reader = self.read(table, since=cursor)
         if cursor is not None:
             reader = _not_yet_loaded(reader, lakehouse, identifier, cursor)
         result = lakehouse.write(
@@ -405,9 +431,37 @@ class EmbeddedIngestion(Ingestion):
             _with_load_columns(reader, load_id, loaded_at),
             properties=props,
             base_snapshot_id=base,
+            audit=audit,
             **write,
         )
         return IngestResult(result, mode, cursor, redact(self.url()), misfits.num_rows)
+
+    def _ingest_window(
+        self,
+        table: str,
+        lakehouse: Lakehouse,
+        window: Window,
+        load_id: str,
+        props: dict[str, str],
+        audit: Audit | None,
+        base: int | None,
+    ) -> WriteResult:
+        """The window's source rows, and every row of their keys, replace bronze's rows in
+        the window and of those keys (a row whose day changed leaves its old day)."""
+        identifier, key = f"bronze.{table}", SOURCES[table].key
+        with tempfile.TemporaryDirectory(dir=_spool_dir()) as spool:
+            reader = _spooled(self.read(table, window=window), spool)
+            moved = _keys_elsewhere(lakehouse, identifier, key, window, spool)
+            return lakehouse.write(
+                identifier,
+                _with_load_columns(reader, load_id, datetime.now(UTC)),
+                mode="overwrite",
+                window=window,
+                replace=KeyReplace(key, moved),
+                properties=props,
+                audit=audit,
+                base_snapshot_id=base,
+            )
 
 
 def _misfit_table(names: list[str], rows: list[list[str | None]]) -> pa.Table:
@@ -415,6 +469,47 @@ def _misfit_table(names: list[str], rows: list[list[str | None]]) -> pa.Table:
     return pa.table(
         {n: pa.array(list(v), pa.string()) for n, v in zip([*names, REASON], columns, strict=True)}
     )
+
+
+SPOOL = "rows.arrow"
+
+
+def _spool_dir():
+    path = asgard_home() / "tmp" / "spool"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _spooled(reader: pa.RecordBatchReader, folder: str) -> pa.RecordBatchReader:
+    """The window's source rows, written once to an Arrow file on local disk and read back
+    memory-mapped: their keys decide which bronze rows the write replaces, before the
+    rows themselves are written (one source read; memory stays one batch)."""
+    path = f"{folder}/{SPOOL}"
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as out:
+        for batch in reader:
+            out.write_batch(batch)
+    spooled = pa.ipc.open_file(pa.memory_map(path))
+    return pa.RecordBatchReader.from_batches(
+        spooled.schema, (spooled.get_batch(i) for i in range(spooled.num_record_batches))
+    )
+
+
+def _keys_elsewhere(
+    lakehouse: Lakehouse, identifier: str, key: str, window: Window, folder: str
+) -> list:
+    """Keys of the spooled rows that bronze holds outside the window (rows that moved)."""
+    spooled = pa.ipc.open_file(pa.memory_map(f"{folder}/{SPOOL}"))
+    keys = pa.RecordBatchReader.from_batches(
+        pa.schema([spooled.schema.field(key)]),
+        (spooled.get_batch(i).select([key]) for i in range(spooled.num_record_batches)),
+    )
+    con = duckdb.connect()
+    try:
+        con.register("_incoming", keys)
+        con.execute(f"CREATE TEMP TABLE _keys AS SELECT DISTINCT {key} FROM _incoming")
+        return lakehouse.keys_outside(con, identifier, key, window, "_keys")
+    finally:
+        con.close()
 
 
 def bronze_cursor(lakehouse: Lakehouse, identifier: str) -> datetime | None:

@@ -9,11 +9,12 @@ needs an extension to reach object storage.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -27,10 +28,10 @@ import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In
 from pyiceberg.io import FileIO, InputFile, OutputFile
 from pyiceberg.io.pyarrow import PyArrowFileIO
-from pyiceberg.table import Table, TableProperties
+from pyiceberg.table import DataScan, Table, TableProperties, Transaction
 
 from ..contracts.sources import LOADED_AT, LOADED_AT_ALIASES
 from ..partitions import Window
@@ -44,6 +45,8 @@ ALL_ROWS = AlwaysTrue()
 TABLE_PROPERTIES = {"write.target-file-size-bytes": str(32 * 1024 * 1024)}
 SEGMENT_BYTES = 256 * 1024 * 1024
 SECRET_PROPERTIES = ("s3.access-key-id", "s3.secret-access-key", "token")
+# keys per Iceberg delete filter when a write replaces rows by key
+KEY_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,44 @@ class WriteResult:
     snapshot_id: int | None
     rows_written: int
     total_rows: int
+    checks: tuple[dg.AssetCheckResult, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A table as a write would publish it: the transaction's state before its commit."""
+
+    identifier: str
+    txn: Transaction
+    io: FileIO
+
+    def rows(self, *columns: str) -> pa.RecordBatchReader:
+        """A stream of the staged rows (only ``columns``, when given)."""
+        scan = DataScan(
+            table_metadata=self.txn.table_metadata,
+            io=self.io,
+            selected_fields=columns or ("*",),
+        )
+        return scan.to_arrow_batch_reader()
+
+
+# judges staged data: the checks' results; a failed ERROR result keeps the write unpublished
+Audit = Callable[[Staged], list[dg.AssetCheckResult]]
+
+
+@dataclass(frozen=True)
+class KeyReplace:
+    """Rows outside a write's window that it replaces too: those whose ``column`` is among
+    ``keys`` (keys that moved into the window, or are written again from elsewhere)."""
+
+    column: str
+    keys: Sequence
+
+    def filters(self) -> list[BooleanExpression]:
+        return [
+            In(self.column, list(self.keys[i : i + KEY_CHUNK]))
+            for i in range(0, len(self.keys), KEY_CHUNK)
+        ]
 
 
 def to_local_path(uri: str) -> str:
@@ -184,17 +225,24 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         *,
         mode: str = "overwrite",
         window: Window | None = None,
+        replace: KeyReplace | None = None,
         properties: dict[str, str] | None = None,
         base_snapshot_id: int | None = None,
+        audit: Audit | None = None,
     ) -> WriteResult:
         """Write a stream of batches in one Iceberg transaction: all of it lands, or nothing.
 
         ``overwrite`` replaces all rows, or with ``window`` only the rows in it (recorded in
-        the snapshot as ``asgard.window``); ``append`` adds. pyiceberg streams the reader, so memory stays bounded by
-        ``TABLE_PROPERTIES``; the schema is created on first write and evolved by name when
-        new columns appear. With ``base_snapshot_id`` it commits only if the table is still at
-        that snapshot (``CommitFailedException`` otherwise: what was read from it is stale).
-        A failed write removes the files it wrote (see ``_undo_on_failure``).
+        the snapshot as ``asgard.window``) and the rows of the keys in ``replace``; ``append``
+        adds. pyiceberg streams the reader, so memory stays bounded by ``TABLE_PROPERTIES``;
+        the schema is created on first write and evolved by name when new columns appear.
+        With ``base_snapshot_id`` it commits only if the table is still at that snapshot
+        (``CommitFailedException`` otherwise: what was read from it is stale). A failed write
+        removes the files it wrote (see ``_undo_on_failure``).
+
+        Write-audit-publish: ``audit`` judges the staged table before the commit; if one of
+        its ERROR checks fails, nothing is committed (the table stays at its snapshot, the
+        staged files are removed) and the write fails naming the checks and what they found.
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
@@ -206,7 +254,8 @@ class Lakehouse(dg.ConfigurableResource, ABC):
             props["asgard.window"] = str(window)
         overwrite_filter = window_filter(window)
         if mode == "append" and segments.exhausted:  # nothing new: no empty snapshot
-            return self.describe(identifier, 0)
+            checks = audit(Staged(identifier, table.transaction(), table.io)) if audit else []
+            return dataclasses.replace(self.describe(identifier, 0), checks=tuple(checks))
         txn = table.transaction()
         if _schema_differs(table, batches.schema):
             try:
@@ -217,6 +266,9 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                     f"schema of {identifier} cannot evolve to the new data: {e}"
                 ) from e
         with self._undo_on_failure(identifier, table, created):
+            if replace is not None and table.current_snapshot() is not None:
+                for key_filter in replace.filters():
+                    txn.delete(key_filter, snapshot_properties=props)
             for i, segment in enumerate(segments):
                 if i == 0 and mode == "overwrite":
                     txn.overwrite(
@@ -224,8 +276,30 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                     )
                 else:
                     txn.append(segment, snapshot_properties=props)
+            checks = audit(Staged(identifier, txn, table.io)) if audit else []
+            publish_or_fail(identifier, table, checks)
             txn.commit_transaction()
-        return self.describe(identifier, segments.rows)
+        return dataclasses.replace(self.describe(identifier, segments.rows), checks=tuple(checks))
+
+    def keys_outside(
+        self, con: duckdb.DuckDBPyConnection, identifier: str, key: str, window: Window, keys: str
+    ) -> list:
+        """The keys among DuckDB relation ``keys`` (a column named ``key``) that
+        ``identifier`` holds outside ``window``: rows that a write of the window must replace
+        too, so that a key whose partition column changed is there once. Computed in DuckDB,
+        so only these (few) keys become Iceberg filter literals. Blank keys are not keys:
+        their rows go by their day only."""
+        if not self.exists(identifier) or self.snapshot_id(identifier) is None:
+            return []
+        self.attach(con, [identifier])
+        return [
+            k
+            for (k,) in con.execute(
+                f"SELECT DISTINCT {key} FROM {identifier} WHERE NOT {window.sql()} "
+                f"AND {key} IN (SELECT {key} FROM {keys}) "
+                f"AND trim(CAST({key} AS VARCHAR)) <> '' ORDER BY 1"
+            ).fetchall()
+        ]
 
     def _open_for_write(self, identifier: str, schema: pa.Schema) -> tuple[Table, bool]:
         """The table, and whether this write created it. (pyiceberg's
@@ -347,6 +421,39 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         body = {"catalog": {CATALOG_NAME: props}}
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return path
+
+
+def publish_or_fail(identifier: str, table: Table, checks: list[dg.AssetCheckResult]) -> None:
+    """Raise, naming each failed ERROR check and what it found, unless all of them passed."""
+    failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+    if not failed:
+        return
+    snap = table.current_snapshot()
+    found = "; ".join(f"{c.check_name}: {c.description}" for c in failed)
+    raise dg.Failure(
+        f"{identifier} not published, blocking check failed ({found}); the table stays at "
+        f"snapshot {snap.snapshot_id if snap else None}",
+        metadata={c.check_name: c.description for c in failed},
+    )
+
+
+def audit_published(
+    lakehouse: Lakehouse, target: str, before: int | None, audit: Audit | None
+) -> list[dg.AssetCheckResult]:
+    """The audit of a snapshot an outside engine (Spark, Airbyte) already committed: on a
+    failed blocking check the table goes back to ``before`` (when known) and the step fails
+    naming the checks. Weaker than ``write``'s audit: readers may see the snapshot meanwhile."""
+    if audit is None:
+        return []
+    table = lakehouse.table(target)
+    checks = audit(Staged(target, table.transaction(), table.io))
+    try:
+        publish_or_fail(target, table, checks)
+    except dg.Failure:
+        if before is not None:
+            table.manage_snapshots().rollback_to_snapshot(before).commit()
+        raise
+    return checks
 
 
 def window_filter(window: Window | None) -> BooleanExpression:

@@ -1,9 +1,10 @@
 """The silver engine: Spark-SQL text files that build one table each.
 
 ``DuckDbSparkSql`` transpiles the Spark SQL with sqlglot and runs it in DuckDB over the
-input tables' current Iceberg snapshot files, streaming the result into an atomic
-overwrite. ``SparkOperatorEngine`` (``spark_operator.py``) is the scale form: the same SQL
-text as a SparkApplication of the Spark Operator.
+input tables' current Iceberg snapshot files (all of them: a key's versions may lie on any
+day), streaming the result into one Iceberg commit. ``SparkOperatorEngine``
+(``spark_operator.py``) is the scale form: the same SQL text as a SparkApplication of the
+Spark Operator.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlglot.errors import ParseError
 
 from ..partitions import Window
 from ..settings import asgard_home
-from .lakehouse import Lakehouse, WriteResult
+from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult
 
 
 def transpile(sql_path: Path) -> str:
@@ -34,8 +35,10 @@ def transpile(sql_path: Path) -> str:
 
 
 class SparkSqlEngine(dg.ConfigurableResource, ABC):
-    """Builds ``target`` from the SELECT in ``sql_path`` over the ``inputs`` tables; with a
-    ``window``, over the inputs' rows in it, replacing only the target's rows in it."""
+    """Builds ``target`` from the SELECT in ``sql_path`` over the ``inputs`` tables. With a
+    ``window`` and the target's ``key``, replaces only the target's rows in the window and
+    the rows of the keys that are or were in it (so a key is there once, on its current day);
+    ``audit`` judges the staged result before it is published."""
 
     @abstractmethod
     def build(
@@ -45,6 +48,9 @@ class SparkSqlEngine(dg.ConfigurableResource, ABC):
         inputs: list[str],
         lakehouse: Lakehouse,
         window: Window | None = None,
+        *,
+        key: str | None = None,
+        audit: Audit | None = None,
     ) -> WriteResult: ...
 
 
@@ -59,6 +65,9 @@ class DuckDbSparkSql(SparkSqlEngine):
         inputs: list[str],
         lakehouse: Lakehouse,
         window: Window | None = None,
+        *,
+        key: str | None = None,
+        audit: Audit | None = None,
     ) -> WriteResult:
         sql = transpile(sql_path)
         spill = asgard_home() / "tmp" / "duckdb"
@@ -67,17 +76,38 @@ class DuckDbSparkSql(SparkSqlEngine):
             config={"memory_limit": self.memory_limit, "temp_directory": str(spill)}
         )
         try:
-            lakehouse.attach(con, inputs, window)
+            lakehouse.attach(con, inputs)
             try:
-                reader = con.sql(sql).to_arrow_reader(self.batch_rows)
-                return lakehouse.write(
-                    target,
-                    reader,
-                    mode="overwrite",
-                    window=window,
-                    properties={"asgard.sql": sql_path.name},
-                )
+                # the whole key space: dedup must see a key's versions on every day
+                con.execute(f"CREATE TEMP TABLE _result AS {sql}")
             except duckdb.Error as e:
                 raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
+            rows, replace = "SELECT * FROM _result", None
+            if window is not None and key is not None:
+                rows, replace = _window_rows(con, lakehouse, target, key, window)
+            return lakehouse.write(
+                target,
+                con.sql(rows).to_arrow_reader(self.batch_rows),
+                mode="overwrite",
+                window=window,
+                replace=replace,
+                properties={"asgard.sql": sql_path.name},
+                audit=audit,
+            )
         finally:
             con.close()
+
+
+def _window_rows(
+    con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, target: str, key: str, window: Window
+) -> tuple[str, KeyReplace]:
+    """The result rows a window run writes, and the target rows it replaces besides the
+    window's: the keys that are in the window now (in the result) or were (in the target)
+    are written wherever their row lies now, and their rows elsewhere are replaced."""
+    con.execute(f"CREATE TEMP TABLE _keys AS SELECT {key} FROM _result WHERE {window.sql()}")
+    if lakehouse.exists(target) and lakehouse.snapshot_id(target) is not None:
+        lakehouse.attach(con, [target])
+        con.execute(f"INSERT INTO _keys SELECT {key} FROM {target} WHERE {window.sql()}")
+    moved = lakehouse.keys_outside(con, target, key, window, "_keys")
+    rows = f"SELECT * FROM _result WHERE {window.sql()} OR {key} IN (SELECT {key} FROM _keys)"
+    return rows, KeyReplace(key, moved)

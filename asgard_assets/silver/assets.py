@@ -4,11 +4,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..contracts.sources import SOURCE_TABLES
+from ..contracts.sources import SOURCE_TABLES, SOURCES
 from ..metadata import code_version, table_metadata
 from ..partitions import partitions_of, window_of
 from ..resources.lakehouse import Lakehouse
 from ..resources.spark import SparkSqlEngine
+from .checks import silver_audit, silver_check_specs
 
 SQL_DIR = Path(__file__).parent / "sql"
 
@@ -37,6 +38,7 @@ def silver_asset(table: str) -> dg.AssetsDefinition:
         description=f"Cleaned, typed and flagged `{table}`; rules in `silver/sql/{table}.sql`.",
         code_version=code_version(sql_path(table)),
         automation_condition=TRANSFORM_AUTOMATION,
+        check_specs=silver_check_specs(table),
         **partitions_of(table),
     )
     def _silver(
@@ -44,13 +46,22 @@ def silver_asset(table: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         identifier = f"silver.{table}"
         window = window_of(context, table)
-        result = spark.build(sql_path(table), identifier, [f"bronze.{table}"], lakehouse, window)
+        result = spark.build(
+            sql_path(table),
+            identifier,
+            [f"bronze.{table}"],
+            lakehouse,
+            window,
+            key=SOURCES[table].key,
+            audit=silver_audit(table),
+        )
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(lakehouse, result, window),
                 "invalid_share": invalid_share(lakehouse, identifier),
                 "sql_file": f"silver/sql/{table}.sql",
-            }
+            },
+            check_results=list(result.checks),
         )
 
     return _silver
