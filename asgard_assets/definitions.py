@@ -7,9 +7,9 @@ from .bronze.assets import bronze_assets
 from .checks import bronze_checks, silver_checks
 from .deployments.assets import operator_efficiency_service
 from .features.assets import operator_efficiency
-from .features.checks import feature_drift
 from .gold.assets import gold_dbt_assets
-from .models.assets import operator_efficiency_predictor, quality_gate
+from .models.assets import operator_efficiency_predictor
+from .models.checks import feature_drift, quality_gate
 from .orchestration.freshness import freshness_checks, freshness_sensor
 from .orchestration.jobs import jobs
 from .orchestration.schedules import schedules

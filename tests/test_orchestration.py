@@ -110,7 +110,7 @@ def test_psi_separates_shift_from_noise():
 
 
 def test_feature_drift_check_against_the_champion(journey_home):
-    from asgard_assets.features.checks import feature_drift
+    from asgard_assets.models.checks import feature_drift
 
     result = feature_drift(
         lakehouse=resource("lakehouse"), mlflow_tracking=resource("mlflow_tracking")
