@@ -19,7 +19,6 @@ import numpy as np
 
 from ..contracts.model import DEFAULT_MODEL_URI
 
-DEFAULT_URI = DEFAULT_MODEL_URI
 MAX_BATCH = 10_000
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _NUMBERS = {int, float}  # exact types: bool is an int subclass, but never a feature value
@@ -47,7 +46,7 @@ class ServedModel:
 
         from ..resources import resource
 
-        uri = uri or os.environ.get("ASGARD_MODEL_URI") or DEFAULT_URI
+        uri = uri or os.environ.get("ASGARD_MODEL_URI") or DEFAULT_MODEL_URI
         match = _URI.match(uri)
         if not match:
             raise ValueError(
