@@ -3,6 +3,7 @@
 echoes, a lone surrogate, the docs page offline."""
 
 import json
+import threading
 
 import httpx
 import pytest
@@ -139,3 +140,28 @@ def test_docs_work_offline(client):
         r = client.get(url)
         assert r.status_code == 200 and len(r.content) > 10_000
     assert client.get("/openapi.json").json()["paths"]["/predict"]
+
+
+def test_health_answers_while_an_online_lookup_blocks(client, monkeypatch):
+    """A store read that hangs holds its request only: /health is answered meanwhile (the
+    read runs off the event loop)."""
+    reader = service_module.STATE["feature_store"]._reader
+    entered, release = threading.Event(), threading.Event()
+    fetch = reader._fetch
+
+    def hanging(ids):
+        entered.set()
+        release.wait(30)
+        return fetch(ids)
+
+    monkeypatch.setattr(reader, "_fetch", hanging)
+    done: list[int] = []
+    body = json.dumps({"operator_ids": ["NEVER-SEEN-1"]})  # not cached: read from the store
+    waiting = threading.Thread(target=lambda: done.append(post(client, body).status_code))
+    waiting.start()
+    assert entered.wait(30)
+    assert client.get("/health").status_code == 200
+    assert not done  # still waiting on the store when /health answered
+    release.set()
+    waiting.join(60)
+    assert done == [404]
