@@ -8,10 +8,10 @@ from .bronze.checks import bronze_checks
 from .bronze.contract_checks import bronze_contract_checks
 from .deployments.assets import operator_efficiency_service
 from .features.assets import operator_efficiency
-from .features.checks import feature_drift
 from .gold.assets import gold_dbt_assets
 from .maintenance.assets import iceberg_tables, maintenance_job, maintenance_schedule
-from .models.assets import operator_efficiency_predictor, quality_gate
+from .models.assets import operator_efficiency_predictor
+from .models.checks import feature_drift, quality_gate
 from .orchestration.freshness import freshness_checks, freshness_sensor
 from .orchestration.jobs import jobs
 from .orchestration.schedules import schedules

@@ -18,7 +18,7 @@ def print_summary() -> None:
                 f"  {result.identifier:<28} {result.total_rows:>8,} rows  snapshot {result.snapshot_id}"
             )
 
-    from .models.training import MODEL_NAME
+    from .contracts.model import MODEL_NAME
     from .resources.deployer import LocalDeployer
 
     tracking = resource("mlflow_tracking")

@@ -79,8 +79,8 @@ def main() -> None:
 
     import dagster as dg
 
+    from asgard_assets.contracts.model import MODEL_NAME
     from asgard_assets.definitions import defs
-    from asgard_assets.models.training import MODEL_NAME
     from asgard_assets.orchestration.sensors import new_source_rows
     from asgard_assets.resources import resource
     from asgard_assets.resources.deployer import LocalDeployer

@@ -86,7 +86,7 @@ def main() -> None:
         warm_steps = dict(step_times(home / "dagster"))
     finally:
         os.environ["ASGARD_HOME"] = str(home)
-        from asgard_assets.models.training import MODEL_NAME
+        from asgard_assets.contracts.model import MODEL_NAME
         from asgard_assets.resources.deployer import LocalDeployer
 
         LocalDeployer().stop(MODEL_NAME)

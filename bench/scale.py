@@ -145,7 +145,7 @@ def run_scale(admin: str, scale: int) -> tuple[float, int, list[tuple[str, float
         ]
     finally:
         os.environ["ASGARD_HOME"] = str(home)
-        from asgard_assets.models.training import MODEL_NAME
+        from asgard_assets.contracts.model import MODEL_NAME
         from asgard_assets.resources.deployer import LocalDeployer
 
         LocalDeployer().stop(MODEL_NAME)

@@ -95,7 +95,7 @@ def _demo_journey(tmp_path_factory) -> Path:
         assert materialize(assets=journey_assets()).success
     yield path
     # the journey started an inference service: stop it by its pid
-    from asgard_assets.models.training import MODEL_NAME
+    from asgard_assets.contracts.model import MODEL_NAME
     from asgard_assets.resources.deployer import LocalDeployer
 
     with asgard_home_env(path):

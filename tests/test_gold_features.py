@@ -141,19 +141,9 @@ T1, T2 = datetime(2025, 3, 1), datetime(2025, 6, 1)
 
 
 @pytest.fixture
-def small_feature_store(home, tmp_path):
+def small_feature_store(home):
     """A hand-built gold table and a feature view over it (same definitions, fewer columns)."""
-    repo = tmp_path / "feature_repo"
-    shutil.copytree(DBT_DIR.parent / "feature_repo", repo)
-    text = (repo / "features.py").read_text()
-    keep = ("units_per_hour", "completion_rate", "is_high_performer")
-    lines = [
-        ln
-        for ln in text.splitlines()
-        if "Field(name=" not in ln or any(f'"{k}"' in ln for k in keep)
-    ]
-    (repo / "features.py").write_text("\n".join(lines))
-    return FeatureStoreResource(repo_path=str(repo))
+    return FeatureStoreResource(columns=["units_per_hour", "completion_rate", "is_high_performer"])
 
 
 def test_feast_reads_only_the_current_snapshot(small_feature_store):

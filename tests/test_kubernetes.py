@@ -25,13 +25,13 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from asgard_assets.contracts.model import MODEL_NAME
 from asgard_assets.deployments.bundle import (
     VERSION_LABEL,
     BundleSpec,
     manifests,
     write_bundle,
 )
-from asgard_assets.models.training import MODEL_NAME
 from asgard_assets.resources.deployer import free_port
 from asgard_assets.resources.image_builder import (
     KANIKO_IMAGE,

@@ -6,8 +6,8 @@ import os
 
 import dagster as dg
 
+from asgard_assets.contracts.model import MODEL_NAME
 from asgard_assets.deployments.assets import operator_efficiency_service
-from asgard_assets.models.training import MODEL_NAME
 from asgard_assets.resources.deployer import LocalDeployer, free_port
 from asgard_assets.resources.mlflow_tracking import HTTP_SETTINGS, MlflowTracking
 

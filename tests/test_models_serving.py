@@ -1,6 +1,10 @@
 """Model training, the quality gate, the inference service and its deployment."""
 
 import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import httpx
 import pytest
@@ -9,9 +13,16 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asgard_assets.models.training import FEATURES, MODEL_NAME, Gate
+from asgard_assets.contracts.model import FEATURES, MODEL_NAME, VIEW
+from asgard_assets.models.checks import Gate
 from asgard_assets.resources import resource
-from asgard_assets.resources.deployer import LocalDeployer
+from asgard_assets.resources.deployer import (
+    Deployment,
+    LocalDeployer,
+    is_service,
+    process_start,
+    service_env,
+)
 
 ROW = {
     "total_work_orders": 87,
@@ -218,7 +229,6 @@ def test_redeploy_is_blue_green(journey_home, tmp_path, monkeypatch):
     unchanged, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
     assert not changed and unchanged == old
     # force a replacement of the same version (as a new version would be)
-    import os
 
     state = journey_home / "deployments" / f"{MODEL_NAME}.json"
     saved = json.loads(state.read_text())
@@ -226,11 +236,111 @@ def test_redeploy_is_blue_green(journey_home, tmp_path, monkeypatch):
     # as after a Dagster run: Feast's metrics folder of the (gone) parent is in the env
     for var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "feast_metrics_gone"))
+    # secrets of the run that the service must not inherit
+    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql://asgard:s3cret@db/factory")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
     new, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
     assert changed and new.port != old.port and new.pid != old.pid
     assert httpx.get(f"{new.url}/health", timeout=5).json()["version"] == old.version
     by_id = httpx.post(f"{new.url}/predict", json={"operator_ids": ["EMP-001"]}, timeout=30)
     assert by_id.status_code == 200 and by_id.json()["operator_ids"] == ["EMP-001"]
 
-    with pytest.raises(OSError):
-        os.kill(old.pid, 0)  # the old one is gone
+    # the old one is stopped: no longer that process, no longer answering
+    assert not is_service(old)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{old.url}/health", timeout=5)
+    environ = dict(
+        kv.split(b"=", 1) for kv in Path(f"/proc/{new.pid}/environ").read_bytes().split(b"\0") if kv
+    )
+    assert b"s3cret" not in b"".join(environ.values())
+    assert environ[b"ASGARD_MODEL_URI"] == f"models:/{MODEL_NAME}/{old.version}".encode()
+    assert environ[b"ASGARD_HOME"] == str(journey_home).encode()
+
+
+def test_service_env_is_an_allow_list():
+    environ = {
+        "PATH": "/bin",
+        "HOME": "/root",
+        "ASGARD_HOME": "/h",
+        "ASGARD_SOURCE_URL": "postgresql://u:pw@db/x",
+        "ASGARD_CATALOG_URI": "postgresql://u:pw@db/catalog",
+        "MLFLOW_TRACKING_URI": "http://mlflow",
+        "AWS_SECRET_ACCESS_KEY": "k",
+        "DAGSTER_HOME": "/d",
+    }
+    env = service_env(environ, ASGARD_MODEL_URI="models:/m/1")
+    assert env == {
+        "PATH": "/bin",
+        "HOME": "/root",
+        "ASGARD_HOME": "/h",
+        "MLFLOW_TRACKING_URI": "http://mlflow",
+        "ASGARD_MODEL_URI": "models:/m/1",
+    }
+    # MLflow reading artifacts from S3 itself needs the keys
+    s3 = service_env({**environ, "MLFLOW_S3_ENDPOINT_URL": "http://s3"})
+    assert s3["AWS_SECRET_ACCESS_KEY"] == "k" and "ASGARD_SOURCE_URL" not in s3
+
+
+def test_stop_never_signals_a_process_it_did_not_start(home):
+    """A state file whose pid now belongs to another process (pid reuse, a hand edit)."""
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        deployer = LocalDeployer()
+        state = home / "deployments" / f"{MODEL_NAME}.json"
+        state.parent.mkdir(parents=True)
+        fake = Deployment(MODEL_NAME, "1", "http://127.0.0.1:9", 9, other.pid, "", 12345)
+        state.write_text(json.dumps(asdict(fake)))
+        assert not is_service(fake)
+        deployer.stop(MODEL_NAME)
+        # same pid and start time, but not the service's command line
+        state.write_text(json.dumps(asdict(replace(fake, process_start=process_start(other.pid)))))
+        assert not is_service(deployer.current(MODEL_NAME))
+        deployer.stop(MODEL_NAME)
+        assert other.poll() is None  # still running: never signalled
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_concurrent_deploys_record_one_live_service(journey_home, tmp_path):
+    """Two deploys at once: the lock makes the second see the first's service, healthy."""
+    deployer = LocalDeployer()
+    state = journey_home / "deployments" / f"{MODEL_NAME}.json"
+    serving = deployer.current(MODEL_NAME)
+    state.write_text(json.dumps({**asdict(serving), "version": "0"}))  # force a replacement
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(lambda _: deployer.deploy(MODEL_NAME, serving.version, tmp_path), range(2))
+        )
+    assert sorted(changed for _, changed in results) == [False, True]
+    final = deployer.current(MODEL_NAME)
+    assert {d.pid for d, _ in results} == {final.pid}
+    assert is_service(final) and deployer.healthy(final)
+    assert not is_service(serving)  # the one it replaced is stopped
+
+
+def test_an_unchanged_rerun_repeats_no_work(journey_home):
+    """Gold, config and code unchanged: no Feast apply, no new model version, no restart."""
+    client = resource("mlflow_tracking").client()
+    versions = {v.version for v in client.search_model_versions(f"name = '{MODEL_NAME}'")}
+    serving = LocalDeployer().current(MODEL_NAME)
+    assert is_service(serving) and LocalDeployer().healthy(serving), serving
+    view = resource("feature_store").store().get_feature_view(VIEW, allow_registry_cache=False)
+    result = materialize(
+        f"features/{VIEW} models/{MODEL_NAME} deployments/{MODEL_NAME}", assets=journey_assets()
+    )
+    assert result.success
+
+    def metadata(node: str) -> dict:
+        return {
+            k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()
+        }
+
+    assert metadata(f"features__{VIEW}")["skipped"] is True
+    model = metadata(f"models__{MODEL_NAME}")
+    assert model["skipped"] is True and model["model_version"] == serving.version
+    assert metadata(f"deployments__{MODEL_NAME}")["changed"] is False
+    assert {v.version for v in client.search_model_versions(f"name = '{MODEL_NAME}'")} == versions
+    assert LocalDeployer().current(MODEL_NAME).pid == serving.pid
+    again = resource("feature_store").store().get_feature_view(VIEW, allow_registry_cache=False)
+    assert again.last_updated_timestamp == view.last_updated_timestamp

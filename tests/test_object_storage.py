@@ -15,12 +15,12 @@ import redis
 import sqlalchemy as sa
 from conftest import journey_assets, materialize
 
+from asgard_assets.contracts.model import GOLD_TABLE, MODEL_NAME
 from asgard_assets.contracts.sources import SOURCE_TABLES
-from asgard_assets.models.training import MODEL_NAME
 from asgard_assets.orchestration import sensors
 from asgard_assets.resources import resource, resources_for
 from asgard_assets.resources.deployer import LocalDeployer, free_port
-from asgard_assets.resources.feature_store import GOLD_TABLE, FeatureStoreResource
+from asgard_assets.resources.feature_store import FeatureStoreResource
 from asgard_assets.resources.lakehouse import SECRET_PROPERTIES, IcebergLakehouse
 
 BUCKET = "asgard-lake"

@@ -6,7 +6,7 @@ import dagster as dg
 from conftest import materialize
 
 from asgard_assets import demo_data
-from asgard_assets.models.training import FEATURES, MODEL_NAME
+from asgard_assets.contracts.model import FEATURES, MODEL_NAME
 from asgard_assets.orchestration import sensors as s
 from asgard_assets.resources import resource
 from asgard_assets.resources.deployer import Deployment, LocalDeployer
@@ -110,7 +110,7 @@ def test_psi_separates_shift_from_noise():
 
 
 def test_feature_drift_check_against_the_champion(journey_home):
-    from asgard_assets.features.checks import feature_drift
+    from asgard_assets.models.checks import feature_drift
 
     result = feature_drift(
         lakehouse=resource("lakehouse"), mlflow_tracking=resource("mlflow_tracking")

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
+from ..contracts.model import MODEL_NAME
 from ..metadata import code_version
 from ..models.assets import MODEL_KEY
-from ..models.training import MODEL_NAME
 from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
 from ..resources.deployer import Deployer
 from ..resources.image_builder import ImageBuilder

@@ -1,27 +1,34 @@
-"""models/operator_efficiency_predictor: trained from the feature view, tracked and
-registered in MLflow; the quality gate decides which version becomes ``champion``."""
+"""models/operator_efficiency_predictor: trained from the feature service, tracked and
+registered in MLflow; the quality gate (``checks.py``) decides which version becomes
+``champion``."""
 
 import base64
+import hashlib
+import json
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
+from pydantic import Field
 
+from ..contracts.model import ENTITY_KEY, FEATURES, GOLD_TABLE, LABEL, MODEL_NAME, TIMESTAMP
 from ..metadata import code_version
 from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
-from ..resources.feature_store import GOLD_TABLE, FeatureStoreResource
+from ..resources.feature_store import FeatureStoreResource
 from ..resources.lakehouse import Lakehouse
-from ..resources.mlflow_tracking import CHAMPION, MlflowTracking
+from ..resources.mlflow_tracking import MlflowTracking
+from .checks import MODEL_KEY
 from .drift import reference
-from .training import FEATURES, MODEL_NAME, Gate, importance_plot, matrix, to_onnx, train
+from .estimators import Estimator, RandomForest
 
-MODEL_KEY = dg.AssetKey(["models", MODEL_NAME])
+CODE_VERSION = code_version("models/training.py", "models/estimators.py", "contracts/model.py")
+FINGERPRINT_TAG = "asgard.training_fingerprint"
 
 
 class TrainConfig(dg.Config):
-    n_estimators: int = 100
+    estimator: Estimator = Field(default_factory=RandomForest, discriminator="kind")
+    """One of random_forest, gradient_boosting, hist_gradient_boosting, logistic_regression,
+    with its hyperparameters, e.g. {"gradient_boosting": {"learning_rate": 0.05}}."""
     shuffle_labels: bool = False
     """Train on permuted labels: a useless model, to see the quality gate stop it."""
 
@@ -36,12 +43,35 @@ def _requirements() -> list[str]:
     ]
 
 
+def fingerprint(gold_snapshot: str, config: TrainConfig) -> str:
+    """What a version is a function of: gold's snapshot, the training config, the code."""
+    text = json.dumps([gold_snapshot, config.model_dump(), CODE_VERSION], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _existing_version(mlflow_tracking: MlflowTracking, fp: str):
+    """The registered version already trained from exactly this, or None."""
+    client = mlflow_tracking.client()
+    runs = client.search_runs(
+        [mlflow_tracking.experiment_id()],
+        filter_string=f"tags.`{FINGERPRINT_TAG}` = '{fp}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in runs:
+        versions = client.search_model_versions(
+            f"name = '{MODEL_NAME}' and run_id = '{run.info.run_id}'"
+        )
+        if versions:
+            return versions[0]
+    return None
+
+
 @dg.asset(
     key=MODEL_KEY,
     deps=[dg.AssetKey(["features", "operator_efficiency"])],
     group_name="models",
     kinds={"mlflow", "scikitlearn"},
-    code_version=code_version("models/training.py"),
+    code_version=CODE_VERSION,
     retry_policy=EXTERNAL_SYSTEM_RETRY,  # MLflow tracking and registry
 )
 def operator_efficiency_predictor(
@@ -51,27 +81,60 @@ def operator_efficiency_predictor(
     lakehouse: Lakehouse,
     mlflow_tracking: MlflowTracking,
 ) -> dg.MaterializeResult:
-    """RandomForest predicting `is_high_performer` from the operator features, trained on
-    point-in-time features from the feature store (80/20 split, fixed seed), logged to
-    MLflow with an ONNX serving form and registered as a new version."""
+    """The estimator chosen in run config (random forest by default) predicting
+    `is_high_performer`, trained on point-in-time features of the model's Feast feature
+    service (80/20 split, fixed seed), logged to MLflow with an ONNX serving form and
+    registered as a new version. When gold's snapshot, the config and the code are those of
+    a registered version, that version is reported again and nothing is trained (its data
+    version is the same)."""
+    gold_snapshot = str(lakehouse.describe(GOLD_TABLE).snapshot_id)
+    fp = fingerprint(gold_snapshot, config)
+    existing = _existing_version(mlflow_tracking, fp)
+    if existing is not None:
+        context.log.info(f"version {existing.version} was trained from exactly this: skipped")
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(fp),
+            metadata={
+                "model_version": str(existing.version),
+                "skipped": True,
+                "reason": f"gold snapshot {gold_snapshot}, config and code unchanged since "
+                f"version {existing.version}",
+                "mlflow_run_id": existing.run_id,
+                "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(existing.run_id)),
+                "estimator": config.estimator.kind,
+            },
+        )
+    return _train_and_register(
+        context, config, feature_store, lakehouse, mlflow_tracking, fp, gold_snapshot
+    )
+
+
+def _train_and_register(
+    context: dg.AssetExecutionContext,
+    config: TrainConfig,
+    feature_store: FeatureStoreResource,
+    lakehouse: Lakehouse,
+    mlflow_tracking: MlflowTracking,
+    fp: str,
+    gold_snapshot: str,
+) -> dg.MaterializeResult:
     import mlflow
     from mlflow.models import infer_signature
 
-    ids = [
-        r[0]
-        for r in lakehouse.query(
-            f"SELECT operator_id FROM {GOLD_TABLE} ORDER BY 1", GOLD_TABLE
-        ).fetchall()
-    ]
-    asked = pd.DataFrame({"operator_id": ids, "event_timestamp": [datetime.now(UTC)] * len(ids)})
-    hist = feature_store.historical(asked)
+    from .training import importance_plot, matrix, to_onnx, train
+
+    # each operator's label with the time its features were observed: the feature service
+    # gives the features as of that time (point in time)
+    labels = lakehouse.query(
+        f"SELECT {ENTITY_KEY}, {TIMESTAMP} AS event_timestamp, {LABEL} FROM {GOLD_TABLE} ORDER BY 1",
+        GOLD_TABLE,
+    ).df()
+    hist = feature_store.historical(labels)
     if hist.missing:
         context.log.warning(f"{hist.missing} operators had no features at training time")
-    trained = train(
-        hist.frame, n_estimators=config.n_estimators, shuffle_labels=config.shuffle_labels
-    )
+    trained = train(hist.frame, config.estimator, shuffle_labels=config.shuffle_labels)
     onnx_blob, onnx_diff = to_onnx(trained.model, trained.x_test)
-    plot = importance_plot(trained.model)
+    plot = importance_plot(trained)
 
     mlflow_tracking.client()
     with mlflow.start_run(
@@ -82,7 +145,8 @@ def operator_efficiency_predictor(
         mlflow.set_tags(
             {
                 "asgard.dagster_run_id": context.run_id,
-                "asgard.gold_snapshot": str(lakehouse.describe(GOLD_TABLE).snapshot_id),
+                "asgard.gold_snapshot": gold_snapshot,
+                "asgard.code_version": CODE_VERSION,
             }
         )
         example = matrix(trained.x_test.head(3))
@@ -102,14 +166,21 @@ def operator_efficiency_predictor(
         # what the model was trained on, for the drift check on the feature view
         mlflow.log_dict(reference(matrix(hist.frame)), "reference_distribution.json")
     version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"run_id": run.info.run_id})
-    mlflow_tracking.client().set_model_version_tag(
+    client = mlflow_tracking.client()
+    client.set_model_version_tag(
         MODEL_NAME, version.version, "onnx_artifact", f"runs:/{run.info.run_id}/onnx/model.onnx"
     )
+    # last: only a fully registered version is found again by its fingerprint
+    client.set_tag(run.info.run_id, FINGERPRINT_TAG, fp)
     image = base64.b64encode(plot).decode()
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(fp),
         metadata={
             **{k: dg.MetadataValue.float(v) for k, v in trained.metrics.items()},
             "model_version": version.version,
+            "skipped": False,
+            "estimator": config.estimator.kind,
+            "hyperparameters": dg.MetadataValue.json(config.estimator.params()),
             "mlflow_run_id": run.info.run_id,
             "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(run.info.run_id)),
             "training_rows": trained.n_train,
@@ -119,50 +190,5 @@ def operator_efficiency_predictor(
             "feature_importance": dg.MetadataValue.md(
                 f"![feature importance](data:image/png;base64,{image})"
             ),
-        }
-    )
-
-
-class GateConfig(dg.Config):
-    min_accuracy: float = Gate.min_accuracy
-    min_f1: float = Gate.min_f1
-    champion_tolerance: float = Gate.champion_tolerance
-
-
-@dg.asset_check(asset=MODEL_KEY, name="quality_gate", blocking=True)
-def quality_gate(
-    context: dg.AssetCheckExecutionContext, config: GateConfig, mlflow_tracking: MlflowTracking
-) -> dg.AssetCheckResult:
-    """Accuracy and F1 over thresholds and not worse than the current champion by more than a
-    tolerance. A passing version becomes `champion`; a failing one stays registered but is
-    never deployed (this check blocks the deployment)."""
-    event = context.instance.get_latest_materialization_event(MODEL_KEY)
-    version = str(event.asset_materialization.metadata["model_version"].value)
-    client = mlflow_tracking.client()
-    candidate = client.get_run(client.get_model_version(MODEL_NAME, version).run_id).data.metrics
-    champion = mlflow_tracking.champion(MODEL_NAME)
-    champion_metrics = (
-        client.get_run(champion.run_id).data.metrics
-        if champion and str(champion.version) != version
-        else None
-    )
-    gate = Gate(config.min_accuracy, config.min_f1, config.champion_tolerance)
-    reasons = gate.evaluate(candidate, champion_metrics)
-    passed = not reasons
-    client.set_model_version_tag(
-        MODEL_NAME, version, "quality_gate", "passed" if passed else "failed"
-    )
-    if passed:
-        client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
-    return dg.AssetCheckResult(
-        passed=passed,
-        metadata={
-            "model_version": version,
-            "accuracy": candidate["accuracy"],
-            "f1": candidate["f1"],
-            "previous_champion": str(champion.version) if champion else "none",
-            "champion_now": version if passed else (str(champion.version) if champion else "none"),
-            "reasons": "; ".join(reasons) or "passed",
         },
-        description="; ".join(reasons) or f"version {version} is {CHAMPION}",
     )

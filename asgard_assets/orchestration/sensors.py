@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from ..contracts.model import MODEL_NAME
 from ..contracts.sources import SOURCE_TABLES
-from ..models.training import MODEL_NAME
 from ..partitions import daily, days_in, is_partitioned, range_tags
 from ..resources.deployer import Deployer
 from ..resources.ingestion import Ingestion, bronze_cursor

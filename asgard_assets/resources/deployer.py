@@ -2,13 +2,16 @@
 
 ``LocalDeployer`` runs the inference service on loopback, blue/green: the new version
 starts on the other port, must answer /health with its version, and only then is the
-previous one stopped. State (url, port, pid, version) is kept in
-``<ASGARD_HOME>/deployments/<model>.json``. The k8s profile's ``KubernetesDeployer`` is in
-``resources/kubernetes.py``.
+previous one stopped. State (url, port, pid, the process's start time, version) is kept in
+``<ASGARD_HOME>/deployments/<model>.json``; deploys of one model hold a file lock, and a pid
+is signalled only while it is still the service this deployer started (same start time,
+same command). The service gets an allow-listed environment, never the source's URL. The k8s profile's
+``KubernetesDeployer`` is in ``resources/kubernetes.py``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -17,6 +20,8 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +42,7 @@ class Deployment:
     port: int | None = None
     pid: int | None = None
     started_at: str = ""
+    process_start: int | None = None  # the pid's start time (clock ticks after boot)
 
 
 class Deployer(dg.ConfigurableResource, ABC):
@@ -47,16 +53,6 @@ class Deployer(dg.ConfigurableResource, ABC):
     @abstractmethod
     def current(self, model: str) -> Deployment | None:
         """What is serving ``model`` now, or None."""
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -71,6 +67,57 @@ def _port_free(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) != 0
 
 
+SERVICE_MODULE = "asgard_assets.serving.app:app"
+# what the service reads; anything else (the source's URL, catalog credentials, cloud keys)
+# stays with Dagster
+SERVICE_ENV = {
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "VIRTUAL_ENV",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "ASGARD_HOME", "ASGARD_PROFILE", "ASGARD_MAX_BODY_BYTES",
+    "ASGARD_REDIS", "ASGARD_FEAST_REGISTRY",  # the online store and registry of k8s
+}  # fmt: skip
+SERVICE_ENV_PREFIXES = ("MLFLOW_", "LC_")
+# S3 keys only when MLflow reads the model's artifacts from S3 itself
+S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")
+
+
+def service_env(environ: dict[str, str], **extra: str) -> dict[str, str]:
+    """The inference service's environment: an allow-list of ``environ`` plus ``extra``."""
+    env = {
+        k: v for k, v in environ.items() if k in SERVICE_ENV or k.startswith(SERVICE_ENV_PREFIXES)
+    }
+    if environ.get("MLFLOW_S3_ENDPOINT_URL"):
+        env.update({k: environ[k] for k in S3_ENV if k in environ})
+    return {**env, **extra}
+
+
+def process_start(pid: int | None) -> int | None:
+    """When ``pid`` started (clock ticks after boot, /proc/<pid>/stat field 22), or None
+    if there is no such process."""
+    if not pid:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def is_service(deployment: Deployment | None) -> bool:
+    """True while the deployment's pid is still the service that was started: same start
+    time, the service's command line, alive. A recycled pid is some other process."""
+    if not deployment or not deployment.pid or deployment.process_start is None:
+        return False
+    if process_start(deployment.pid) != deployment.process_start:
+        return False
+    try:
+        cmdline = Path(f"/proc/{deployment.pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return SERVICE_MODULE.encode() in cmdline.split(b"\0")
+
+
 class LocalDeployer(Deployer):
     host: str = "127.0.0.1"
     blue_port: int = 8701
@@ -80,23 +127,39 @@ class LocalDeployer(Deployer):
     def _state(self, model: str) -> Path:
         return asgard_home() / "deployments" / f"{model}.json"
 
+    @contextmanager
+    def _lock(self, model: str) -> Iterator[None]:
+        """One deploy or stop of ``model`` at a time, across processes."""
+        path = self._state(model).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def current(self, model: str) -> Deployment | None:
         path = self._state(model)
         return Deployment(**json.loads(path.read_text())) if path.exists() else None
 
     def healthy(self, deployment: Deployment) -> bool:
         try:
-            r = httpx.get(f"{deployment.url}/health", timeout=2)
+            r = httpx.get(f"{deployment.url}/health", timeout=5)
             return r.status_code == 200 and r.json().get("version") == deployment.version
         except httpx.HTTPError:
             return False
 
     def deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
+        with self._lock(model):
+            return self._deploy(model, version)
+
+    def _deploy(self, model: str, version: str) -> tuple[Deployment, bool]:
         previous = self.current(model)
         if (
             previous
             and previous.version == version
-            and _alive(previous.pid)
+            and is_service(previous)
             and self.healthy(previous)
         ):
             return previous, False
@@ -112,22 +175,16 @@ class LocalDeployer(Deployer):
         logs = asgard_home() / "deployments" / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{model}-v{version}.log"
-        env = {
-            **os.environ,
-            "ASGARD_MODEL_URI": f"models:/{model}/{version}",
-            "ASGARD_HOME": str(asgard_home()),
-        }
-        # Feast's import points these at a temp folder of its own process, removed when that
-        # process (this run) exits; the service must make its own, or Feast fails to import
-        for var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
-            if os.path.basename(env.get(var, "").rstrip("/")).startswith("feast_metrics_"):
-                del env[var]
-
+        env = service_env(
+            dict(os.environ),
+            ASGARD_MODEL_URI=f"models:/{model}/{version}",
+            ASGARD_HOME=str(asgard_home()),
+        )
         cmd = [
             sys.executable,
             "-m",
             "uvicorn",
-            "asgard_assets.serving.app:app",
+            SERVICE_MODULE,
             "--host",
             self.host,
             "--port",
@@ -146,38 +203,64 @@ class LocalDeployer(Deployer):
             port,
             proc.pid,
             datetime.now(UTC).isoformat(),
+            process_start(proc.pid),
         )
         deadline = time.monotonic() + self.health_timeout_s
         while not self.healthy(new):
             if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc.pid)
+                _stop_child(proc)
                 tail = log.read_text()[-2000:]
                 raise dg.Failure(
                     f"version {version} did not become healthy on port {port}; the previous deployment keeps serving. Log tail:\n{tail}"
                 )
             time.sleep(0.25)
-        if previous and previous.pid != new.pid:
-            _stop(previous.pid)
         self._state(model).write_text(json.dumps(asdict(new), indent=2))
+        if previous and previous.pid != new.pid:
+            _stop(previous)
         return new, True
 
     def stop(self, model: str) -> None:
-        current = self.current(model)
-        if current:
-            _stop(current.pid)
-            self._state(model).unlink(missing_ok=True)
+        with self._lock(model):
+            current = self.current(model)
+            if current:
+                _stop(current)
+                self._state(model).unlink(missing_ok=True)
 
 
-def _stop(pid: int | None, timeout: float = 10.0) -> None:
-    if not _alive(pid):
-        return
-    os.killpg(os.getpgid(pid), signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        try:  # reap it if it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.1)
-    if _alive(pid):
-        os.killpg(os.getpgid(pid), signal.SIGKILL)
+def _stop_child(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Our own child, known by its Popen: its process group (it leads it) goes."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _stop(deployment: Deployment, timeout: float = 10.0) -> None:
+    """Stop the deployment's service, and only it: each signal goes out only while the pid
+    is still that service (a pid from an old state file may belong to anything by now)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not is_service(deployment):
+            break
+        os.killpg(deployment.pid, sig)  # started with its own session: it leads its group
+        deadline = time.monotonic() + timeout
+        while not _exited(deployment) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _exited(deployment: Deployment) -> bool:
+    """The deployment's process is gone (reaped here if it is our child), or a zombie whose
+    parent is not us."""
+    try:  # our child: collect its exit status, so it leaves no zombie
+        os.waitpid(deployment.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    if process_start(deployment.pid) != deployment.process_start:
+        return True
+    try:
+        state = Path(f"/proc/{deployment.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")

@@ -3,35 +3,139 @@
 GET /health, GET /metadata, POST /predict (rows by feature name, the seed's column form,
 or operator ids looked up in the online store), GET /docs. Bad requests get a 4xx that
 says what is wrong; the service keeps serving.
+
+Holding up under hostile or heavy traffic: bodies over ``ASGARD_MAX_BODY_BYTES`` get a 413
+before they are read whole; unknown ids are echoed as a count and the first few; large
+batches and online-store reads run in worker threads, so /health answers at once under
+load; /docs serves Swagger UI from the package (no CDN).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
+import orjson
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from starlette.types import ASGIApp, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from .model import MAX_BATCH, InvalidInput, ServedModel
 
+MAX_BODY_BYTES = int(os.environ.get("ASGARD_MAX_BODY_BYTES", 4 * 1024 * 1024))
+MAX_ECHO = 20  # unknown ids echoed back: the count, and this many of them
+INLINE_ROWS = 256  # requests up to this many rows run on the event loop (~0.1-1 ms)
 STATE: dict[str, Any] = {}
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a lone surrogate in an echoed key or id stays valid
+    JSON instead of failing to encode as UTF-8 (a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    from ..resources import resource
+
     STATE["model"] = ServedModel.load()
+    STATE["feature_store"] = resource("feature_store")
+    try:  # Feast imports and the feature service resolves once, at startup
+        STATE["feature_store"].online([])
+    except Exception as e:  # noqa: BLE001 - rows by value still work without a feature store
+        STATE["feature_store_error"] = f"{type(e).__name__}: {e}"
     yield
     STATE.clear()
+
+
+class _OrjsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            # orjson: a 100-row body parses in ~1/6 of the standard library's time; its
+            # errors are JSONDecodeErrors, which FastAPI answers with a 422
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class _OrjsonRoute(APIRoute):
+    """FastAPI's route, reading JSON bodies with orjson (FastAPI's documented way to
+    customize the request: a Request subclass through the route class)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_OrjsonRequest(request.scope, request.receive))
+
+        return route
+
+
+class BodyLimit:
+    """413 for a body over ``max_bytes``: by its Content-Length before reading, and by
+    counting while it streams (chunked, or a lying Content-Length)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            return await self._too_large(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _detail(self) -> str:
+        return f"request body larger than {self.max_bytes} bytes"
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await AsciiJSONResponse({"detail": self._detail()}, status_code=413)(scope, receive, send)
 
 
 app = FastAPI(
     title="Asgard inference service",
     description="Predicts whether an operator is a high performer (is_high_performer).",
     lifespan=lifespan,
+    default_response_class=AsciiJSONResponse,
+    docs_url=None,  # served below from the package's own Swagger UI files
+    redoc_url=None,  # ReDoc would load from a CDN
 )
+app.router.route_class = _OrjsonRoute  # before the routes below are declared
+app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("must be valid UTF-8 text (no lone surrogates)") from e
+    return value
+
+
+OperatorId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_utf8)]
 
 
 class PredictRequest(BaseModel):
@@ -41,16 +145,15 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     instances: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_BATCH)
     inputs: dict[str, list[Any]] | None = None
-    operator_ids: list[str] | None = Field(default=None, max_length=MAX_BATCH)
+    operator_ids: list[OperatorId] | None = Field(default=None, max_length=MAX_BATCH)
 
-    @model_validator(mode="after")
-    def exactly_one_form(self):
+    def form(self) -> str:
         given = [k for k in ("instances", "inputs", "operator_ids") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(
+            raise InvalidInput(
                 f"send exactly one of instances, inputs, operator_ids (got {given or 'none'})"
             )
-        return self
+        return given[0]
 
 
 class Prediction(BaseModel):
@@ -59,13 +162,29 @@ class Prediction(BaseModel):
     predictions: list[int]
     probabilities: list[float] = Field(description="probability of is_high_performer = 1")
     operator_ids: list[str] | None = None
-    unknown_operator_ids: list[str] | None = None
+    unknown_operator_ids: list[str] | None = Field(
+        default=None, description=f"the first {MAX_ECHO} ids the online store does not know"
+    )
+    unknown_count: int | None = Field(default=None, description="how many ids were unknown")
 
 
 @app.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: RequestValidationError):
-    errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
-    return JSONResponse(status_code=422, content={"detail": errors})
+    errors = [
+        {
+            "loc": [str(p)[:64] for p in e.get("loc", [])],
+            "msg": _message(e)[:300],
+        }
+        for e in exc.errors()[:MAX_ECHO]
+    ]
+    return AsciiJSONResponse(status_code=422, content={"detail": errors})
+
+
+def _message(error: dict) -> str:
+    """Pydantic's message; for a body that is not JSON, with the parser's reason."""
+    reason = (error.get("ctx") or {}).get("error")
+    msg = str(error.get("msg", ""))
+    return f"{msg}: {reason}" if error.get("type") == "json_invalid" and reason else msg
 
 
 def _model() -> ServedModel:
@@ -74,6 +193,7 @@ def _model() -> ServedModel:
 
 @app.get("/health")
 async def health() -> dict:
+    # async and trivial: answered on the event loop while predictions run in threads
     m = _model()
     return {"status": "ok", "model": m.name, "version": m.version, "uri": m.uri}
 
@@ -89,47 +209,95 @@ async def metadata() -> dict:
         "serving_form": "onnx",
         "features": [{"name": f, "type": m.types[f]} for f in m.features],
         "max_batch": MAX_BATCH,
+        "max_body_bytes": MAX_BODY_BYTES,
     }
 
 
-@app.post("/predict", response_model=Prediction)
-async def predict(body: PredictRequest) -> Prediction:
-    m = _model()
-    ids = unknown = None
-    try:
-        if body.instances is not None:
-            x = m.matrix_from_rows(body.instances)
-        elif body.inputs is not None:
-            x = m.matrix_from_columns(body.inputs)
-        else:
-            ids, unknown, rows = _online_rows(body.operator_ids)
-            x = m.matrix_from_rows(rows)
-    except InvalidInput as e:
-        raise HTTPException(status_code=422, detail=str(e)) from e
-    labels, proba = m.predict(x)
-    return Prediction(
-        model=m.name,
-        version=m.version,
-        predictions=labels,
-        probabilities=proba,
-        operator_ids=ids,
-        unknown_operator_ids=unknown,
+@app.get("/docs", include_in_schema=False)
+async def docs() -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url=app.openapi_url,
+        title=f"{app.title} - docs",
+        swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url="/static/swagger-ui/swagger-ui.css",
+        swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
     )
 
 
-def _online_rows(operator_ids: list[str]) -> tuple[list[str], list[str], list[dict]]:
+@app.post(
+    "/predict",
+    response_model=Prediction,
+    responses={
+        404: {"description": "none of the operator ids is in the online store"},
+        413: {"description": "request body too large"},
+        422: {"description": "the body does not fit the model's input contract"},
+    },
+)
+async def predict(body: PredictRequest) -> AsciiJSONResponse:
+    # Small requests whose features are at hand run right here: ~0.1 ms, less than a hop
+    # to a worker thread. Large batches and online-store reads run in a worker thread, so
+    # the event loop (and /health) never waits on them.
+    m = _model()
+    try:
+        form = body.form()
+        online = None
+        if form == "operator_ids" and len(body.operator_ids) <= INLINE_ROWS:
+            online = STATE["feature_store"].online_cached(body.operator_ids)
+            if online is None:
+                return await run_in_threadpool(_predict, m, body, form, None)
+        elif _rows(body, form) > INLINE_ROWS:
+            return await run_in_threadpool(_predict, m, body, form, None)
+        return _predict(m, body, form, online)
+    except InvalidInput as e:
+        raise HTTPException(status_code=422, detail=str(e)) from e
+
+
+def _rows(body: PredictRequest, form: str) -> int:
+    if form == "instances":
+        return len(body.instances)
+    if form == "inputs":
+        return max((len(v) for v in body.inputs.values()), default=0)
+    return len(body.operator_ids)
+
+
+def _predict(m: ServedModel, body: PredictRequest, form: str, online) -> AsciiJSONResponse:
+    extra: dict = {}
+    if form == "instances":
+        x = m.matrix_from_rows(body.instances)
+    elif form == "inputs":
+        x = m.matrix_from_columns(body.inputs)
+    else:
+        ids, x, unknown = _online_matrix(m, body.operator_ids, online)
+        extra = {
+            "operator_ids": ids,
+            "unknown_operator_ids": unknown[:MAX_ECHO],
+            "unknown_count": len(unknown),
+        }
+    labels, proba = m.predict(x)
+    # built by hand: the response model documents it, validating our own output costs time
+    return AsciiJSONResponse(
+        {
+            "model": m.name,
+            "version": m.version,
+            "predictions": labels,
+            "probabilities": proba,
+            **extra,
+        }
+    )
+
+
+def _online_matrix(m: ServedModel, operator_ids: list[str], online=None):
     if not operator_ids:
         raise InvalidInput("operator_ids is empty")
-    from ..models.training import FEATURES, matrix
-    from ..resources import resource
-
-    online = resource("feature_store").online(operator_ids)
+    if "feature_store_error" in STATE:
+        raise HTTPException(503, f"the online store is unavailable: {STATE['feature_store_error']}")
+    online = online or STATE["feature_store"].online(operator_ids)
     if not online.features:
+        n = len(online.unknown)
         raise HTTPException(
-            status_code=404, detail=f"no features in the online store for {online.unknown}"
+            status_code=404,
+            detail=f"no features in the online store for {n} id(s): {online.unknown[:MAX_ECHO]}"
+            + (" ..." if n > MAX_ECHO else ""),
         )
-    import pandas as pd
-
     known = list(online.features)
-    frame = matrix(pd.DataFrame([online.features[i] for i in known]))
-    return known, online.unknown, frame[FEATURES].to_dict("records")
+    return known, m.matrix_from_known([online.features[i] for i in known]), online.unknown
