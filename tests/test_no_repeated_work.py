@@ -37,10 +37,82 @@ def test_gold_skips_dbt_when_silver_is_unchanged_and_rebuilds_when_it_changed(ho
     ]
     assert not dbt_tests
 
-    # a new silver snapshot: dbt runs again and gold gets a new snapshot
-    assert materialize("silver/work_orders", assets=assets).success
+    # a new silver snapshot (one day rebuilt): dbt runs again and gold gets a new snapshot
+    assert materialize("silver/work_orders", assets=assets, partition_key="2025-03-01").success
     rebuilt = materialize("gold/operator_features", assets=assets)
     mat = _gold_output(rebuilt)
     assert "skipped" not in mat.metadata
     assert lakehouse.snapshot_id(GOLD) != built
     assert mat.tags["dagster/data_version"] == str(lakehouse.snapshot_id(GOLD))
+
+
+def _snapshots(lakehouse) -> dict[str, int]:
+    catalog = lakehouse.catalog()
+    return {
+        ".".join(ident): lakehouse.snapshot_id(".".join(ident))
+        for ns in ("bronze", "silver", "gold")
+        for ident in catalog.list_tables(ns)
+    }
+
+
+def test_an_unchanged_rerun_writes_nothing_and_one_changed_day_only_that_day(own_source):
+    """Bronze, silver and gold notice that nothing changed; a change on one day reloads the
+    partitioned tables only through that day's window, and what depends on them."""
+    import sqlalchemy as sa
+
+    selection = (
+        "bronze/work_orders silver/work_orders bronze/materials silver/materials "
+        "gold/operator_features"
+    )
+    assets = journey_assets()
+    assert materialize(selection, assets=assets).success
+    lakehouse = resource("lakehouse")
+    first = _snapshots(lakehouse)
+
+    again = materialize(selection, assets=assets)
+    assert again.success
+    assert _snapshots(lakehouse) == first  # not one new snapshot
+    skipped = {
+        m.asset_key.to_user_string()
+        for m in again.get_asset_materialization_events()
+        if "skipped" in m.step_materialization_data.materialization.metadata
+    }
+    assert {"bronze/work_orders", "silver/work_orders", "gold/operator_features"} <= skipped
+    # every blocking check still has its result on the skipped steps
+    checks = {
+        (
+            e.asset_check_evaluation_data.asset_key.to_user_string(),
+            e.asset_check_evaluation_data.check_name,
+        )
+        for e in again.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert ("silver/work_orders", "work_order_id_unique") in checks
+
+    engine = sa.create_engine(own_source)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE work_orders SET status = 'cancelled', updated_at = '2025-07-02 00:00:00' "
+                "WHERE work_order_id = 'WO-000001'"
+            )
+        )
+    engine.dispose()
+    day = materialize(
+        "bronze/work_orders silver/work_orders gold/operator_features",
+        assets=assets,
+        partition_key=_day_of(lakehouse, "WO-000001"),
+    )
+    assert day.success
+    now = _snapshots(lakehouse)
+    changed = {t for t in now if now[t] != first[t]}
+    assert changed == {"bronze.work_orders", "silver.work_orders", "gold.operator_features"}
+
+
+def _day_of(lakehouse, work_order_id: str) -> str:
+    (day,) = lakehouse.query(
+        f"SELECT CAST(start_time AS DATE) FROM bronze.work_orders "
+        f"WHERE work_order_id = '{work_order_id}'",
+        "bronze.work_orders",
+    ).fetchone()
+    return day.isoformat()

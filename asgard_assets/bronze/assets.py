@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ..built_from import unchanged
 from ..contracts.sources import SOURCE_TABLES
 from ..metadata import code_version, table_metadata
 from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
@@ -48,6 +49,10 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         lakehouse: Lakehouse,
     ) -> dg.MaterializeResult:
         window = window_of(context, table)
+        if window is not None and ingestion.unchanged(table, lakehouse, window):
+            return unchanged(
+                lakehouse, f"bronze.{table}", bronze_audit(table, window), "the source's window"
+            )
         result = ingestion.ingest(
             table,
             lakehouse,
@@ -60,6 +65,7 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
             f"into bronze.{table} (snapshot {result.write.snapshot_id})"
         )
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(str(result.write.snapshot_id)),
             metadata={
                 **table_metadata(lakehouse, result.write, window),
                 "load_mode": result.mode,

@@ -1,6 +1,5 @@
 """gold/*: the dbt project, one Dagster asset per dbt model, dbt tests as asset checks."""
 
-import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from ..built_from import built_from, inputs, record
 from ..metadata import table_metadata
 from ..resources.lakehouse import Lakehouse
 from ..settings import asgard_home
@@ -79,43 +79,15 @@ class AsgardDbtTranslator(DagsterDbtTranslator):
         return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 
 
-INPUTS_PROPERTY = "asgard.built-from"
-
-
 def model_inputs(context: dg.AssetExecutionContext, lakehouse: Lakehouse, key: dg.AssetKey) -> str:
     """What a model is built from: its SQL's code version and the current snapshot of each
-    Iceberg table it reads (its silver sources), as one string."""
-    sources = sorted(".".join(k.path) for k in context.assets_def.asset_deps[key])
-    return json.dumps(
-        {
-            "code": context.assets_def.code_versions_by_key.get(key),
-            "sources": {s: lakehouse.describe(s).snapshot_id for s in sources},
-        },
-        sort_keys=True,
-    )
+    Iceberg table it reads (its silver sources)."""
+    sources = [".".join(k.path) for k in context.assets_def.asset_deps[key]]
+    return inputs(lakehouse, context.assets_def.code_versions_by_key.get(key), sources)
 
 
-def built_from(lakehouse: Lakehouse, key: dg.AssetKey) -> str | None:
-    """The inputs the table's current snapshot was built from, when Asgard recorded them for
-    that very snapshot (a write by anything else makes it unknown)."""
-    identifier = ".".join(key.path)
-    if not lakehouse.exists(identifier):
-        return None
-    table = lakehouse.table(identifier)
-    recorded = json.loads(table.properties.get(INPUTS_PROPERTY, "{}"))
-    snapshot = table.current_snapshot()
-    if snapshot is None or recorded.get("snapshot_id") != snapshot.snapshot_id:
-        return None
-    return recorded.get("inputs")
-
-
-def record_inputs(lakehouse: Lakehouse, key: dg.AssetKey, inputs: str) -> None:
-    """Remember, on the table, which inputs its current snapshot was built from (a table
-    property: no new snapshot)."""
-    table = lakehouse.table(".".join(key.path))
-    value = json.dumps({"snapshot_id": table.current_snapshot().snapshot_id, "inputs": inputs})
-    with table.transaction() as txn:
-        txn.set_properties({INPUTS_PROPERTY: value})
+def _name(key: dg.AssetKey) -> str:
+    return ".".join(key.path)
 
 
 def unchanged_output(
@@ -148,9 +120,9 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         """dbt build: each model lands as an Iceberg table in `gold`; dbt tests are asset
         checks. A failing model or test fails the step with dbt's own message. When no
         model's silver inputs nor its SQL changed since it was built, dbt is not run."""
-        inputs = {key: model_inputs(context, lakehouse, key) for key in context.selected_asset_keys}
-        if all(built_from(lakehouse, key) == inputs[key] for key in inputs):
-            for key in sorted(inputs, key=lambda k: k.to_user_string()):
+        built = {key: model_inputs(context, lakehouse, key) for key in context.selected_asset_keys}
+        if all(built_from(lakehouse, _name(key)) == built[key] for key in built):
+            for key in sorted(built, key=lambda k: k.to_user_string()):
                 yield unchanged_output(context, lakehouse, key)
             return
         (asgard_home() / "dbt" / "external").mkdir(
@@ -159,12 +131,12 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         # each invocation gets its own target folder; reuse the prepared parse state
         partial = Path(project.project_dir) / "target" / "partial_parse.msgpack"
         args = ["build", *(["--partial-parse-file-path", str(partial)] if partial.exists() else [])]
-        built = []
+        written_keys = []
         for event in dbt.cli(args, context=context).stream():
             if isinstance(event, dg.Output):
                 key = context.asset_key_for_output(event.output_name)
                 written = lakehouse.describe(".".join(key.path))
-                built.append(key)
+                written_keys.append(key)
                 event = dg.Output(
                     None,
                     output_name=event.output_name,
@@ -173,8 +145,8 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
                 )
             yield event
         # only once the build and its tests passed: a failed test means build again next time
-        for key in built:
-            record_inputs(lakehouse, key, inputs[key])
+        for key in written_keys:
+            record(lakehouse, _name(key), built[key])
         write_docs(project, dbt)
         # dbt-duckdb's external files only carried each model into Iceberg (and to the dbt
         # tests): the Iceberg table is the one copy kept, wherever the warehouse is

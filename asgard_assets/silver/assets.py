@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ..built_from import built_from, inputs, record, unchanged
 from ..contracts.sources import SOURCE_TABLES, SOURCES
 from ..metadata import code_version, table_metadata
 from ..partitions import partitions_of, window_of
@@ -46,6 +47,10 @@ def silver_asset(table: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         identifier = f"silver.{table}"
         window = window_of(context, table)
+        source = f"bronze.{table}"
+        built = inputs(lakehouse, code_version(sql_path(table)), [source], window=str(window))
+        if built_from(lakehouse, identifier) == built:
+            return unchanged(lakehouse, identifier, silver_audit(table), source)
         result = spark.build(
             sql_path(table),
             identifier,
@@ -55,7 +60,9 @@ def silver_asset(table: str) -> dg.AssetsDefinition:
             key=SOURCES[table].key,
             audit=silver_audit(table),
         )
+        record(lakehouse, identifier, built)
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(str(result.snapshot_id)),
             metadata={
                 **table_metadata(lakehouse, result, window),
                 "invalid_share": invalid_share(lakehouse, identifier),

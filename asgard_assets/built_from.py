@@ -1,0 +1,71 @@
+"""What a table's current snapshot was built from, recorded on the table itself.
+
+A step that rebuilds a table from other tables (silver from bronze, gold from silver)
+records its inputs (their Iceberg snapshot ids, the code version, the window) as a table
+property naming the snapshot it applies to. When the same inputs come again, the step
+notices and does nothing: no new snapshot, the same data version. State and data cannot
+disagree: a write by anything else moves the snapshot and voids the record.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from .resources.lakehouse import Audit, Lakehouse, Staged
+
+PROPERTY = "asgard.built-from"
+
+
+def inputs(lakehouse: Lakehouse, code: str | None, sources: list[str], **extra: str) -> str:
+    """The inputs of a build: the code version, the current snapshot of each source table,
+    and anything else that changes the result (a window), as one comparable string."""
+    return json.dumps(
+        {
+            "code": code,
+            "sources": {s: lakehouse.describe(s).snapshot_id for s in sorted(sources)},
+            **extra,
+        },
+        sort_keys=True,
+    )
+
+
+def built_from(lakehouse: Lakehouse, identifier: str) -> str | None:
+    """The inputs recorded for the table's current snapshot; None when unknown."""
+    if not lakehouse.exists(identifier):
+        return None
+    table = lakehouse.table(identifier)
+    snapshot = table.current_snapshot()
+    recorded = json.loads(table.properties.get(PROPERTY, "{}"))
+    if snapshot is None or recorded.get("snapshot_id") != snapshot.snapshot_id:
+        return None
+    return recorded.get("inputs")
+
+
+def record(lakehouse: Lakehouse, identifier: str, built: str) -> None:
+    """Remember that the table's current snapshot was built from ``built`` (a table
+    property: a metadata commit, no new snapshot)."""
+    table = lakehouse.table(identifier)
+    value = json.dumps({"snapshot_id": table.current_snapshot().snapshot_id, "inputs": built})
+    with table.transaction() as txn:
+        txn.set_properties({PROPERTY: value})
+
+
+def unchanged(
+    lakehouse: Lakehouse, identifier: str, audit: Audit, source: str
+) -> dg.MaterializeResult:
+    """The result of a step that found nothing to do: the table as it is, its checks judged
+    again on its current rows (cheap, and every check keeps a result), the same data
+    version."""
+    table = lakehouse.table(identifier)
+    written = lakehouse.describe(identifier)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(str(written.snapshot_id)),
+        metadata={
+            "dagster/row_count": written.total_rows,
+            "iceberg_snapshot_id": str(written.snapshot_id),
+            "skipped": f"nothing to do: {source} unchanged since this snapshot was written",
+        },
+        check_results=audit(Staged(identifier, table.transaction(), table.io)),
+    )
