@@ -14,7 +14,9 @@ cursor came from (a concurrent load of the same table makes it read again).
 
 from __future__ import annotations
 
+import queue
 import tempfile
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -95,6 +97,47 @@ def _adbc_postgres(url: str, query: str, batch_bytes: int) -> pa.RecordBatchRead
             conn.close()
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+PREFETCH_BATCHES = 4
+_DONE = object()
+
+
+def _prefetched(reader: pa.RecordBatchReader, depth: int = PREFETCH_BATCHES):
+    """The reader's batches, read ahead on a thread while the caller encodes Parquet (both
+    release the GIL): the source read and the write overlap, with at most ``depth``
+    batches in flight. An error on the source side is raised to the caller."""
+    batches: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in reader:
+                while not stop.is_set():
+                    try:
+                        batches.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            batches.put(_DONE)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer as is
+            batches.put(e)
+
+    def consume():
+        thread = threading.Thread(target=produce, name="asgard-source-read", daemon=True)
+        thread.start()
+        try:
+            while (item := batches.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    return pa.RecordBatchReader.from_batches(reader.schema, consume())
 
 
 def _with_load_columns(reader: pa.RecordBatchReader, load_id: str, loaded_at: datetime):
@@ -302,9 +345,11 @@ class EmbeddedIngestion(Ingestion):
             query += f" ORDER BY {window.column}"
         url = self.url()
         if sa.engine.make_url(url).get_backend_name() == "postgresql":
-            return _adbc_postgres(url, query, self.adbc_batch_bytes)
-        return cx.read_sql(
-            _connectorx_url(url), query, return_type="arrow_stream", batch_size=self.batch_rows
+            return _prefetched(_adbc_postgres(url, query, self.adbc_batch_bytes))
+        return _prefetched(
+            cx.read_sql(
+                _connectorx_url(url), query, return_type="arrow_stream", batch_size=self.batch_rows
+            )
         )
 
     def _scope(
