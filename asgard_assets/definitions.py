@@ -14,18 +14,21 @@ from .orchestration.freshness import freshness_checks, freshness_sensor
 from .orchestration.jobs import jobs
 from .orchestration.schedules import schedules
 from .orchestration.sensors import sensors
+from .partitions import single_run_backfills
 from .resources import resources_for
 from .silver.assets import silver_assets
 
 defs = dg.Definitions(
-    assets=[
-        *bronze_assets,
-        *silver_assets,
-        gold_dbt_assets,
-        operator_efficiency,
-        operator_efficiency_predictor,
-        operator_efficiency_service,
-    ],
+    assets=single_run_backfills(
+        [
+            *bronze_assets,
+            *silver_assets,
+            gold_dbt_assets,
+            operator_efficiency,
+            operator_efficiency_predictor,
+            operator_efficiency_service,
+        ]
+    ),
     asset_checks=[*bronze_checks, *silver_checks, quality_gate, feature_drift, *freshness_checks],
     jobs=jobs,
     schedules=schedules,

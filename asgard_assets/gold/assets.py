@@ -100,7 +100,10 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
             if isinstance(event, dg.Output):
                 identifier = ".".join(context.asset_key_for_output(event.output_name).path)
                 event = event.with_metadata(
-                    {**event.metadata, **table_metadata(lakehouse, lakehouse.describe(identifier))}
+                    {
+                        **event.metadata,
+                        **table_metadata(lakehouse, lakehouse.describe(identifier), written=False),
+                    }
                 )
             yield event
         write_docs(project, dbt)
