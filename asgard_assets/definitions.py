@@ -19,16 +19,14 @@ from .resources import resources_for
 from .silver.assets import silver_assets
 
 defs = dg.Definitions(
-    assets=single_run_backfills(
-        [
-            *bronze_assets,
-            *silver_assets,
-            gold_dbt_assets,
-            operator_efficiency,
-            operator_efficiency_predictor,
-            operator_efficiency_service,
-        ]
-    ),
+    assets=[
+        *bronze_assets,
+        *silver_assets,
+        gold_dbt_assets,
+        operator_efficiency,
+        operator_efficiency_predictor,
+        operator_efficiency_service,
+    ],
     asset_checks=[*bronze_checks, *silver_checks, quality_gate, feature_drift, *freshness_checks],
     jobs=jobs,
     schedules=schedules,
@@ -37,3 +35,7 @@ defs = dg.Definitions(
     # One process: the journey's steps are small, and a process per step costs seconds each.
     executor=dg.in_process_executor,
 )
+
+# every asset backfills a range of days in one run, so the CLI's `--select '*'
+# --partition-range FIRST...LAST` runs the whole graph (partitions.single_run_backfills)
+defs = single_run_backfills(defs)

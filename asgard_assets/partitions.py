@@ -19,6 +19,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
+from dagster._record import replace
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 
 from . import demo_data
@@ -118,12 +119,16 @@ def partitions_of(table: str) -> dict:
     return {"partitions_def": daily} if is_partitioned(table) else {}
 
 
-def single_run_backfills(assets: list) -> list:
+def single_run_backfills(defs: dg.Definitions) -> dg.Definitions:
     """Every asset backfills a range of days as one run (``BackfillPolicy.single_run``), so
     ``dagster asset materialize --select '*' --partition-range A...B`` runs the whole graph,
     the unpartitioned assets once. Set here, not per decorator: ``@asset(backfill_policy=)``
     is a beta parameter and warns, ``with_attributes`` does not."""
-    return [a.with_attributes(backfill_policy=single_run) for a in assets]
+    assets = [
+        a.with_attributes(backfill_policy=single_run) if isinstance(a, dg.AssetsDefinition) else a
+        for a in defs.assets or []
+    ]
+    return replace(defs, assets=assets)
 
 
 def all_days_range() -> str:
