@@ -33,11 +33,11 @@ STEP_TIME = re.compile(r" in (?P<time>[\d.]+m?s)\.?$")
 
 
 def _bin(name: str) -> str:
+    """This venv's command, as the user would type it from where they stand (the
+    repository root: ``.venv/bin/dagster``), else its full path."""
     path = Path(sys.executable).with_name(name)
-    try:  # as the user would type it from where they stand, e.g. .venv/bin/dagster
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    local = Path(".venv/bin") / name
+    return str(local) if local.exists() and local.samefile(path) else str(path)
 
 
 def journey_command() -> list[str]:
@@ -142,7 +142,8 @@ def load_demo(url: str) -> int:
 
 
 def ui(port: int) -> int:
-    cmd = [_bin("dagster"), "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
     return subprocess.call(cmd, env=instance_env(), cwd=ROOT)
 
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import sysconfig
+import warnings
 from pathlib import Path
 
 from .settings import asgard_home
@@ -50,6 +51,14 @@ def apply_defaults() -> None:
     instance_env()
     if os.path.basename(sys.argv[0]).startswith("dagster"):
         sys.excepthook = _one_line_cli_errors
+        # Dagster's own notices on the commands the README uses, not about Asgard's code:
+        # `asset materialize` is "superseded" by the `dg` tool, and selecting `*` uses a
+        # beta parameter inside Dagster
+        for message in (
+            "Function `asset_materialize_command` is superseded",
+            "Parameter `include_sources` of function `AssetSelection.all` is currently in beta",
+        ):
+            warnings.filterwarnings("ignore", message=message)
 
 
 def _one_line_cli_errors(kind, error, tb) -> None:
