@@ -12,8 +12,9 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
-from conftest import ROOT, clean_env
+from conftest import ROOT, asgard_home_env, clean_env
 
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<why>[^)]+)\)\s*-->")
 BLOCK = re.compile(r"^```bash\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -118,3 +119,17 @@ def test_every_run_landed_in_the_instance_make_ui_shows(demo_clone, ran_blocks):
             for layer in ("bronze", "silver"):
                 key = dg.AssetKey([layer, table])
                 assert instance.get_materialized_partitions(key) == days, key
+
+
+def test_asgard_stop_stopped_the_demo_service(demo_clone, ran_blocks):
+    from asgard_assets.models.training import MODEL_NAME
+    from asgard_assets.resources.deployer import LocalDeployer
+
+    clone, out = demo_clone
+    assert ".venv/bin/asgard stop" in RUN[-1]
+    assert "stopped the inference service at http://127.0.0.1:" in ran_blocks[-1].stdout
+    pid = int(re.search(r"Inference service: \S+  \(pid (\d+)", out)[1])
+    with asgard_home_env(clone / ".asgard"):
+        assert LocalDeployer().current(MODEL_NAME) is None
+    # gone, or a zombie waiting for a parent that is not ours to reap it
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
