@@ -126,8 +126,8 @@ def test_asgard_stop_stopped_the_demo_service(demo_clone, ran_blocks):
     from asgard_assets.resources.deployer import LocalDeployer
 
     clone, out = demo_clone
-    assert ".venv/bin/asgard stop" in RUN[-1]
-    assert "stopped the inference service at http://127.0.0.1:" in ran_blocks[-1].stdout
+    (stop,) = [i for i, block in enumerate(RUN) if ".venv/bin/asgard stop" in block]
+    assert "stopped the inference service at http://127.0.0.1:" in ran_blocks[stop - 1].stdout
     pid = int(re.search(r"Inference service: \S+  \(pid (\d+)", out)[1])
     with asgard_home_env(clone / ".asgard"):
         assert LocalDeployer().current(MODEL_NAME) is None
