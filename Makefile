@@ -2,6 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
+# asgard.pth: this venv's dagster/feast/mlflow commands default to ./.asgard and its
+# Dagster instance (asgard_assets/instance.py), so CLI runs show in `make ui`
+PTH_STAMP := $(VENV)/.asgard-pth-stamp
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -10,17 +13,27 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --compile-bytecode -r requirements.lock -e .
 	touch $(STAMP)
 
-.PHONY: install demo test ui lock
-install: $(STAMP)
+$(PTH_STAMP): $(STAMP) asgard_assets/instance.py
+	$(VENV)/bin/python -m asgard_assets.instance
+	touch $(PTH_STAMP)
 
-demo: $(STAMP)
+.PHONY: install demo test ui stop lock
+install: $(STAMP) $(PTH_STAMP)
+
+demo: install
 	$(VENV)/bin/asgard demo
 
-test: $(STAMP)
+# the UI test needs Chromium: without it (and without CI=true) it is skipped, said loudly
+test: install
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || \
+	    echo "*** Chromium not found: tests/test_ui.py will be SKIPPED (install it: apt-get install chromium, as .ci/run does) ***"
 	$(VENV)/bin/pytest
 
-ui: $(STAMP)
+ui: install
 	$(VENV)/bin/asgard ui
+
+stop: install
+	$(VENV)/bin/asgard stop
 
 lock:
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -q -o requirements.lock

@@ -1,101 +1,171 @@
-"""``asgard``: the demo journey, the demo database anywhere, and the UI, from one command.
+"""asgard: the demo journey, the demo database anywhere, the UI and stopping what the demo
+started.
 
-asgard demo                 materialize the whole journey on the embedded default
-asgard load-demo URL        load the demo factory data into any SQLAlchemy database
-asgard ui                   dagster dev on the same instance as ``asgard demo``
+  asgard demo              materialize the whole lineage graph (every day, one run)
+  asgard ui                the Dagster UI on the same instance
+  asgard stop              stop the inference service the demo started
+  asgard load-demo URL     load the demo factory data into any SQLAlchemy database
+
+State lives in $ASGARD_HOME (default ./.asgard); the Dagster instance in
+$ASGARD_HOME/dagster unless DAGSTER_HOME says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import re
 import shlex
-import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
+from .instance import ROOT, instance_env
 from .settings import asgard_home
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def dagster_env() -> dict[str, str]:
-    """DAGSTER_HOME defaults to ``$ASGARD_HOME/dagster`` so the CLI's runs show in the UI."""
-    env = dict(os.environ)
-    home = Path(env.get("DAGSTER_HOME") or asgard_home() / "dagster")
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists() and (ROOT / "dagster.yaml").exists():
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env["DAGSTER_HOME"] = str(home)
-    env["ASGARD_HOME"] = str(asgard_home())
-    return env
+# a Dagster log line: "<time> - dagster - <LEVEL> - <job> - <run id> - <pid> - <step> - <EVENT> - <message>"
+EVENT_LINE = re.compile(
+    r" - dagster - \w+ - [^ ]+ - (?P<run>[0-9a-f-]{36}) - \d+ - (?:(?P<step>[\w.]+) - )?"
+    r"(?P<event>[A-Z_]+) - (?P<message>.*)"
+)
+STEP_TIME = re.compile(r" in (?P<time>[\d.]+m?s)\.?$")
 
 
 def _bin(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
+    """This venv's command, as the user would type it from where they stand (the
+    repository root: ``.venv/bin/dagster``), else its full path."""
+    path = Path(sys.executable).with_name(name)
+    local = Path(".venv/bin") / name
+    return str(local) if local.exists() and local.samefile(path) else str(path)
 
 
 def journey_command() -> list[str]:
-    """The whole journey as one run: the ``journey`` job over the days the source has rows
-    on (a single-run backfill of those daily partitions)."""
-    from .partitions import range_tags, source_days
-    from .resources import resource
+    """The whole lineage graph, ingestion to deployment, as one run over every day."""
+    from .partitions import all_days_range
 
     return [
         _bin("dagster"),
-        "job",
-        "execute",
+        "asset",
+        "materialize",
         "-m",
         "asgard_assets.definitions",
-        "-j",
-        "journey",
-        "--tags",
-        json.dumps(range_tags(source_days(resource("ingestion")))),
+        "--select",
+        "*",
+        "--partition-range",
+        all_days_range(),
     ]
 
 
-def demo() -> int:
-    env = dagster_env()
-    cmd = journey_command()
-    print(f"ASGARD_HOME={env['ASGARD_HOME']}  DAGSTER_HOME={env['DAGSTER_HOME']}")
-    print("$ " + shlex.join(cmd), flush=True)
-    code = subprocess.call(cmd, env=env, cwd=ROOT)
-    if code == 0:
-        from .summary import print_summary
+def follow(lines: IO[str], log: IO[str]) -> str | None:
+    """Copy Dagster's event stream into ``log``; print one line per materialized step and
+    every failure. Returns the run id."""
+    run_id, materialized = None, set()
+    for line in lines:
+        log.write(line)
+        match = EVENT_LINE.search(line)
+        if not match:
+            continue
+        run_id = run_id or match["run"]
+        step, event = match["step"], match["event"]
+        if event == "ASSET_MATERIALIZATION":
+            materialized.add(step)
+        elif event == "STEP_SUCCESS" and step in materialized:
+            took = STEP_TIME.search(match["message"])
+            print(
+                f"  ok    {step.replace('__', '/'):<44} {took['time'] if took else ''}", flush=True
+            )
+        elif event == "STEP_FAILURE":
+            print(f"  FAIL  {step}: {match['message'][:300]}", flush=True)
+    return run_id
 
-        print_summary()
-    return code
+
+def demo() -> int:
+    env = instance_env()
+    cmd = journey_command()
+    logs = asgard_home() / "logs"
+    logs.mkdir(exist_ok=True)
+    log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
+    print(f"ASGARD_HOME={env['ASGARD_HOME']}  (Dagster instance: {env['DAGSTER_HOME']})")
+    print("$ " + shlex.join(cmd), flush=True)
+    print(f"Dagster's event log: {log_path}", flush=True)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        run_id = follow(process.stdout, log)
+        code = process.wait()
+    if code != 0:
+        print(f"\nThe run failed (exit {code}); the last lines of {log_path}:", file=sys.stderr)
+        print("".join(log_path.read_text().splitlines(keepends=True)[-25:]), file=sys.stderr)
+        return code
+    from .summary import print_summary
+
+    print_summary(run_id)
+    return 0
+
+
+def stop() -> int:
+    from .models.training import MODEL_NAME
+    from .resources.deployer import LocalDeployer
+
+    deployer = LocalDeployer()
+    current = deployer.current(MODEL_NAME)
+    if current is None:
+        print(f"no inference service of {MODEL_NAME} is running (ASGARD_HOME={asgard_home()})")
+        return 0
+    deployer.stop(MODEL_NAME)
+    print(f"stopped the inference service at {current.url} (pid {current.pid})")
+    return 0
 
 
 def load_demo(url: str) -> int:
+    import sqlalchemy as sa
+
     from . import demo_data
+    from .contracts.sources import qualified_name
     from .resources.ingestion import redact
 
     counts = demo_data.load(url)
+    parsed = sa.engine.make_url(url)
+    dialect = parsed.get_backend_name()
+    where = sorted({".".join(filter(None, qualified_name(t, dialect))) for t in counts})
     print(f"loaded {sum(counts.values()):,} rows into {redact(url)}: {counts}")
+    if dialect in ("mysql", "mariadb"):
+        print(
+            f"tables: {', '.join(where)} (in MySQL a schema is a database: the database in the "
+            f"URL, {parsed.database or '(none)'}, only opens the connection)"
+        )
+    else:
+        print(f"tables: {', '.join(where)}")
     return 0
 
 
 def ui(port: int) -> int:
-    cmd = [_bin("dagster"), "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
-    return subprocess.call(cmd, env=dagster_env(), cwd=ROOT)
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
+    return subprocess.call(cmd, env=instance_env(), cwd=ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="asgard", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="materialize the whole journey on the embedded default")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("demo", help="materialize the whole lineage graph, every day in one run")
+    ui_p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the same instance")
+    ui_p.add_argument("--port", type=int, default=3000)
+    sub.add_parser("stop", help="stop the inference service the demo started")
     load = sub.add_parser("load-demo", help="load the demo factory database into a SQLAlchemy URL")
     load.add_argument("url", help="e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/factory")
-    ui_p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this instance")
-    ui_p.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
     if args.command == "demo":
         return demo()
+    if args.command == "stop":
+        return stop()
     if args.command == "load-demo":
         return load_demo(args.url)
     return ui(args.port)

@@ -16,6 +16,7 @@ from .orchestration.freshness import freshness_checks, freshness_sensor
 from .orchestration.jobs import jobs
 from .orchestration.schedules import schedules
 from .orchestration.sensors import sensors
+from .partitions import single_run_backfills
 from .resources import resources_for
 from .silver.assets import silver_assets
 
@@ -43,3 +44,7 @@ defs = dg.Definitions(
     # One process: the journey's steps are small, and a process per step costs seconds each.
     executor=dg.in_process_executor,
 )
+
+# every asset backfills a range of days in one run, so the CLI's `--select '*'
+# --partition-range FIRST...LAST` runs the whole graph (partitions.single_run_backfills)
+defs = single_run_backfills(defs)

@@ -41,8 +41,12 @@ def preview(lakehouse: Lakehouse, identifier: str, rows: int = 10) -> str:
     return df.to_markdown(index=False) if len(df) else "(empty)"
 
 
-def table_metadata(lakehouse: Lakehouse, result: WriteResult, window: Window | None = None) -> dict:
-    """With a window (a partition run), also the rows written into it and which days."""
+def table_metadata(
+    lakehouse: Lakehouse, result: WriteResult, window: Window | None = None, written: bool = True
+) -> dict:
+    """With a window (a partition run), also the rows written into it and which days.
+    ``written=False`` for a table described after another engine wrote it (gold after dbt):
+    no ``rows_written`` then, rather than a 0 beside the real row count."""
     partition = (
         {"dagster/partition_row_count": result.rows_written, "partition_window": str(window)}
         if window
@@ -51,7 +55,7 @@ def table_metadata(lakehouse: Lakehouse, result: WriteResult, window: Window | N
     return {
         "dagster/row_count": result.total_rows,
         **partition,
-        "rows_written": result.rows_written,
+        **({"rows_written": result.rows_written} if written else {}),
         "dagster/column_schema": table_schema(lakehouse, result.identifier),
         "dagster/table_name": f"asgard.{result.identifier}",
         "iceberg_table": result.identifier,

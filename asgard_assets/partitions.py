@@ -11,15 +11,18 @@ key is there once whatever days a run covers. A range of days runs as one run an
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import sqlalchemy as sa
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
+from dagster._record import replace
 from pyiceberg.expressions import (
     And,
     BooleanExpression,
@@ -29,12 +32,65 @@ from pyiceberg.expressions import (
     Or,
 )
 
-from .contracts.sources import PARTITIONED_TABLES, SOURCES
-from .settings import partition_start
+from . import demo_data
+from .contracts.sources import PARTITIONED_TABLES, SOURCES, qualified_name
+from .settings import partition_end, partition_start, source_url
 
 PARTITION_COLUMNS = {t: SOURCES[t].partition_column for t in PARTITIONED_TABLES}
+DAY = "%Y-%m-%d"
 
-daily = dg.DailyPartitionsDefinition(start_date=partition_start(), timezone="UTC")
+
+def _first_source_day(url: str) -> str:
+    """The earliest day of any partitioned table in the source (one MIN query per table)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            firsts = []
+            for table, column in PARTITION_COLUMNS.items():
+                schema, name = qualified_name(table, conn.dialect.name)
+                where = f"{schema}.{name}" if schema else name
+                firsts.append(conn.execute(sa.text(f"SELECT min({column}) FROM {where}")).scalar())
+    finally:
+        engine.dispose()
+    days = [str(f)[:10] for f in firsts if f is not None]
+    if not days:
+        raise ValueError("the partitioned source tables are empty")
+    return min(days)
+
+
+def partition_bounds() -> tuple[str, str | None]:
+    """(first day, day after the last) of the daily partitions; None: up to the day that
+    just ended. ``ASGARD_PARTITION_START`` / ``ASGARD_PARTITION_END`` (last day) win.
+
+    The demo database is generated and never grows: its partitions are exactly its days,
+    so a finished demo has no Missing day. A real source is live: partitions run from its
+    first day (read once when the definitions load) to yesterday, like the daily schedule.
+    """
+    end = partition_end()
+    end = f"{datetime.strptime(end, DAY) + timedelta(days=1):{DAY}}" if end else None
+    url = source_url()
+    if url is None:
+        last = demo_data.START + timedelta(days=demo_data.DAYS)
+        return partition_start() or f"{demo_data.START:{DAY}}", end or f"{last:{DAY}}"
+    if partition_start():
+        return partition_start(), end
+    try:
+        return _first_source_day(url), end
+    except Exception as e:  # noqa: BLE001 - the definitions must load with the source down
+        fallback = f"{demo_data.START:{DAY}}"
+        logging.getLogger("asgard").warning(
+            f"could not read the source's first day ({type(e).__name__}: {e}); daily "
+            f"partitions start at {fallback}: set ASGARD_PARTITION_START to the first day"
+        )
+        return fallback, end
+
+
+def daily_partitions() -> dg.DailyPartitionsDefinition:
+    start, end = partition_bounds()
+    return dg.DailyPartitionsDefinition(start_date=start, end_date=end, timezone="UTC")
+
+
+daily = daily_partitions()
 single_run = dg.BackfillPolicy.single_run()
 
 
@@ -93,9 +149,25 @@ def is_partitioned(table: str) -> bool:
 
 def partitions_of(table: str) -> dict:
     """The asset arguments that make ``table``'s bronze and silver assets daily-partitioned."""
-    if not is_partitioned(table):
-        return {}
-    return {"partitions_def": daily, "backfill_policy": single_run}
+    return {"partitions_def": daily} if is_partitioned(table) else {}
+
+
+def single_run_backfills(defs: dg.Definitions) -> dg.Definitions:
+    """Every asset backfills a range of days as one run (``BackfillPolicy.single_run``), so
+    ``dagster asset materialize --select '*' --partition-range A...B`` runs the whole graph,
+    the unpartitioned assets once. Set here, not per decorator: ``@asset(backfill_policy=)``
+    is a beta parameter and warns, ``with_attributes`` does not."""
+    assets = [
+        a.with_attributes(backfill_policy=single_run) if isinstance(a, dg.AssetsDefinition) else a
+        for a in defs.assets or []
+    ]
+    return replace(defs, assets=assets)
+
+
+def all_days_range() -> str:
+    """``FIRST...LAST``: every daily partition, for ``--partition-range``."""
+    keys = daily.get_partition_keys()
+    return f"{keys[0]}...{keys[-1]}"
 
 
 def window_of(context: dg.AssetExecutionContext, table: str) -> Window | None:

@@ -29,9 +29,15 @@ def source_url() -> str | None:
     return os.environ.get("ASGARD_SOURCE_URL") or None
 
 
-def partition_start() -> str:
-    """First day of the daily partitions (the demo data starts here)."""
-    return os.environ.get("ASGARD_PARTITION_START", "2025-01-01")
+def partition_start() -> str | None:
+    """First day of the daily partitions; None: the source's first day."""
+    return os.environ.get("ASGARD_PARTITION_START") or None
+
+
+def partition_end() -> str | None:
+    """Last day of the daily partitions; None: the demo data's last day, or yesterday for
+    a real source."""
+    return os.environ.get("ASGARD_PARTITION_END") or None
 
 
 def demo_source_path() -> Path:

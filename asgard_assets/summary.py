@@ -7,7 +7,37 @@ import json
 from .resources import resource
 
 
-def print_summary() -> None:
+def check_results(run_id: str) -> dict[str, list[str]]:
+    """The run's asset checks by outcome: passed, warned, failed (``asset:check`` names)."""
+    import dagster as dg
+
+    outcomes: dict[str, list[str]] = {"passed": [], "warned": [], "failed": []}
+    with dg.DagsterInstance.get() as instance:
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            check = entry.dagster_event.event_specific_data
+            name = f"{check.asset_key.to_user_string()}:{check.check_name}"
+            if check.passed:
+                outcomes["passed"].append(name)
+            elif check.severity == dg.AssetCheckSeverity.WARN:
+                outcomes["warned"].append(name)
+            else:
+                outcomes["failed"].append(name)
+    return {k: sorted(v) for k, v in outcomes.items()}
+
+
+def print_checks(run_id: str) -> None:
+    results = check_results(run_id)
+    print(
+        f"\nAsset checks: {len(results['passed'])} passed, {len(results['warned'])} warned, "
+        f"{len(results['failed'])} failed"
+    )
+    for outcome in ("warned", "failed", "passed"):
+        if results[outcome]:
+            print(f"  {outcome}: {', '.join(results[outcome])}")
+
+
+def print_summary(run_id: str | None = None) -> None:
+    """Tables, model, service; then, with the run's id, its check results."""
     lakehouse = resource("lakehouse")
     catalog = lakehouse.catalog()
     print("\nIceberg tables (current snapshot):")
@@ -38,3 +68,6 @@ def print_summary() -> None:
         print(
             f"  curl -s -X POST {deployment.url}/predict -H 'content-type: application/json' -d '{body}'"
         )
+        print("  stop it with: .venv/bin/asgard stop")
+    if run_id:
+        print_checks(run_id)

@@ -197,3 +197,47 @@ def create_source_table(
         if rows:
             conn.execute(target.insert(), rows)
     engine.dispose()
+
+
+def repo_copy(dest: Path) -> Path:
+    """What a clone of the repository holds (tracked and new unignored files, with their
+    times, so make sees the venv as up to date), with this checkout's .venv linked in."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    (dest / ".venv").symlink_to(ROOT / ".venv")
+    return dest
+
+
+def clean_env() -> dict[str, str]:
+    """The environment of a user who exported nothing of Asgard's, Dagster's or MLflow's."""
+    names = ("ASGARD_", "DAGSTER_", "PYICEBERG_", "MLFLOW_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(names)}
+
+
+@pytest.fixture(scope="session")
+def demo_clone(tmp_path_factory):
+    """A copy of the repository where ``make demo`` ran, as a user runs it (state in its
+    ``.asgard``); yields (path, make demo's output). Shared by the README and UI tests."""
+    import subprocess
+
+    clone = repo_copy(tmp_path_factory.mktemp("clone"))
+    done = subprocess.run(
+        ["make", "demo"], cwd=clone, env=clean_env(), capture_output=True, text=True, timeout=1800
+    )
+    try:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        yield clone, done.stdout
+    finally:
+        subprocess.run([".venv/bin/asgard", "stop"], cwd=clone, env=clean_env(), check=False)

@@ -15,7 +15,6 @@ from test_ingestion import metadata, rows, stable
 
 from asgard_assets import demo_data
 from asgard_assets.orchestration import sensors as s
-from asgard_assets.orchestration.schedules import daily_ingest
 from asgard_assets.partitions import range_tags
 from asgard_assets.resources import resource
 
@@ -139,9 +138,17 @@ def test_cli_backfills_a_partition_range(source, home, tmp_path):
 
 
 def test_daily_schedule_requests_yesterdays_partition():
+    from asgard_assets.definitions import defs
+
+    daily_ingest = defs.resolve_schedule_def("daily_ingest")  # partitioned through its assets
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2025, 3, 1, 2, 0))
+    (request,) = daily_ingest.evaluate_tick(context).run_requests
+    assert request.partition_key == "2025-02-28"
+    # the demo's partitions end with its data (2025-06-30): later ticks re-run that last
+    # day, which replaces it with the same rows
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 1, 2, 0))
     (request,) = daily_ingest.evaluate_tick(context).run_requests
-    assert request.partition_key == "2026-02-28"
+    assert request.partition_key == "2025-06-30"
     assert daily_ingest.job_name == "ingest" and daily_ingest.cron_schedule == "0 2 * * *"
 
 

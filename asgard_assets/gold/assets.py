@@ -140,7 +140,10 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
                 event = dg.Output(
                     None,
                     output_name=event.output_name,
-                    metadata={**event.metadata, **table_metadata(lakehouse, written)},
+                    metadata={
+                        **event.metadata,
+                        **table_metadata(lakehouse, written, written=False),
+                    },
                     data_version=dg.DataVersion(str(written.snapshot_id)),
                 )
             yield event

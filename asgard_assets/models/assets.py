@@ -138,13 +138,14 @@ def _train_and_register(
 
     mlflow_tracking.client()
     with mlflow.start_run(
-        experiment_id=mlflow_tracking.experiment_id(), run_name=f"{MODEL_NAME}-{context.run_id[:8]}"
+        experiment_id=mlflow_tracking.experiment_id(),
+        run_name=f"{MODEL_NAME}-{context.run.run_id[:8]}",
     ) as run:
         mlflow.log_params(trained.params)
         mlflow.log_metrics({**trained.metrics, "onnx_max_abs_diff": onnx_diff})
         mlflow.set_tags(
             {
-                "asgard.dagster_run_id": context.run_id,
+                "asgard.dagster_run_id": context.run.run_id,
                 "asgard.gold_snapshot": gold_snapshot,
                 "asgard.code_version": CODE_VERSION,
             }

@@ -3,12 +3,10 @@
 
 import dagster as dg
 
-from ..partitions import daily
-
+# daily-partitioned through its assets (work orders, machine logs)
 ingest_job = dg.define_asset_job(
     "ingest",
     selection=dg.AssetSelection.groups("bronze"),
-    partitions_def=daily,
     description=(
         "Source tables into bronze: the run's days of work orders and machine logs, "
         "rows past the cursor of the others."

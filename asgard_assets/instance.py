@@ -1,0 +1,87 @@
+"""Where the Dagster instance lives: ``$DAGSTER_HOME``, by default ``$ASGARD_HOME/dagster``.
+
+``asgard``'s commands set it for what they start. ``make install`` also puts ``asgard.pth``
+into the venv, which runs :func:`apply_defaults` when one of this venv's ``dagster``,
+``feast`` or ``mlflow`` commands starts: variables the user did not set default to the
+same home (``./.asgard``, absolute) and instance, so ``.venv/bin/dagster asset materialize``
+lands its runs where ``make ui`` looks, and ``.venv/bin/feast -c feature_repo`` finds the
+feature store. Anything the user exports wins. The Dagster CLI creates its instance before
+it imports the code, so this cannot live in the code itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+import warnings
+from pathlib import Path
+
+from .settings import asgard_home
+
+ROOT = Path(__file__).resolve().parent.parent
+# commands whose processes get the defaults (their subprocesses inherit them)
+COMMANDS = ("dagster", "feast", "mlflow")
+PTH_NAME = "asgard.pth"
+PTH_LINE = (
+    "import sys; sys.argv and __import__('os').path.basename(sys.argv[0]).startswith("
+    f"{COMMANDS!r}) and __import__('asgard_assets.instance').instance.apply_defaults()\n"
+)
+
+
+def dagster_home() -> Path:
+    """``$DAGSTER_HOME`` or ``$ASGARD_HOME/dagster``, created with the project's
+    ``dagster.yaml`` (telemetry off) on first use."""
+    home = Path(os.environ.get("DAGSTER_HOME") or asgard_home() / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists() and (ROOT / "dagster.yaml").exists():
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def instance_env() -> dict[str, str]:
+    """The environment for Dagster commands: ``ASGARD_HOME`` absolute, ``DAGSTER_HOME`` set."""
+    os.environ["DAGSTER_HOME"] = str(dagster_home())  # asgard_home() sets ASGARD_HOME
+    return dict(os.environ)
+
+
+def apply_defaults() -> None:
+    """Run by ``asgard.pth`` at the start of this venv's dagster/feast/mlflow commands."""
+    instance_env()
+    if os.path.basename(sys.argv[0]).startswith("dagster"):
+        sys.excepthook = _one_line_cli_errors
+        # Dagster's own notices on the commands the README uses, not about Asgard's code:
+        # `asset materialize` is "superseded" by the `dg` tool, and selecting `*` uses a
+        # beta parameter inside Dagster
+        for message in (
+            "Function `asset_materialize_command` is superseded",
+            "Parameter `include_sources` of function `AssetSelection.all` is currently in beta",
+        ):
+            warnings.filterwarnings("ignore", message=message)
+
+
+def _one_line_cli_errors(kind, error, tb) -> None:
+    """``dagster asset materialize --select '*'`` without days raises a bare CheckError with
+    a traceback; say what to add instead."""
+    if "no '--partition' option was provided" in str(error):
+        from .partitions import all_days_range
+
+        print(
+            "error: the selection has daily-partitioned assets: add "
+            f"--partition-range {all_days_range()} (every day, one run) or --partition DAY",
+            file=sys.stderr,
+        )
+        return
+    sys.__excepthook__(kind, error, tb)
+
+
+def install_pth() -> Path:
+    """Write ``asgard.pth`` into this interpreter's site-packages (``make install``)."""
+    path = Path(sysconfig.get_paths()["purelib"]) / PTH_NAME
+    path.write_text(PTH_LINE)
+    return path
+
+
+if __name__ == "__main__":
+    print(f"wrote {install_pth()}")

@@ -1,0 +1,105 @@
+"""The commands a user types: `asgard`, and this venv's `dagster` with Asgard's defaults
+(asgard.pth), and the daily partitions' bounds they run over."""
+
+import logging
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import clean_env
+
+from asgard_assets import cli, demo_data
+from asgard_assets.partitions import partition_bounds
+
+BIN = Path(sys.executable).parent
+
+
+def test_help_is_plain_and_no_command_shows_it(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and ":func:" not in text
+    for command in ("demo", "ui", "stop", "load-demo"):
+        assert f"\n    {command}" in text or f"  {command} " in text, command
+    assert cli.main([]) == 2
+    assert "usage: asgard" in capsys.readouterr().out
+
+
+def test_stop_with_nothing_running_says_so(home, capsys):
+    assert cli.main(["stop"]) == 0
+    assert "no inference service" in capsys.readouterr().out
+
+
+def test_load_demo_into_mysql_says_where_the_tables_go(mysql_url, capsys):
+    assert cli.main(["load-demo", mysql_url]) == 0
+    out = capsys.readouterr().out
+    assert "production.work_orders" in out and "inventory.materials" in out
+    assert f"URL, {sa.engine.make_url(mysql_url).database}, only opens the connection" in out
+
+
+def test_demo_partitions_are_exactly_the_demo_days(monkeypatch):
+    monkeypatch.delenv("ASGARD_SOURCE_URL", raising=False)
+    monkeypatch.delenv("ASGARD_PARTITION_START", raising=False)
+    monkeypatch.delenv("ASGARD_PARTITION_END", raising=False)
+    assert partition_bounds() == ("2025-01-01", "2025-07-01")  # end exclusive: 181 days
+    monkeypatch.setenv("ASGARD_PARTITION_END", "2025-03-31")
+    assert partition_bounds() == ("2025-01-01", "2025-04-01")
+
+
+def test_a_real_source_starts_on_its_first_day_and_runs_to_yesterday(own_source, monkeypatch):
+    monkeypatch.delenv("ASGARD_PARTITION_START", raising=False)
+    monkeypatch.delenv("ASGARD_PARTITION_END", raising=False)
+    engine = sa.create_engine(own_source)
+    logs = demo_data.TABLES["machine_logs"]
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(logs).limit(1)).mappings().one()
+        conn.execute(
+            logs.insert(), {**row, "log_id": "LOG-EARLY", "event_time": datetime(2024, 11, 3, 7)}
+        )
+    engine.dispose()
+    assert partition_bounds() == ("2024-11-03", None)
+    monkeypatch.setenv("ASGARD_PARTITION_START", "2025-02-01")
+    assert partition_bounds() == ("2025-02-01", None)
+
+
+def test_an_unreachable_source_still_loads_and_says_what_to_set(home, monkeypatch, caplog):
+    monkeypatch.delenv("ASGARD_PARTITION_START", raising=False)
+    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    with caplog.at_level(logging.WARNING, logger="asgard"):
+        assert partition_bounds() == ("2025-01-01", None)
+    assert "set ASGARD_PARTITION_START" in caplog.text
+
+
+def run(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=cwd, env={**clean_env(), **env}, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_venv_dagster_defaults_to_the_asgard_instance_and_exports_win(tmp_path):
+    done = run([str(BIN / "dagster"), "instance", "info"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"$DAGSTER_HOME: {tmp_path / '.asgard' / 'dagster'}" in done.stdout
+    assert (tmp_path / ".asgard" / "dagster" / "dagster.yaml").exists()  # telemetry off
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    done = run([str(BIN / "dagster"), "instance", "info"], tmp_path, DAGSTER_HOME=str(mine))
+    assert f"$DAGSTER_HOME: {mine}" in done.stdout
+
+
+def test_whole_graph_without_days_fails_in_one_line(tmp_path):
+    done = run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "asgard_assets.definitions"]
+        + ["--select", "*"],
+        tmp_path,
+    )
+    assert done.returncode == 1
+    # nothing else: no traceback, no warning from loading the definitions
+    assert done.stderr.strip().splitlines() == [
+        "error: the selection has daily-partitioned assets: add --partition-range "
+        "2025-01-01...2025-06-30 (every day, one run) or --partition DAY"
+    ]
