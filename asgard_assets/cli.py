@@ -106,7 +106,7 @@ def demo() -> int:
 
 
 def stop() -> int:
-    from .models.training import MODEL_NAME
+    from .contracts.model import MODEL_NAME
     from .resources.deployer import LocalDeployer
 
     deployer = LocalDeployer()

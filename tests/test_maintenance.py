@@ -14,6 +14,7 @@ from asgard_assets.resources.lakehouse import IcebergLakehouse
 
 TABLE = "silver.daily_events"
 DAY0 = datetime(2025, 3, 1)
+LAST = DAY0 + timedelta(days=31)  # the span of the daily partitions
 
 
 def _day(i: int) -> pa.RecordBatchReader:
@@ -36,14 +37,16 @@ def _files_on_disk(lakehouse: IcebergLakehouse) -> set[str]:
 def test_thirty_daily_runs_stay_bounded(home):
     lakehouse = IcebergLakehouse()
     for i in range(30):  # one overwrite per day, each a snapshot with its own small file
-        window = Window("event_time", DAY0 + timedelta(days=i), DAY0 + timedelta(days=i + 1))
+        window = Window(
+            "event_time", DAY0 + timedelta(days=i), DAY0 + timedelta(days=i + 1), DAY0, LAST
+        )
         lakehouse.write(TABLE, _day(i), mode="overwrite", window=window)
     # and one day written twice: its first file is now referenced only by old snapshots
     lakehouse.write(
         TABLE,
         _day(3),
         mode="overwrite",
-        window=Window("event_time", DAY0 + timedelta(3), DAY0 + timedelta(4)),
+        window=Window("event_time", DAY0 + timedelta(3), DAY0 + timedelta(4), DAY0, LAST),
     )
     table = lakehouse.table(TABLE)
     assert len(table.metadata.snapshots) >= 31
@@ -84,7 +87,9 @@ def test_young_orphans_and_recent_snapshots_are_kept(home):
     """Default settings: nothing younger than the retention or the orphan age goes."""
     lakehouse = IcebergLakehouse()
     for i in range(3):
-        window = Window("event_time", DAY0 + timedelta(days=i), DAY0 + timedelta(days=i + 1))
+        window = Window(
+            "event_time", DAY0 + timedelta(days=i), DAY0 + timedelta(days=i + 1), DAY0, LAST
+        )
         lakehouse.write(TABLE, _day(i), mode="overwrite", window=window)
     stray = (
         Path(lakehouse.table(TABLE).metadata.location.removeprefix("file://"))

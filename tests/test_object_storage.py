@@ -18,7 +18,7 @@ from conftest import journey_assets, materialize
 from asgard_assets.contracts.model import GOLD_TABLE, MODEL_NAME
 from asgard_assets.contracts.sources import SOURCE_TABLES
 from asgard_assets.orchestration import sensors
-from asgard_assets.resources import resource, resources_for
+from asgard_assets.resources import profile_settings, resource, resources_for
 from asgard_assets.resources.deployer import LocalDeployer, free_port
 from asgard_assets.resources.feature_store import FeatureStoreResource
 from asgard_assets.resources.lakehouse import SECRET_PROPERTIES, IcebergLakehouse
@@ -160,7 +160,7 @@ def assert_feast_on_the_k8s_stores(endpoint: str, monkeypatch) -> None:
     monkeypatch.setenv("FEAST_S3_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("ASGARD_REDIS", f"{url['host']}:{url['port']},db={url.get('db', 0)}")
     feast = FeatureStoreResource(yaml_file="feature_store.k8s.yaml")
-    store = feast.apply_and_materialize()
+    store = feast.apply_and_materialize().store
     try:
         assert "feast/registry.pb" in bucket_keys(endpoint)
         source = store.get_data_source("gold_operator_features")
@@ -197,6 +197,8 @@ def test_catalog_and_warehouse_are_chosen_independently(tmp_path, monkeypatch):
 
 
 def test_both_profiles_pass_the_s3_settings(monkeypatch):
+    for name in profile_settings("k8s"):  # every other k8s setting: any value
+        monkeypatch.setenv(name, "x")
     env = {
         "ASGARD_CATALOG_URI": "postgresql://pg/iceberg",
         "ASGARD_WAREHOUSE": "s3://b/w",
@@ -204,8 +206,6 @@ def test_both_profiles_pass_the_s3_settings(monkeypatch):
         "AWS_ACCESS_KEY_ID": "k",
         "AWS_SECRET_ACCESS_KEY": "s",
         "AWS_REGION": "eu-west-1",
-        "AIRBYTE_API_URL": "x",
-        "AIRBYTE_CONNECTION_ID": "x",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -30,7 +30,7 @@ def test_jobs_select_their_layers():
         f"deployments/{MODEL_NAME}",
     }
     assert keys("deploy") == {f"deployments/{MODEL_NAME}"}
-    assert len(keys("journey")) == 12
+    assert len(keys("journey")) == 13  # and maintenance/iceberg_tables
 
 
 def test_gold_changed_sensor_requests_a_retrain():
@@ -50,11 +50,25 @@ class _StaleDeployer(LocalDeployer):
         return Deployment(model, "0", "http://127.0.0.1:1")
 
 
+class _ServingDeployer(LocalDeployer):
+    """Serves whatever version ``serving`` names (other tests of the shared journey home
+    may have promoted a newer champion)."""
+
+    serving: str = ""
+
+    def current(self, model: str):
+        return Deployment(model, self.serving, "http://127.0.0.1:1")
+
+
 def test_champion_changed_sensor(journey_home):
     tracking = resource("mlflow_tracking")
+    champion_now = str(tracking.champion(MODEL_NAME).version)
     quiet = s.champion_changed.evaluate_tick(
         dg.build_sensor_context(
-            resources={"mlflow_tracking": tracking, "deployer": LocalDeployer()}
+            resources={
+                "mlflow_tracking": tracking,
+                "deployer": _ServingDeployer(serving=champion_now),
+            }
         )
     )
     assert not quiet.run_requests and "already serving" in quiet.skip_message

@@ -255,7 +255,13 @@ def test_no_api_configured_says_how_to_configure_one(home, monkeypatch, tmp_path
 
 
 def test_windowed_manifest_is_valid_and_carries_the_iceberg_catalog(home):
-    window = Window("start_time", datetime(2025, 3, 1), datetime(2025, 3, 4))
+    window = Window(
+        "start_time",
+        datetime(2025, 3, 1),
+        datetime(2025, 3, 4),
+        datetime(2025, 1, 1),
+        datetime(2025, 7, 1),
+    )
     spark = engine("http://unused", executor_instances=4, executor_memory="4g", packages="none")
     app = spark.application(
         "asgard-silver-work-orders-1",

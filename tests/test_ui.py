@@ -50,7 +50,7 @@ def _wait_until_loaded(url: str, process: subprocess.Popen, log: Path, timeout: 
         if process.poll() is not None:
             pytest.fail(f"dagster dev exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if len(graphql(url, ASSET_KEYS)["assetNodes"]) >= 12:
+            if len(graphql(url, ASSET_KEYS)["assetNodes"]) >= 13:
                 return
         except (requests.RequestException, AssertionError):
             pass
@@ -123,7 +123,7 @@ def _shown_as(label: str, name: str) -> bool:
 
 def test_lineage_graph_shows_every_asset_of_the_journey(dagster_ui, browser):
     expected = sorted(n["assetKey"]["path"][-1] for n in graph_nodes(dagster_ui))
-    assert len(expected) == 12
+    assert len(expected) == 13
     page = browser.new_page(viewport={"width": 1800, "height": 700})
     # the first-visit newsletter dialog, marked as seen (it would cover the picture)
     page.add_init_script("window.localStorage.setItem('communityNux', '1')")
@@ -163,7 +163,7 @@ STATUS_OF_ASSETS = """
 def test_after_the_demo_nothing_is_missing(dagster_ui):
     """Every asset materialized; every day of the partitioned ones (no "Missing" days)."""
     nodes = graphql(dagster_ui, STATUS_OF_ASSETS)["assetNodes"]
-    assert len(nodes) >= 12
+    assert len(nodes) >= 13
     for node in nodes:
         name = "/".join(node["assetKey"]["path"])
         assert node["assetMaterializations"], f"{name} is not materialized"

@@ -14,8 +14,9 @@ from .checks import bronze_audit, bronze_check_specs
 
 class BronzeConfig(dg.Config):
     full_refresh: bool = False
-    """Re-read the whole source table and replace bronze, instead of rows past the cursor
-    (unpartitioned tables; a partition run always replaces its days)."""
+    """Unpartitioned tables: re-read the whole source table and replace bronze, instead of
+    the rows past the cursor. Partition runs: reload the days even when bronze already holds
+    the source's rows of them (a run otherwise notices that and skips)."""
 
 
 def _description(table: str) -> str:
@@ -49,7 +50,11 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         lakehouse: Lakehouse,
     ) -> dg.MaterializeResult:
         window = window_of(context, table)
-        if window is not None and ingestion.unchanged(table, lakehouse, window):
+        if (
+            window is not None
+            and not config.full_refresh
+            and ingestion.unchanged(table, lakehouse, window)
+        ):
             return unchanged(
                 lakehouse, f"bronze.{table}", bronze_audit(table, window), "the source's window"
             )

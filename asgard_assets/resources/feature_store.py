@@ -228,7 +228,9 @@ class _OnlineReader:
         rows = self.online_store.online_read(self.store.config, self.view, keys, self.names)
         out: dict[str, dict | None] = {}
         for op, (_, values) in zip(operator_ids, rows, strict=True):
-            out[op] = {n: _python(values.get(n)) for n in self.names} if values else None
+            row = {n: _python(values.get(n)) for n in self.names} if values else {}
+            # Redis answers an unknown key with empty values rather than none
+            out[op] = row if any(v is not None for v in row.values()) else None
         return out
 
 

@@ -339,7 +339,7 @@ class EmbeddedIngestion(Ingestion):
         with self._connect() as conn:
             where = self._qualified(table, conn)
             columns = self._columns(table, conn)
-        scope = self._scope(columns, since, self._window_clause(table, where, window))
+        scope = self._scope(columns, since, self._window_clause(table, where, columns, window))
         query = f"SELECT * FROM {where} WHERE {scope}"
         if window is not None:
             query += f" ORDER BY {window.column}"
@@ -386,13 +386,20 @@ class EmbeddedIngestion(Ingestion):
         loaded = lakehouse.query(fingerprint.format(identifier), identifier).fetchone()
         return source[0] == loaded[0] and _same_time(source[1], loaded[1])
 
-    def _window_clause(self, table: str, name: str, window: Window | None) -> str | None:
+    def _window_clause(
+        self,
+        table: str,
+        name: str,
+        columns: dict[str, sa.types.TypeEngine],
+        window: Window | None,
+    ) -> str | None:
         """The rows in ``window`` and every row of their keys (a row whose day changed is
         replaced where it was); blank keys are not keys: their rows go by their day only."""
         if window is None:
             return None
         key = SOURCES[table].key
-        real = f" AND TRIM({key}) <> ''" if SOURCES[table].column(key).type == STRING else ""
+        # by the source's own type: an integer key has no blanks (and no TRIM in Postgres)
+        real = f" AND TRIM({key}) <> ''" if physical_type(columns[key]) == STRING else ""
         return f"({window.sql()} OR {key} IN (SELECT {key} FROM {name} WHERE {window.sql()}{real}))"
 
     def _fits(self, columns: dict[str, sa.types.TypeEngine]) -> str | None:
@@ -416,7 +423,7 @@ class EmbeddedIngestion(Ingestion):
                 return _misfit_table(list(columns), [])
             flags = ", ".join(f"CASE WHEN {f} THEN 0 ELSE 1 END" for f in fits.values())
             scope = self._scope(
-                columns, since, self._window_clause(table, where, window), fitting=False
+                columns, since, self._window_clause(table, where, columns, window), fitting=False
             )
             rows = conn.execute(sa.text(f"SELECT *, {flags} FROM {where} WHERE {scope}")).all()
         names = list(columns)

@@ -77,7 +77,7 @@ class MlflowTracking(dg.ConfigurableResource):
             raise dg.Failure(
                 f"cannot ask MLflow at {uri} for the {CHAMPION} of {name}: {detail}",
                 metadata={"mlflow": uri},
-            ) from e
+            ) from None  # MLflow's own error repeats the URI with its password
 
     def run_url(self, run_id: str) -> str:
         return f"{self.ui_url}/#/experiments/{self.experiment_id()}/runs/{run_id}"
