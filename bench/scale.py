@@ -121,6 +121,8 @@ def run_scale(admin: str, scale: int) -> tuple[float, int, list[tuple[str, float
         "ASGARD_HOME": str(home),
         "DAGSTER_HOME": str(home / "dagster"),
         "ASGARD_SOURCE_URL": url,
+        # the demo's days, as `make demo` (a real source's partitions run to yesterday)
+        "ASGARD_PARTITION_END": "2025-06-30",
     }
     t = time.perf_counter()
     proc = subprocess.Popen(

@@ -223,7 +223,10 @@ def repo_copy(dest: Path) -> Path:
 def clean_env() -> dict[str, str]:
     """The environment of a user who exported nothing of Asgard's, Dagster's or MLflow's."""
     names = ("ASGARD_", "DAGSTER_", "PYICEBERG_", "MLFLOW_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(names)}
+    # nor a make of their own: `make test` would hand MAKELEVEL/MAKEFLAGS down, and the
+    # inner `make demo` would add "Entering/Leaving directory" lines to its output
+    make = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    return {k: v for k, v in os.environ.items() if not k.startswith(names) and k not in make}
 
 
 @pytest.fixture(scope="session")

@@ -124,7 +124,8 @@ def _shown_as(label: str, name: str) -> bool:
 def test_lineage_graph_shows_every_asset_of_the_journey(dagster_ui, browser):
     expected = sorted(n["assetKey"]["path"][-1] for n in graph_nodes(dagster_ui))
     assert len(expected) == 13
-    page = browser.new_page(viewport={"width": 1800, "height": 700})
+    # wide enough for every group expanded: the graph renders only the nodes in view
+    page = browser.new_page(viewport={"width": 2400, "height": 900})
     # the first-visit newsletter dialog, marked as seen (it would cover the picture)
     page.add_init_script("window.localStorage.setItem('communityNux', '1')")
     page.goto(f"{dagster_ui}/asset-groups")
@@ -132,10 +133,10 @@ def test_lineage_graph_shows_every_asset_of_the_journey(dagster_ui, browser):
     page.get_by_text("Hide navigation").click()  # room for the graph in the picture
     for group in GROUPS:  # one collapsed box per group at first
         assert page.get_by_text(group, exact=True).count() >= 1
-    page.mouse.click(1200, 400)
+    page.mouse.click(1200, 820)  # empty canvas: focus for the shortcut
     page.keyboard.press("Alt+e")  # the graph's "Expand all groups"
     names = page.locator("[class*=AssetNode_assetName]")
-    names.nth(11).wait_for(timeout=30_000)
+    names.nth(len(expected) - 1).wait_for(timeout=30_000)
     labels = names.all_inner_texts()
     # the README's picture, kept current here; node colours (materialized: green) arrive
     # with the asset status query after the names

@@ -3,16 +3,11 @@ Asgard table, after the tables are written and on a daily schedule."""
 
 import dagster as dg
 
-from ..contracts.sources import SOURCE_TABLES
 from ..metadata import code_version
 from ..resources.lakehouse import NAMESPACES, TABLE_PROPERTIES, Lakehouse
 from .iceberg import compact, default_cutoff, expire_snapshots
 
 TARGET_FILE_BYTES = int(TABLE_PROPERTIES["write.target-file-size-bytes"])
-TABLE_KEYS = [
-    *(dg.AssetKey([layer, t]) for layer in ("bronze", "silver") for t in SOURCE_TABLES),
-    dg.AssetKey(["gold", "operator_features"]),
-]
 
 
 class MaintenanceConfig(dg.Config):
@@ -28,7 +23,8 @@ class MaintenanceConfig(dg.Config):
 
 @dg.asset(
     key=["maintenance", "iceberg_tables"],
-    deps=TABLE_KEYS,
+    # no edges to the tables it keeps: nine lines across the lineage graph would say nothing
+    # a reader needs, and it must not wait for them (its schedule runs it)
     group_name="maintenance",
     kinds={"iceberg"},
     code_version=code_version("maintenance/iceberg.py", "maintenance/assets.py"),
@@ -36,7 +32,7 @@ class MaintenanceConfig(dg.Config):
 def iceberg_tables(
     context: dg.AssetExecutionContext, config: MaintenanceConfig, lakehouse: Lakehouse
 ) -> dg.MaterializeResult:
-    """Keeps every table's history and file count bounded: compacts the small files daily
+    """Keeps every Iceberg table's history and file count bounded: compacts the small files daily
     partition overwrites leave, expires snapshots past the retention (keeping the newest
     few), then deletes files no live snapshot references (expired snapshots' files and
     debris of interrupted writes)."""
