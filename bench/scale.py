@@ -69,7 +69,7 @@ def build_source(admin: str, scale: int) -> str:
                 ]
                 # a seeded offset of up to +-30 min per row and replica, the same each run
                 offset = (
-                    f"((hashtext({key} || ':' || r || ':{SEED}') % 1800) * interval '1 second')"
+                    f"((hashtext({key} || '/' || r || '/{SEED}') % 1800) * interval '1 second')"
                 )
                 exprs = [
                     f"{key} || '-r' || r" if c == key else (f"{c} + {offset}" if c in times else c)
@@ -93,10 +93,10 @@ class RssSampler(threading.Thread):
     def __init__(self, pid: int, every: float = 0.1):
         super().__init__(daemon=True)
         self.proc, self.every, self.samples = psutil.Process(pid), every, []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 procs = [self.proc, *self.proc.children(recursive=True)]
                 rss = sum(p.memory_info().rss for p in procs if p.is_running())
@@ -106,7 +106,7 @@ class RssSampler(threading.Thread):
             time.sleep(self.every)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
