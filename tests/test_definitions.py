@@ -106,3 +106,12 @@ def test_gold_links_its_dbt_docs(journey_home, defs):
     page = docs_page(dbt_project)
     assert link.startswith(str(page)) and page.exists()  # written by the journey's dbt step
     assert "operator_features" in page.read_text()
+
+
+def test_gold_metadata_has_no_unserializable_project(defs):
+    """The UI showed "[DbtProject] (unserializable)" among gold's metadata."""
+    from dagster_dbt import DbtProject
+
+    node = defs.resolve_asset_graph().get(dg.AssetKey(["gold", "operator_features"]))
+    assert not [k for k, v in node.metadata.items() if isinstance(v, DbtProject)]
+    assert "dbt_docs" in node.metadata  # the translator's own entries are still there

@@ -112,7 +112,9 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
         dagster_dbt_translator=AsgardDbtTranslator(project),
-        project=project,
+        # no project=: dagster-dbt would put the DbtProject object itself into every
+        # model's metadata, shown as "[DbtProject] (unserializable)"; the translator and the
+        # dbt resource already know the project
     )
     def gold_dbt_assets(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: Lakehouse
