@@ -190,6 +190,7 @@ class SparkOperatorEngine(SparkSqlEngine):
         inputs: list[str],
         lakehouse: Lakehouse,
         window: Window | None = None,
+        *,
         key: str | None = None,
         audit: Audit | None = None,
     ) -> WriteResult:
