@@ -13,6 +13,7 @@ import json
 
 import dagster as dg
 
+from . import judged
 from .resources.lakehouse import Audit, Lakehouse, Staged
 
 PROPERTY = "asgard.built-from"
@@ -59,11 +60,14 @@ def record(lakehouse: Lakehouse, identifier: str, built: str) -> None:
 def unchanged(
     lakehouse: Lakehouse, identifier: str, audit: Audit, source: str
 ) -> dg.MaterializeResult:
-    """The result of a step that found nothing to do: the table as it is, its checks judged
-    again on its current rows (cheap, and every check keeps a result), the same data
-    version."""
+    """The result of a step that found nothing to do: the table as it is, the same data
+    version, and the check results its snapshot was published with (judged again on the
+    current rows only when none were recorded, e.g. a table written before they were)."""
     table = lakehouse.table(identifier)
     written = lakehouse.describe(identifier)
+    checks = judged.recorded(table)
+    if checks is None:
+        checks = audit(Staged(identifier, table.transaction(), table.io))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(str(written.snapshot_id)),
         metadata={
@@ -71,5 +75,5 @@ def unchanged(
             "iceberg_snapshot_id": str(written.snapshot_id),
             "skipped": f"nothing to do: {source} unchanged since this snapshot was written",
         },
-        check_results=audit(Staged(identifier, table.transaction(), table.io)),
+        check_results=checks,
     )

@@ -344,3 +344,43 @@ def test_an_unchanged_rerun_repeats_no_work(journey_home):
     assert LocalDeployer().current(MODEL_NAME).pid == serving.pid
     again = resource("feature_store").store().get_feature_view(VIEW, allow_registry_cache=False)
     assert again.last_updated_timestamp == view.last_updated_timestamp
+
+
+def test_an_unchanged_feature_view_is_known_without_feast(journey_home, monkeypatch):
+    """The view's last materialization recorded what it applied and the registry's stamp:
+    the same inputs and an untouched registry skip without asking Feast; a registry written
+    since (a `feast apply` by hand) sends the step back to Feast's own registry."""
+    import os
+
+    import dagster as dg
+
+    from asgard_assets.resources.feature_store import FeatureStoreResource
+
+    instance = dg.DagsterInstance.ephemeral()
+    step = [f"features/{VIEW}"]
+
+    def run() -> dict:
+        result = materialize(" ".join(step), assets=journey_assets(), instance=instance)
+        assert result.success
+        (mat,) = result.asset_materializations_for_node(f"features__{VIEW}")
+        return {k: v.value for k, v in mat.metadata.items()}
+
+    first = run()  # through Feast: its registry holds these definitions already
+    assert first["skipped"] is True
+
+    def no_feast(*a, **k):
+        raise AssertionError("Feast was asked")
+
+    with monkeypatch.context() as m:
+        m.setattr(FeatureStoreResource, "apply_and_materialize", no_feast)
+        assert run() == first
+
+    registry = Path(first["registry"])
+    stat = registry.stat()
+    os.utime(registry, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    try:
+        again = run()  # the stamp moved: Feast decides (nothing changed there either)
+        assert again["skipped"] is True
+        assert again["registry_stamp"] != first["registry_stamp"]
+    finally:
+        os.utime(registry, ns=(stat.st_atime_ns, stat.st_mtime_ns))

@@ -78,16 +78,23 @@ def test_an_unchanged_rerun_writes_nothing_and_one_changed_day_only_that_day(own
         if "skipped" in m.step_materialization_data.materialization.metadata
     }
     assert {"bronze/work_orders", "silver/work_orders", "gold/operator_features"} <= skipped
-    # every blocking check still has its result on the skipped steps
+    # every check still has its result on the skipped steps: the verdicts the snapshot was
+    # published with, not judged again
     checks = {
         (
             e.asset_check_evaluation_data.asset_key.to_user_string(),
             e.asset_check_evaluation_data.check_name,
-        )
+        ): e.asset_check_evaluation_data
         for e in again.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
-    assert ("silver/work_orders", "work_order_id_unique") in checks
+    unique = checks[("silver/work_orders", "work_order_id_unique")]
+    assert unique.passed
+    assert unique.metadata["judged_on_snapshot"].value == str(first["silver.work_orders"])
+    assert unique.metadata["count"].value == 0
+    rows = checks[("bronze/work_orders", "row_count_positive")]
+    assert rows.metadata["judged_on_snapshot"].value == str(first["bronze.work_orders"])
+    assert rows.metadata["rows"].value == 15_000
 
     engine = sa.create_engine(own_source)
     with engine.begin() as conn:

@@ -33,6 +33,7 @@ from pyiceberg.io import FileIO, InputFile, OutputFile
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import DataScan, Table, TableProperties, Transaction
 
+from .. import judged
 from ..contracts.sources import LOADED_AT, LOADED_AT_ALIASES
 from ..partitions import Window
 from ..settings import asgard_home
@@ -278,6 +279,10 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                     txn.append(segment, snapshot_properties=props)
             checks = audit(Staged(identifier, txn, table.io)) if audit else []
             publish_or_fail(identifier, table, checks)
+            if checks:  # the verdicts travel with the snapshot: a skipped step reports them
+                txn.set_properties(
+                    judged.as_property(txn.table_metadata.current_snapshot_id, checks)
+                )
             txn.commit_transaction()
         return dataclasses.replace(self.describe(identifier, segments.rows), checks=tuple(checks))
 
@@ -453,6 +458,8 @@ def audit_published(
         if before is not None:
             table.manage_snapshots().rollback_to_snapshot(before).commit()
         raise
+    with table.transaction() as txn:
+        txn.set_properties(judged.as_property(table.current_snapshot().snapshot_id, checks))
     return checks
 
 
