@@ -64,7 +64,13 @@ class ServedModel:
         onnx_path = mlflow.artifacts.download_artifacts(
             run_id=mv.run_id, artifact_path="onnx/model.onnx"
         )
-        session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        # one thread per run, none spinning: requests run side by side (threads, workers),
+        # and onnxruntime's default pool spins on every core between runs, taking the CPU
+        # the event loop needs (1-row runs took ~2x as long, 100-row ~1.8x, on 2 cores)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         return cls(
             name,
             str(mv.version),
@@ -112,7 +118,8 @@ class ServedModel:
         """Rows from the online store (trusted types); a null is 0, as in training
         (``models/training.matrix``)."""
         x = np.array([[row[f] for f in self.features] for row in rows], dtype=np.float64)
-        return np.nan_to_num(x, nan=0.0)
+        x[np.isnan(x)] = 0.0  # not np.nan_to_num: ~10x its cost on a few rows
+        return x
 
     def _matrix(
         self, values: list[list], where: Callable[[int, int], tuple[str, int]]
