@@ -222,6 +222,46 @@ def test_property_no_body_gets_a_5xx(service, body):
     assert r.status_code < 500, (body, r.text[:300])
 
 
+def test_by_operator_id_equals_features_given(service):
+    """Rows looked up in the online store predict exactly as the same rows sent by value,
+    whichever way the service answers: its fast path (application/json) or FastAPI's route
+    (any other JSON media type)."""
+    gold = (
+        resource("lakehouse")
+        .query(
+            f"SELECT operator_id, {', '.join(FEATURES)} FROM gold.operator_features "
+            "ORDER BY operator_id",
+            "gold.operator_features",
+        )
+        .df()
+    )
+    ids = gold.pop("operator_id").tolist()
+    rows = gold.astype("float64").fillna(0.0).to_dict("records")  # a null is 0, as served
+    bodies = [
+        {"operator_ids": ids},
+        {"instances": rows},
+        {"inputs": {f: [r[f] for r in rows] for f in FEATURES}},
+        {"operator_ids": ids[:1]},
+        {"instances": rows[:1]},
+    ]
+    answers = []
+    for body in bodies:
+        for media_type in ("application/json", "application/vnd.asgard+json"):
+            r = service.post(
+                "/predict", content=json.dumps(body), headers={"content-type": media_type}
+            )
+            assert r.status_code == 200, r.text[:300]
+            answers.append(r.json())
+    assert answers[0] == answers[1] and answers[0]["operator_ids"] == ids
+    assert answers[0]["unknown_count"] == 0
+    for answer in answers[1:6]:
+        assert answer["predictions"] == answers[0]["predictions"]
+        assert answer["probabilities"] == answers[0]["probabilities"]
+    for answer in answers[6:]:
+        assert answer["probabilities"] == answers[0]["probabilities"][:1]
+    assert service.get("/health").json()["status"] == "ok"
+
+
 def test_redeploy_is_blue_green(journey_home, tmp_path, monkeypatch):
     """A new deployment starts beside the old one, and the old stops only once the new is healthy."""
     deployer = LocalDeployer()

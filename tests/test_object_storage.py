@@ -50,9 +50,9 @@ def bucket_keys(endpoint: str) -> list[str]:
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
-def redis_url() -> str:
+def redis_url(db: int = REDIS_DB) -> str:
     """The machine's Redis server, in a database of its own (Feast's keys name the project)."""
-    url = os.environ.get("ASGARD_TEST_REDIS", f"redis://127.0.0.1:6379/{REDIS_DB}")
+    url = os.environ.get("ASGARD_TEST_REDIS", f"redis://127.0.0.1:6379/{db}")
     try:
         redis.Redis.from_url(url).ping()
     except redis.RedisError as e:
