@@ -44,6 +44,9 @@ def test_gold_skips_dbt_when_silver_is_unchanged_and_rebuilds_when_it_changed(ho
     assert "skipped" not in mat.metadata
     assert lakehouse.snapshot_id(GOLD) != built
     assert mat.tags["dagster/data_version"] == str(lakehouse.snapshot_id(GOLD))
+    # dbt's parse state is kept in this home for the next build; no invocation folders left
+    assert (home / "dbt" / "partial_parse.msgpack").stat().st_size > 0
+    assert not list((home / "dbt").glob("target-*"))
 
 
 def _snapshots(lakehouse) -> dict[str, int]:

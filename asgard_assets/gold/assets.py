@@ -2,7 +2,9 @@
 
 import os
 import shutil
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,10 @@ def write_docs(project: DbtProject, dbt: DbtCliResource) -> None:
     if page.exists() and page.stat().st_mtime >= project.manifest_path.stat().st_mtime:
         return
     args = ["--quiet", "docs", "generate", "--static", "--empty-catalog"]
+    kept = asgard_home() / "dbt" / PARSE_STATE
+    if kept.exists():  # this home's parse state (see invocation_target)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(kept, page.parent / PARSE_STATE)
     dbt.cli(args, manifest=project.manifest_path, target_path=page.parent).wait()
 
 
@@ -130,25 +136,9 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         (asgard_home() / "dbt" / "external").mkdir(
             parents=True, exist_ok=True
         )  # profiles.yml paths
-        # each invocation gets its own target folder; reuse the prepared parse state
-        partial = Path(project.project_dir) / "target" / "partial_parse.msgpack"
-        args = ["build", *(["--partial-parse-file-path", str(partial)] if partial.exists() else [])]
         written_keys = []
-        for event in dbt.cli(args, context=context).stream():
-            if isinstance(event, dg.Output):
-                key = context.asset_key_for_output(event.output_name)
-                written = lakehouse.describe(".".join(key.path))
-                written_keys.append(key)
-                event = dg.Output(
-                    None,
-                    output_name=event.output_name,
-                    metadata={
-                        **event.metadata,
-                        **table_metadata(lakehouse, written, written=False),
-                    },
-                    data_version=dg.DataVersion(str(written.snapshot_id)),
-                )
-            yield event
+        with invocation_target(context) as target:
+            yield from _build(context, dbt, lakehouse, target, written_keys)
         # only once the build and its tests passed: a failed test means build again next time
         for key in written_keys:
             record(lakehouse, _name(key), built[key])
@@ -158,6 +148,56 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         shutil.rmtree(asgard_home() / "dbt" / "external", ignore_errors=True)
 
     return gold_dbt_assets
+
+
+def _build(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    lakehouse: Lakehouse,
+    target: Path,
+    written_keys: list[dg.AssetKey],
+):
+    """``dbt build``'s events; each model's output carries its Iceberg snapshot as data
+    version, and its key is added to ``written_keys``."""
+    for event in dbt.cli(["build"], context=context, target_path=target).stream():
+        if isinstance(event, dg.Output):
+            key = context.asset_key_for_output(event.output_name)
+            written = lakehouse.describe(".".join(key.path))
+            written_keys.append(key)
+            event = dg.Output(
+                None,
+                output_name=event.output_name,
+                metadata={**event.metadata, **table_metadata(lakehouse, written, written=False)},
+                data_version=dg.DataVersion(str(written.snapshot_id)),
+            )
+        yield event
+
+
+PARSE_STATE = "partial_parse.msgpack"
+
+
+@contextmanager
+def invocation_target(context: dg.AssetExecutionContext) -> Iterator[Path]:
+    """A target folder for one dbt invocation, under ASGARD_HOME, seeded with this home's
+    parse state. dbt re-parses the whole project when the profile differs from the one its
+    saved state was parsed with, and the profile holds the home's paths: kept per home, the
+    state stays valid from run to run (dbt writes it into the target folder; it is kept
+    after a successful build). The folder's artifacts are removed after a success and kept
+    after a failure, for a look at dbt's log."""
+    state = asgard_home() / "dbt"
+    state.mkdir(parents=True, exist_ok=True)
+    kept = state / PARSE_STATE
+    target = Path(tempfile.mkdtemp(prefix="target-", dir=state))
+    if kept.exists():
+        shutil.copy(kept, target / PARSE_STATE)
+    try:
+        yield target
+    except BaseException:
+        context.log.error(f"dbt's artifacts and log of the failed build: {target}")
+        raise
+    if (target / PARSE_STATE).exists():
+        os.replace(target / PARSE_STATE, kept)
+    shutil.rmtree(target, ignore_errors=True)
 
 
 gold_dbt_assets = build_gold_assets(prepare(dbt_project))

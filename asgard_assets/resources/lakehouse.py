@@ -458,8 +458,10 @@ def audit_published(
         if before is not None:
             table.manage_snapshots().rollback_to_snapshot(before).commit()
         raise
-    with table.transaction() as txn:
-        txn.set_properties(judged.as_property(table.current_snapshot().snapshot_id, checks))
+    snapshot = table.current_snapshot()
+    if snapshot is not None and checks:
+        with table.transaction() as txn:
+            txn.set_properties(judged.as_property(snapshot.snapshot_id, checks))
     return checks
 
 
