@@ -22,7 +22,39 @@ def client(_demo_journey):
     from conftest import asgard_home_env
 
     with asgard_home_env(_demo_journey), TestClient(service_module.app) as c:
+        service_module.STATE["feature_store_warm"].result()  # Feast loaded beside startup
         yield c
+
+
+def test_the_service_is_ready_before_feast_and_lookups_wait_for_it(journey_home, monkeypatch):
+    """Feast loads beside the service: /health and rows by value answer at once; a lookup
+    by id made meanwhile waits for it, then answers."""
+    loading, loaded = threading.Event(), threading.Event()
+    warm = service_module._warm_feature_store
+
+    def slow_warm():
+        loading.set()
+        loaded.wait(30)
+        warm()
+
+    monkeypatch.setattr(service_module, "_warm_feature_store", slow_warm)
+    with TestClient(service_module.app) as c:
+        assert loading.wait(10)
+        assert c.get("/health").status_code == 200
+        row = {f: float(i + 1) for i, f in enumerate(FEATURES)}
+        assert c.post("/predict", json={"instances": [row]}).status_code == 200
+        answers: list[int] = []
+        lookup = threading.Thread(
+            target=lambda: answers.append(
+                c.post("/predict", json={"operator_ids": ["EMP-001"]}).status_code
+            )
+        )
+        lookup.start()
+        lookup.join(1.0)
+        assert lookup.is_alive() and not answers  # waiting for Feast
+        loaded.set()
+        lookup.join(60)
+        assert answers == [200]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -56,12 +57,21 @@ async def lifespan(app: FastAPI):
 
     STATE["model"] = ServedModel.load()
     STATE["feature_store"] = resource("feature_store")
-    try:  # Feast imports and the feature service resolves once, at startup
+    # Feast's import and the feature service's resolution (~4 s) run beside the service,
+    # not before it: rows by value are answered (and /health is ready) at once; lookups by
+    # id wait for the warm-up in their worker thread (see _online_matrix)
+    warming = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast-warm-up")
+    STATE["feature_store_warm"] = warming.submit(_warm_feature_store)
+    warming.shutdown(wait=False)
+    yield
+    STATE.clear()
+
+
+def _warm_feature_store() -> None:
+    try:
         STATE["feature_store"].online([])
     except Exception as e:  # noqa: BLE001 - rows by value still work without a feature store
         STATE["feature_store_error"] = f"{type(e).__name__}: {e}"
-    yield
-    STATE.clear()
 
 
 class _OrjsonRequest(Request):
@@ -371,6 +381,8 @@ def _predict(m: ServedModel, body: PredictRequest, form: str, online) -> dict:
 def _online_matrix(m: ServedModel, operator_ids: list[str], online=None):
     if not operator_ids:
         raise InvalidInput("operator_ids is empty")
+    if online is None:  # in a worker thread: the first lookups may wait for the warm-up
+        STATE["feature_store_warm"].result()
     if "feature_store_error" in STATE:
         raise HTTPException(503, f"the online store is unavailable: {STATE['feature_store_error']}")
     online = online or STATE["feature_store"].online(operator_ids)
