@@ -47,7 +47,7 @@ def compact(lakehouse, identifier: str, min_small_files: int, target_bytes: int)
     if small_files(table, target_bytes) < min_small_files:
         return 0
     before = len(table.inspect.files())
-    reader = table.scan().to_arrow_batch_reader()
+    reader = lakehouse.rows(identifier)  # a file at a time: memory stays bounded
     lakehouse.write(
         identifier,
         reader,
