@@ -271,16 +271,16 @@ def run_scale(
     wall = time.perf_counter() - t
     compared = []
     try:
-        if proc.returncode != 0:
-            raise SystemExit(f"asgard demo at {scale}x failed:\n{out[-4000:]}")
         steps = [
             (key, end - start, sampler.peak(start, end))
             for key, start, end in step_windows(home / "dagster")
         ]
-        # each scale's figures as soon as it is done (a 1,000x run is long)
+        # each scale's figures as soon as it is done (a 1,000x run is long), failed or not
         print(f"{scale}x: {wall:.1f} s, peak {sampler.peak() / 1024**2:.0f} MiB", flush=True)
         for key, secs, rss in steps:
             print(f"  {key:<50}{secs:>8.1f} s {rss / 1024**2:>6.0f} MiB", flush=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"asgard demo at {scale}x failed (home {home} kept):\n{out[-4000:]}")
     finally:
         os.environ["ASGARD_HOME"] = str(home)
         from asgard_assets.contracts.model import MODEL_NAME
