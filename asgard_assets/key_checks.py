@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dagster as dg
-import duckdb
 
 from .contracts.sources import SOURCES
 from .partitions import Window
-from .resources.lakehouse import Staged
-from .settings import asgard_home
+from .resources.lakehouse import Staged, bounded_duckdb
 
 SAMPLE = 10  # keys named in a check's description and metadata
 OUTSIDE = "rows_outside_partitions"
@@ -66,9 +64,7 @@ def key_stats(staged: Staged, key: str, window: Window | None = None) -> KeyStat
     """The figures of every key check, in one pass over the staged key column (the key cast
     to text, so integer keys work too)."""
     columns = (key, window.column) if window else (key,)
-    spill = asgard_home() / "tmp" / "duckdb"
-    spill.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": "1GB", "temp_directory": str(spill)})
+    con = bounded_duckdb()
     try:
         con.register("_staged", staged.rows(*columns))
         outside = f"count(*) FILTER (WHERE {window.outside_sql()})" if window else "0"

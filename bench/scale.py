@@ -10,14 +10,26 @@ For each scale, `asgard demo` runs on a fresh ASGARD_HOME; the process tree's RS
 sampled every 0.1 s and each step's peak is the highest sample within the step's start and
 end (Dagster's step events; the journey runs its steps in one process).
 
+Before a source is built, the disk it needs is estimated from the demo database's size
+(source tables and indexes, plus as much again for the warehouse and DuckDB's spill files);
+the bench refuses a scale that does not fit. Each scale's ASGARD_HOME is removed after its
+run and its database dropped (``--keep`` keeps both).
+
+``--spark-at N`` also runs the four silver SQL files on scale N's bronze tables in DuckDB
+(as the silver engine does: sqlglot's transpilation, its memory limit and spill folder)
+and in PySpark local (``spark_job.run_local``, two cores), each result collected as one
+Arrow table, and prints both times and their ratio (target: DuckDB >= 10x faster).
+
     .venv/bin/python bench/scale.py                   # 1, 10, 100
     .venv/bin/python bench/scale.py --scales 1,10,100,1000
+    .venv/bin/python bench/scale.py --scales 100 --spark-at 100
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +43,11 @@ from journey import ROOT, step_windows
 
 DEFAULT_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 SEED = 42
+DEMO_ROWS = 45_823
+# disk a scale needs per byte of its source tables: the source itself, and as much again
+# for bronze and silver Parquet, DuckDB's spill files and Postgres' WAL
+DISK_FACTOR = 2.0
+GIB = 1024**3
 
 # per table: the id column and the timestamp columns a replica shifts
 SHIFTS = {
@@ -41,18 +58,79 @@ SHIFTS = {
 }
 
 
-def build_source(admin: str, scale: int) -> str:
-    """A database holding ``scale`` replicas of the demo data; returns its URL."""
+def drop_database(admin: str, db: str) -> None:
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+    engine.dispose()
+
+
+def source_rows(admin: str, db: str) -> int | None:
+    """Rows of the source tables in ``db``; None when there is no such database."""
+    engine = sa.create_engine(admin)
+    with engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": db})
+        exists = found.first() is not None
+    engine.dispose()
+    if not exists:
+        return None
+    engine = sa.create_engine(sa.engine.make_url(admin).set(database=db))
+    with engine.connect() as conn:
+        rows = sum(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() for t in SHIFTS)
+    engine.dispose()
+    return rows
+
+
+def check_disk(url: str, scale: int, home_parent: Path) -> None:
+    """Refuse a scale whose source, warehouse and spill files would not fit on the disk(s)
+    of Postgres' data directory and of the journey's ASGARD_HOME."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        one = sum(
+            conn.execute(sa.text("SELECT pg_total_relation_size(:t)"), {"t": t}).scalar()
+            for t in SHIFTS
+        )
+        data_dir = conn.execute(sa.text("SHOW data_directory")).scalar()
+    engine.dispose()
+    source, lake = one * scale, one * scale * (DISK_FACTOR - 1)
+    # the same filesystem counts both; an unreadable data directory (remote server) only the lake
+    need = {home_parent: lake}
+    if os.path.isdir(data_dir):
+        need[Path(data_dir)] = source
+    by_device: dict[int, list] = {}  # st_dev -> [a path on it, bytes needed there]
+    for path, size in need.items():
+        by_device.setdefault(os.stat(path).st_dev, [path, 0.0])[1] += size
+    for path, size in by_device.values():
+        free = shutil.disk_usage(path).free
+        if size > free:
+            raise SystemExit(
+                f"scale {scale}x needs about {size / GIB:.1f} GiB on the disk of {path} "
+                f"({one * scale / GIB:.1f} GiB of source tables, {DISK_FACTOR:g}x for the "
+                f"lakehouse and spill files), only {free / GIB:.1f} GiB is free: not run"
+            )
+
+
+def build_source(admin: str, scale: int, prefix: str, home_parent: Path, reuse: bool) -> str:
+    """A database holding ``scale`` replicas of the demo data; returns its URL. Refuses
+    (before the replicas are written) when the disk cannot hold the scale. With ``reuse``,
+    a database of that name that holds the scale's rows is used as it is."""
     from asgard_assets import demo_data
 
-    db = f"asgard_scale_{scale}"
+    db = f"{prefix}_{scale}"
+    url = sa.engine.make_url(admin).set(database=db).render_as_string(hide_password=False)
+    if reuse and source_rows(admin, db) == DEMO_ROWS * scale:
+        return url
     engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         conn.execute(sa.text(f"CREATE DATABASE {db}"))
     engine.dispose()
-    url = sa.engine.make_url(admin).set(database=db).render_as_string(hide_password=False)
     demo_data.load(url, seed=SEED)
+    try:
+        check_disk(url, scale, home_parent)
+    except SystemExit:
+        drop_database(admin, db)
+        raise
     if scale > 1:
         engine = sa.create_engine(url)
         with engine.begin() as conn:
@@ -113,9 +191,62 @@ class RssSampler(threading.Thread):
         return max((r for t, r in self.samples if start <= t <= end), default=0)
 
 
-def run_scale(admin: str, scale: int) -> tuple[float, int, list[tuple[str, float, int]]]:
-    url = build_source(admin, scale)
-    home = Path(tempfile.mkdtemp(prefix=f"asgard-scale-{scale}-")) / "asgard"
+def compare_spark(home: Path) -> list[tuple[str, int, float, float]]:
+    """The silver SQL files on the bronze tables of ``home``, in DuckDB and in PySpark local:
+    (table, rows, DuckDB s, Spark s) each, both results collected as one Arrow table; the
+    row counts must agree. Spark's session start is outside the timing (the first query in
+    it pays the JIT's warm-up, as a job's would)."""
+    import duckdb
+    from pyspark.sql import SparkSession
+
+    from asgard_assets.contracts.sources import SOURCE_TABLES
+    from asgard_assets.resources import resource
+    from asgard_assets.resources.spark import DuckDbSparkSql, transpile
+    from asgard_assets.silver import spark_job
+    from asgard_assets.silver.assets import sql_path
+
+    os.environ["ASGARD_HOME"] = str(home)
+    lakehouse = resource("lakehouse", "local")
+    engine = DuckDbSparkSql()
+    spark_builder = SparkSession.builder.master("local[2]").appName("asgard-scale-bench")
+    # the results are collected to the driver: room for the 100x tables
+    for key, value in {**spark_job.LOCAL_CONF, "spark.driver.memory": "3g"}.items():
+        spark_builder = spark_builder.config(key, value)
+    spark = spark_builder.getOrCreate()
+    out = []
+    try:
+        for table in SOURCE_TABLES:
+            source = f"bronze.{table}"
+            spill = home / "tmp" / "duckdb"
+            spill.mkdir(parents=True, exist_ok=True)
+            t = time.perf_counter()
+            con = duckdb.connect(
+                config={"memory_limit": engine.memory_limit, "temp_directory": str(spill)}
+            )
+            lakehouse.attach(con, [source])
+            duck_rows = con.sql(transpile(sql_path(table))).to_arrow_table().num_rows
+            con.close()
+            duck = time.perf_counter() - t
+            t = time.perf_counter()
+            files = lakehouse.current_files(source)
+            spark_rows = spark_job.run_local(sql_path(table), {source: files}, None, spark).num_rows
+            spark_s = time.perf_counter() - t
+            if duck_rows != spark_rows:
+                raise SystemExit(
+                    f"silver {table}: DuckDB gave {duck_rows} rows, Spark {spark_rows}"
+                )
+            out.append((table, duck_rows, duck, spark_s))
+    finally:
+        spark.stop()
+    return out
+
+
+def run_scale(
+    admin: str, scale: int, prefix: str, keep: bool, spark: bool, reuse: bool = False
+) -> tuple[float, int, list[tuple[str, float, int]], list]:
+    parent = Path(tempfile.mkdtemp(prefix=f"asgard-scale-{scale}-"))
+    url = build_source(admin, scale, prefix, parent, reuse)
+    home = parent / "asgard"
     env = {
         **os.environ,
         "ASGARD_HOME": str(home),
@@ -138,36 +269,62 @@ def run_scale(admin: str, scale: int) -> tuple[float, int, list[tuple[str, float
     out, _ = proc.communicate()
     sampler.stop()
     wall = time.perf_counter() - t
+    compared = []
     try:
-        if proc.returncode != 0:
-            raise SystemExit(f"asgard demo at {scale}x failed:\n{out[-4000:]}")
         steps = [
             (key, end - start, sampler.peak(start, end))
             for key, start, end in step_windows(home / "dagster")
         ]
+        # each scale's figures as soon as it is done (a 1,000x run is long), failed or not
+        print(f"{scale}x: {wall:.1f} s, peak {sampler.peak() / 1024**2:.0f} MiB", flush=True)
+        for key, secs, rss in steps:
+            print(f"  {key:<50}{secs:>8.1f} s {rss / 1024**2:>6.0f} MiB", flush=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"asgard demo at {scale}x failed (home {home} kept):\n{out[-4000:]}")
     finally:
         os.environ["ASGARD_HOME"] = str(home)
         from asgard_assets.contracts.model import MODEL_NAME
         from asgard_assets.resources.deployer import LocalDeployer
 
         LocalDeployer().stop(MODEL_NAME)
-    return wall, sampler.peak(), steps
+    try:
+        if spark:
+            compared = compare_spark(home)
+    finally:
+        if not keep:
+            shutil.rmtree(parent, ignore_errors=True)
+            drop_database(admin, f"{prefix}_{scale}")
+    return wall, sampler.peak(), steps, compared
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scales", default="1,10,100")
     parser.add_argument("--admin", default=os.environ.get("ASGARD_TEST_PG", DEFAULT_ADMIN))
+    parser.add_argument("--db-prefix", default="asgard_scale", help="source database: <prefix>_<N>")
+    parser.add_argument("--spark-at", type=int, help="also run silver in PySpark at this scale")
+    parser.add_argument("--keep", action="store_true", help="keep each ASGARD_HOME and database")
+    parser.add_argument(
+        "--reuse-source", action="store_true", help="use an existing <prefix>_<N> as it is"
+    )
     args = parser.parse_args()
     scales = [int(s) for s in args.scales.split(",")]
-    results = {s: run_scale(args.admin, s) for s in scales}
+    if args.spark_at is not None and args.spark_at not in scales:
+        parser.error(f"--spark-at {args.spark_at} must be one of --scales {args.scales}")
+    results = {
+        s: run_scale(
+            args.admin, s, args.db_prefix, args.keep, s == args.spark_at, args.reuse_source
+        )
+        for s in scales
+    }
 
     mib = 1024 * 1024
     print(f"{'scale':>6}{'source rows':>14}{'wall s':>9}{'peak RSS MiB':>14}{'x of 1x wall':>14}")
-    base = results[scales[0]][0]
-    for s, (wall, peak, _) in results.items():
-        print(f"{s:>5}x{45_823 * s:>14,}{wall:>9.1f}{peak / mib:>14.0f}{wall / base:>14.2f}")
-    keys = sorted({k for _, _, steps in results.values() for k, _, _ in steps})
+    base = results[1][0] if 1 in results else None
+    for s, (wall, peak, _, _) in results.items():
+        ratio = f"{wall / base:>14.2f}" if base else f"{'-':>14}"
+        print(f"{s:>5}x{DEMO_ROWS * s:>14,}{wall:>9.1f}{peak / mib:>14.0f}{ratio}")
+    keys = sorted({k for _, _, steps, _ in results.values() for k, _, _ in steps})
     print("\nper step: seconds / peak RSS MiB")
     print(f"{'step':<44}" + "".join(f"{f'{s}x':>18}" for s in scales))
     for key in keys:
@@ -177,10 +334,23 @@ def main() -> None:
             cells.append(f"{found[0]:>8.1f} / {found[1] / mib:>5.0f}" if found else f"{'-':>16}")
         print(f"{key:<44}" + "".join(f"{c:>18}" for c in cells))
     if 1000 in results:
-        wall, peak, _ = results[1000]
+        wall, peak, _, _ = results[1000]
+        against = f"{wall / base:.1f}x the 1x wall time" if base else "no 1x in this run"
         print(
-            f"\n1,000x: {wall / base:.1f}x the 1x wall time (target <= 10), "
+            f"\n1,000x: {wall:.1f} s, {against} (target <= 10), "
             f"peak {peak / mib:.0f} MiB (target <= 2048)"
+        )
+    if args.spark_at is not None:
+        compared = results[args.spark_at][3]
+        print(f"\nsilver SQL at {args.spark_at}x, results collected as Arrow (s)")
+        print(f"{'table':<16}{'rows':>12}{'DuckDB':>9}{'PySpark':>9}{'ratio':>8}")
+        for table, rows, duck, spark in compared:
+            print(f"{table:<16}{rows:>12,}{duck:>9.2f}{spark:>9.2f}{spark / duck:>8.1f}")
+        duck = sum(c[2] for c in compared)
+        spark = sum(c[3] for c in compared)
+        print(
+            f"{'all four':<16}{sum(c[1] for c in compared):>12,}{duck:>9.2f}{spark:>9.2f}"
+            f"{spark / duck:>8.1f}   (target: DuckDB >= 10x faster)"
         )
 
 

@@ -102,3 +102,28 @@ def test_young_orphans_and_recent_snapshots_are_kept(home):
     assert result.success
     assert lakehouse.table(TABLE).metadata.snapshots == snapshots
     assert stray.exists()
+
+
+def test_compaction_keeps_what_the_last_write_recorded(home):
+    """Checks read the last load's figures (quarantined rows, load id) from the current
+    snapshot; a compaction rewrites the same rows, so it carries them over."""
+    lakehouse = IcebergLakehouse()
+    for i in range(8):
+        window = Window(
+            "event_time", DAY0 + timedelta(days=i), DAY0 + timedelta(days=i + 1), DAY0, LAST
+        )
+        loaded = {"asgard.load-id": f"load-{i}", "asgard.quarantined": str(i)}
+        lakehouse.write(TABLE, _day(i), mode="overwrite", window=window, properties=loaded)
+    config = {"retention_days": 0, "retain_last": 3, "orphan_age_hours": 0, "compact_min_files": 8}
+    result = dg.materialize(
+        [iceberg_tables],
+        resources=resources_for("local"),
+        run_config={"ops": {"maintenance__iceberg_tables": {"config": config}}},
+    )
+    assert result.success
+    table = lakehouse.table(TABLE)
+    assert len(table.inspect.files()) == 1  # compacted
+    summary = table.current_snapshot().summary
+    assert summary["asgard.operation"] == "compaction"
+    assert summary["asgard.load-id"] == "load-7"
+    assert summary["asgard.quarantined"] == "7"

@@ -47,16 +47,25 @@ def compact(lakehouse, identifier: str, min_small_files: int, target_bytes: int)
     if small_files(table, target_bytes) < min_small_files:
         return 0
     before = len(table.inspect.files())
-    reader = table.scan().to_arrow_batch_reader()
+    reader = lakehouse.rows(identifier)  # a file at a time: memory stays bounded
     lakehouse.write(
         identifier,
         reader,
         mode="overwrite",
-        properties={"asgard.operation": "compaction"},
+        properties={**_carried(table), "asgard.operation": "compaction"},
         # pinned: a write that lands meanwhile makes this commit fail, not get overwritten
         base_snapshot_id=table.current_snapshot().snapshot_id,
     )
     return before
+
+
+def _carried(table: Table) -> dict[str, str]:
+    """The Asgard properties of the snapshot a compaction rewrites: the rows stay the same,
+    so what their write recorded (load id, quarantined rows) still describes them, and the
+    checks that read it from the current snapshot must find it there."""
+    summary = table.current_snapshot().summary
+    extra = summary.additional_properties if summary is not None else {}
+    return {k: v for k, v in extra.items() if k.startswith("asgard.")}
 
 
 def default_cutoff(hours: float) -> datetime:

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 import adbc_driver_postgresql.dbapi as adbc_postgres
 import connectorx as cx
 import dagster as dg
-import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 from pyiceberg.exceptions import CommitFailedException
@@ -45,7 +44,7 @@ from ..contracts.sources import (
 )
 from ..partitions import PARTITION_COLUMNS, Window
 from ..settings import asgard_home, demo_source_path
-from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult
+from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult, bounded_duckdb
 
 CURSOR_COLUMN = "updated_at"
 LOAD_ID = "_asgard_load_id"
@@ -182,7 +181,7 @@ def _not_yet_loaded(
     """The rows of ``reader`` (read from ``cursor`` on, inclusive) minus exact copies of
     rows bronze already holds from the cursor on: rows sharing the cursor's timestamp are
     read again but loaded once. Streams: only bronze's rows at or past the cursor are held."""
-    con = duckdb.connect()
+    con = bounded_duckdb()
     lakehouse.attach(con, [identifier])
     loaded = set(lakehouse.table(identifier).schema().column_names)
     shared = [n for n in reader.schema.names if n in loaded]
@@ -552,13 +551,14 @@ def _spool_dir():
 
 def _spooled(reader: pa.RecordBatchReader, folder: str) -> pa.RecordBatchReader:
     """The window's source rows, written once to an Arrow file on local disk and read back
-    memory-mapped: their keys decide which bronze rows the write replaces, before the
-    rows themselves are written (one source read; memory stays one batch)."""
+    batch by batch: their keys decide which bronze rows the write replaces, before the
+    rows themselves are written (one source read; memory stays one batch). Not
+    memory-mapped: mapped pages count in the process' RSS, which then grew with the window."""
     path = f"{folder}/{SPOOL}"
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as out:
         for batch in reader:
             out.write_batch(batch)
-    spooled = pa.ipc.open_file(pa.memory_map(path))
+    spooled = pa.ipc.open_file(pa.OSFile(path))
     return pa.RecordBatchReader.from_batches(
         spooled.schema, (spooled.get_batch(i) for i in range(spooled.num_record_batches))
     )
@@ -568,12 +568,14 @@ def _keys_elsewhere(
     lakehouse: Lakehouse, identifier: str, key: str, window: Window, folder: str
 ) -> list:
     """Keys of the spooled rows that bronze holds outside the window (rows that moved)."""
-    spooled = pa.ipc.open_file(pa.memory_map(f"{folder}/{SPOOL}"))
+    if not lakehouse.exists(identifier) or lakehouse.snapshot_id(identifier) is None:
+        return []  # nothing loaded yet, so nothing elsewhere
+    spooled = pa.ipc.open_file(pa.OSFile(f"{folder}/{SPOOL}"))
     keys = pa.RecordBatchReader.from_batches(
         pa.schema([spooled.schema.field(key)]),
         (spooled.get_batch(i).select([key]) for i in range(spooled.num_record_batches)),
     )
-    con = duckdb.connect()
+    con = bounded_duckdb()
     try:
         con.register("_incoming", keys)
         con.execute(f"CREATE TEMP TABLE _keys AS SELECT DISTINCT {key} FROM _incoming")

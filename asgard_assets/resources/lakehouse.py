@@ -48,6 +48,16 @@ SEGMENT_BYTES = 256 * 1024 * 1024
 SECRET_PROPERTIES = ("s3.access-key-id", "s3.secret-access-key", "token")
 # keys per Iceberg delete filter when a write replaces rows by key
 KEY_CHUNK = 1000
+# what one DuckDB connection may hold before it spills to disk (DuckDB's own default is
+# 80% of the machine's memory, so a query over a large table would grow with it)
+DUCKDB_MEMORY = "1GB"
+
+
+def bounded_duckdb(memory_limit: str = DUCKDB_MEMORY) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that spills past ``memory_limit`` to ASGARD_HOME/tmp/duckdb."""
+    spill = asgard_home() / "tmp" / "duckdb"
+    spill.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill)})
 
 
 @dataclass(frozen=True)
@@ -69,12 +79,8 @@ class Staged:
 
     def rows(self, *columns: str) -> pa.RecordBatchReader:
         """A stream of the staged rows (only ``columns``, when given)."""
-        scan = DataScan(
-            table_metadata=self.txn.table_metadata,
-            io=self.io,
-            selected_fields=columns or ("*",),
-        )
-        return scan.to_arrow_batch_reader()
+        scan = DataScan(table_metadata=self.txn.table_metadata, io=self.io)
+        return _stream(scan, self.identifier, self.io, columns)
 
 
 # judges staged data: the checks' results; a failed ERROR result keeps the write unpublished
@@ -175,6 +181,11 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         others as URIs (``s3://...``): read those with ``dataset``."""
         return [to_local_path(f) for f in _data_files(self.table(identifier), row_filter)]
 
+    def rows(self, identifier: str) -> pa.RecordBatchReader:
+        """A stream of the table's rows at its current snapshot, read a file at a time."""
+        table = self.table(identifier)
+        return _stream(table.scan(), identifier, table.io)
+
     def dataset(self, identifier: str, row_filter: BooleanExpression = ALL_ROWS) -> ds.Dataset:
         """The current snapshot's data files (with ``row_filter``, only those that may hold
         matching rows) as an Arrow dataset in the table's schema, read through the table's
@@ -215,7 +226,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
     def query(self, sql: str, *identifiers: str) -> duckdb.DuckDBPyConnection:
         """Run DuckDB SQL that names Iceberg tables (``FROM silver.work_orders``); returns the
         cursor to fetch from."""
-        con = duckdb.connect()
+        con = bounded_duckdb()
         self.attach(con, identifiers)
         return con.execute(sql)
 
@@ -472,12 +483,28 @@ def window_filter(window: Window | None) -> BooleanExpression:
 
 def _data_files(table: Table, row_filter: BooleanExpression) -> list[str]:
     """Locations of the current snapshot's data files that may hold ``row_filter``'s rows."""
+    return _scan_files(table.scan(row_filter=row_filter), _name(table))
+
+
+def _scan_files(scan: DataScan, name: str) -> list[str]:
     files = []
-    for task in table.scan(row_filter=row_filter).plan_files():
+    for task in scan.plan_files():
         if task.delete_files:
-            raise dg.Failure(f"{_name(table)} has delete files; Asgard writes copy-on-write only")
+            raise dg.Failure(f"{name} has delete files; Asgard writes copy-on-write only")
         files.append(task.file.file_path)
     return files
+
+
+def _stream(scan: DataScan, name: str, io: FileIO, columns: Sequence[str] = ()):
+    """The scan's rows (only ``columns``, when given), a file at a time. pyiceberg's own
+    batch reader reads every file of the scan at once on its thread pool, so its memory
+    grows with the table."""
+    schema = scan.table_metadata.schema().as_arrow()
+    dataset = _open_dataset(schema, _scan_files(scan, name), getattr(io, "inner", io), name)
+    scanner = dataset.scanner(
+        columns=list(columns) or None, batch_readahead=2, fragment_readahead=1
+    )
+    return scanner.to_reader()
 
 
 def _name(table: Table) -> str:
@@ -487,13 +514,15 @@ def _name(table: Table) -> str:
 def _dataset(table: Table, files: list[str]) -> ds.Dataset:
     """``files`` of ``table`` as one Arrow dataset, opened with the filesystem pyiceberg built
     from the catalog's properties (S3 endpoint, credentials, region)."""
-    schema = table.schema().as_arrow()
+    return _open_dataset(table.schema().as_arrow(), files, table.io, _name(table))
+
+
+def _open_dataset(schema: pa.Schema, files: list[str], io: FileIO, name: str) -> ds.Dataset:
     if not files:
         return ds.dataset([], schema=schema, format="parquet")
-    io = table.io
     if not isinstance(io, PyArrowFileIO):
         raise dg.Failure(
-            f"{_name(table)} is read with {type(io).__name__}; Asgard reads through "
+            f"{name} is read with {type(io).__name__}; Asgard reads through "
             "pyiceberg's PyArrowFileIO (remove py-io-impl from the catalog properties)"
         )
     scheme, netloc, _ = io.parse_location(files[0])

@@ -18,8 +18,7 @@ import sqlglot
 from sqlglot.errors import ParseError
 
 from ..partitions import Window
-from ..settings import asgard_home
-from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult
+from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult, bounded_duckdb
 
 
 def transpile(sql_path: Path) -> str:
@@ -70,11 +69,7 @@ class DuckDbSparkSql(SparkSqlEngine):
         audit: Audit | None = None,
     ) -> WriteResult:
         sql = transpile(sql_path)
-        spill = asgard_home() / "tmp" / "duckdb"
-        spill.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(
-            config={"memory_limit": self.memory_limit, "temp_directory": str(spill)}
-        )
+        con = bounded_duckdb(self.memory_limit)
         try:
             lakehouse.attach(con, inputs)
             try:
@@ -92,7 +87,7 @@ class DuckDbSparkSql(SparkSqlEngine):
                 window=window,
                 replace=replace,
                 properties={"asgard.sql": sql_path.name},
-                audit=audit,
+                audit=_after_release(con, audit),
             )
         finally:
             con.close()
@@ -111,3 +106,17 @@ def _window_rows(
     moved = lakehouse.keys_outside(con, target, key, window, "_keys")
     rows = f"SELECT * FROM _result WHERE {window.sql()} OR {key} IN (SELECT {key} FROM _keys)"
     return rows, KeyReplace(key, moved)
+
+
+def _after_release(con: duckdb.DuckDBPyConnection, audit: Audit | None) -> Audit | None:
+    """``audit``, run once the result's temp tables are dropped: the rows are written by
+    then, and the audit's own DuckDB connection should not sit beside their memory."""
+    if audit is None:
+        return None
+
+    def run(staged):
+        con.execute("DROP TABLE IF EXISTS _keys")
+        con.execute("DROP TABLE IF EXISTS _result")
+        return audit(staged)
+
+    return run
