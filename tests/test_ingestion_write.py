@@ -1,0 +1,115 @@
+"""How a stream lands in Iceberg (Lakehouse.write): data files of the table's target size,
+written a row group at a time while the stream is read, in one append snapshot; the read
+never runs more than two row groups ahead of the writer; a stream failing midway leaves
+the table at its snapshot and no files."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyiceberg.expressions import EqualTo
+
+from asgard_assets.resources import lakehouse as lakehouse_module
+from asgard_assets.resources.lakehouse import IcebergLakehouse, to_local_path
+
+TABLE = "bronze.stream"
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
+BATCH_ROWS = 1_000
+
+
+def batch(i: int) -> pa.RecordBatch:
+    ids = pa.array(range(i * BATCH_ROWS, (i + 1) * BATCH_ROWS), pa.int64())
+    names = pa.array([f"name-{n % 97}" for n in ids.to_pylist()], pa.string())
+    return pa.RecordBatch.from_arrays([ids, names], schema=SCHEMA)
+
+
+BATCH_BYTES = batch(0).nbytes
+
+
+@pytest.fixture
+def small_files(monkeypatch):
+    """Files of 4 row groups of 4 batches each, so that a short stream spans several."""
+    row_group = 4 * BATCH_BYTES
+    monkeypatch.setattr(lakehouse_module, "ROW_GROUP_BYTES", row_group)
+    properties = {**lakehouse_module.TABLE_PROPERTIES}
+    properties["write.target-file-size-bytes"] = str(4 * row_group)
+    monkeypatch.setattr(lakehouse_module, "TABLE_PROPERTIES", properties)
+    return row_group
+
+
+def reader(batches) -> pa.RecordBatchReader:
+    return pa.RecordBatchReader.from_batches(SCHEMA, batches)
+
+
+def test_a_stream_lands_as_files_of_row_groups_in_one_snapshot(home, small_files):
+    lh = IcebergLakehouse()
+    result = lh.write(TABLE, reader(batch(i) for i in range(40)), mode="overwrite")
+
+    table = lh.table(TABLE)
+    assert result.rows_written == result.total_rows == 40 * BATCH_ROWS
+    assert len(table.snapshots()) == 1
+    assert sorted(table.scan().to_arrow()["id"].to_pylist()) == list(range(40 * BATCH_ROWS))
+    files = [task.file for task in table.scan().plan_files()]
+    assert len(files) == 3  # 10 row groups: 4 + 4 + 2
+    for f in files:
+        meta = pq.ParquetFile(to_local_path(f.file_path)).metadata
+        assert meta.num_rows == f.record_count
+        assert meta.num_row_groups == (4 if f.record_count == 16 * BATCH_ROWS else 2)
+        # Iceberg field ids in the file, as pyiceberg writes them
+        assert meta.schema.to_arrow_schema().field("id").metadata[b"PARQUET:field_id"] == b"1"
+    # each file's column bounds are right: a lookup by id plans the one file holding it
+    lookup = table.scan(row_filter=EqualTo("id", 25_000))
+    assert len(list(lookup.plan_files())) == 1
+    assert lookup.to_arrow()["name"].to_pylist() == [f"name-{25_000 % 97}"]
+
+
+def test_the_read_stays_at_most_two_row_groups_ahead_of_the_writer(home, small_files, monkeypatch):
+    written = []  # batches in finished row groups
+    write = lakehouse_module._DataFiles.write
+
+    def counted(self, batches):
+        write(self, batches)
+        written.append(len(batches))
+
+    monkeypatch.setattr(lakehouse_module._DataFiles, "write", counted)
+    ahead = []
+
+    def stream():
+        for i in range(60):
+            ahead.append(i - sum(written))  # batches read but not yet written
+            yield batch(i)
+
+    IcebergLakehouse().write(TABLE, reader(stream()), mode="overwrite")
+    assert sum(written) == 60
+    assert max(ahead) <= 2 * 4  # the row group being written and the one being read
+
+
+def test_a_stream_failing_midway_leaves_the_table_and_no_files(home, small_files):
+    lh = IcebergLakehouse()
+    lh.write(TABLE, reader(batch(i) for i in range(3)), mode="overwrite")
+    before = lh.snapshot_id(TABLE)
+
+    def failing():
+        yield from (batch(i) for i in range(30))  # several files' worth
+        raise OSError("source connection lost")
+
+    with pytest.raises(OSError, match="source connection lost"):
+        lh.write(TABLE, reader(failing()), mode="overwrite")
+    assert lh.snapshot_id(TABLE) == before
+    assert lh.table(TABLE).scan().to_arrow().num_rows == 3 * BATCH_ROWS
+    assert [f for f in lh.orphan_files(TABLE) if f.endswith(".parquet")] == []
+
+
+def test_an_overwrite_makes_the_snapshots_pyiceberg_makes(home, small_files):
+    """A streamed overwrite of a table holding rows: the same snapshot operations as
+    pyiceberg's own ``Table.overwrite``."""
+    lh = IcebergLakehouse()
+    for _ in range(2):
+        lh.write(TABLE, reader(batch(i) for i in range(20)), mode="overwrite")
+    ours = [s.summary.operation for s in lh.table(TABLE).snapshots()]
+
+    other = lh.catalog().create_table("bronze.reference", SCHEMA)
+    for _ in range(2):
+        other.overwrite(pa.Table.from_batches([batch(i) for i in range(20)]))
+    assert ours == [s.summary.operation for s in other.snapshots()]
