@@ -40,11 +40,9 @@ def _pair(first: str, second: str) -> tuple[dg.EnvVar | None, dg.EnvVar | None]:
 
 
 def _dbt(target: str):
-    from dagster_dbt import DbtCliResource
+    from ..gold.project import DBT_DIR, AsgardDbtCli
 
-    from ..gold.project import DBT_DIR
-
-    return DbtCliResource(project_dir=str(DBT_DIR), target=target)
+    return AsgardDbtCli(project_dir=str(DBT_DIR), target=target)
 
 
 def _airbyte():
