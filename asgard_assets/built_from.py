@@ -40,12 +40,8 @@ def built_from(lakehouse: Lakehouse, identifier: str) -> str | None:
     """The inputs recorded for the table's current snapshot; None when unknown."""
     if not lakehouse.exists(identifier):
         return None
-    table = lakehouse.table(identifier)
-    snapshot = table.current_snapshot()
-    recorded = json.loads(table.properties.get(PROPERTY, "{}"))
-    if snapshot is None or recorded.get("snapshot_id") != snapshot.snapshot_id:
-        return None
-    return recorded.get("inputs")
+    recorded = judged.for_current_snapshot(lakehouse.table(identifier), PROPERTY)
+    return recorded.get("inputs") if recorded is not None else None
 
 
 def record(lakehouse: Lakehouse, identifier: str, built: str) -> None:

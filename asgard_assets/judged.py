@@ -39,19 +39,29 @@ def as_property(snapshot_id: int | None, checks: Sequence[dg.AssetCheckResult]) 
     }
 
 
-def recorded(table: Table) -> list[dg.AssetCheckResult] | None:
-    """The results recorded for the table's current snapshot; None when there are none."""
+def for_current_snapshot(table: Table, prop: str) -> dict | None:
+    """A JSON table property recorded for the table's current snapshot (its
+    ``snapshot_id`` field names it); None when absent or recorded for another snapshot."""
     snapshot = table.current_snapshot()
-    record = json.loads(table.properties.get(PROPERTY, "{}"))
+    record = json.loads(table.properties.get(prop, "{}"))
     if snapshot is None or record.get("snapshot_id") != snapshot.snapshot_id:
         return None
+    return record
+
+
+def recorded(table: Table) -> list[dg.AssetCheckResult] | None:
+    """The results recorded for the table's current snapshot; None when there are none."""
+    record = for_current_snapshot(table, PROPERTY)
+    if record is None:
+        return None
+    snapshot_id = str(record["snapshot_id"])
     return [
         dg.AssetCheckResult(
             check_name=c["name"],
             passed=c["passed"],
             severity=dg.AssetCheckSeverity(c["severity"]),
             description=c["description"],
-            metadata={**c["metadata"], "judged_on_snapshot": str(snapshot.snapshot_id)},
+            metadata={**c["metadata"], "judged_on_snapshot": snapshot_id},
         )
         for c in record["checks"]
     ]
