@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -80,9 +81,18 @@ def follow(lines: IO[str], log: IO[str]) -> str | None:
     return run_id
 
 
+def _import_summary_libraries() -> None:
+    """What the summary imports (Dagster, pyiceberg, MLflow: seconds), on a thread while the
+    run executes: the run keeps one core busy, and the summary then starts at once."""
+    import mlflow  # noqa: F401
+
+    from . import summary  # noqa: F401
+
+
 def demo() -> int:
     env = instance_env()
     cmd = journey_command()
+    threading.Thread(target=_import_summary_libraries, daemon=True).start()
     logs = asgard_home() / "logs"
     logs.mkdir(exist_ok=True)
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"

@@ -1,0 +1,158 @@
+"""The Dagster instance: Dagster's SQLite storage, with its SQLAlchemy engines kept between
+writes.
+
+Dagster's ``SqliteEventLogStorage`` and ``SqliteRunStorage`` build a new SQLAlchemy engine
+for every event they store and dispose of it afterwards, which throws away the dialect set-up
+and the compiled-statement cache each time. A range run over the demo's 181 days stores
+thousands of events (one materialization per day per partitioned asset, its check
+evaluations), and a profile of an unchanged re-run put ~60 % of the run process's CPU in
+``store_event``, most of it engine creation and statement compilation.
+
+The storages here keep one engine per database file. Nothing else changes: the same files,
+schema and layout, ``NullPool`` (every write still opens and closes its own SQLite connection,
+so other processes see writes as before, and the webserver's file watcher still sees each
+one), the same locking and transactions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import yaml
+from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+# a long-lived process (the webserver, the daemon) reads many runs' files: keep the latest few
+ENGINES_KEPT = 16
+
+
+class _Engines:
+    """Engines by connection string, least recently used dropped past ``ENGINES_KEPT``."""
+
+    def __init__(self) -> None:
+        self._by_url: OrderedDict[str, Engine] = OrderedDict()
+        self._lock = threading.Lock()  # its own: Dagster calls has_table inside _connect
+
+    def get(self, url: str, **kwargs) -> Engine:
+        with self._lock:
+            engine = self._by_url.pop(url, None)
+            if engine is None:
+                engine = create_engine(url, poolclass=NullPool, **kwargs)
+            self._by_url[url] = engine
+            while len(self._by_url) > ENGINES_KEPT:
+                self._by_url.popitem(last=False)[1].dispose()
+            return engine
+
+    def dispose(self) -> None:
+        with self._lock:
+            while self._by_url:
+                self._by_url.popitem()[1].dispose()
+
+
+class KeptEngineEventLogStorage(SqliteEventLogStorage):
+    def __init__(self, *args, **kwargs) -> None:
+        self._engines = _Engines()  # before Dagster's __init__: it may connect
+        super().__init__(*args, **kwargs)
+
+    def _engine(self, shard: str) -> Engine:
+        return self._engines.get(
+            self.conn_string_for_shard(shard), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        )
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        # Dagster's own _connect, with the engine kept
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def has_table(self, table_name: str) -> bool:
+        # asked for every asset event Dagster stores
+        engine = self._engine(INDEX_SHARD_NAME)
+        with engine.connect() as conn:
+            return bool(engine.dialect.has_table(conn, table_name))
+
+    def wipe(self) -> None:
+        with self._db_lock:
+            self._engines.dispose()
+        super().wipe()
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engines.dispose()
+
+
+class KeptEngineRunStorage(SqliteRunStorage):
+    def __init__(self, *args, **kwargs) -> None:
+        self._engines = _Engines()
+        super().__init__(*args, **kwargs)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._engines.get(self._conn_string).connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engines.dispose()
+
+
+class AsgardSqliteStorage(DagsterSqliteStorage):
+    """Dagster's default SQLite storage (same files) with the two storages above."""
+
+    def __init__(self, base_dir: str, inst_data=None) -> None:
+        # DagsterSqliteStorage.__init__ with two of its storages replaced, none built twice
+        self.base_dir = base_dir
+        self._run_storage = KeptEngineRunStorage.from_local(_runs_directory(base_dir))
+        self._event_log_storage = KeptEngineEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        super(DagsterSqliteStorage, self).__init__()
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> AsgardSqliteStorage:
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+
+class AsgardInstance(DagsterInstance):
+    """``instance_class`` in ``dagster.yaml``: Dagster's instance whose default storage, for
+    a ``dagster.yaml`` without a ``storage`` section, is ``AsgardSqliteStorage`` in the
+    instance's folder (Dagster's hook for that: ``config_defaults``). A ``storage`` section
+    (Postgres, say) still wins."""
+
+    @classmethod
+    def config_defaults(cls, base_dir: str) -> Mapping[str, ConfigurableClassData | None]:
+        return {
+            **InstanceRef.config_defaults(base_dir),
+            "storage": ConfigurableClassData(
+                __name__, AsgardSqliteStorage.__name__, yaml.dump({"base_dir": base_dir})
+            ),
+        }
+
+    @classmethod
+    def config_schema(cls) -> dict:
+        return {}  # no settings of its own (Dagster asks every instance class for them)
