@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from journey import run_demo
+from journey import run_demo, settle
 
 NEW_DAY = "2025-07-01"  # the day after the demo data ends
 COPIED_DAY = "2025-06-30"
@@ -78,6 +78,7 @@ def main() -> None:
         "ASGARD_PARTITION_END": NEW_DAY,
     }
     cold = run_demo({**os.environ, **env})
+    settle(home / "dagster")
     os.environ.update(env)
 
     import dagster as dg

@@ -52,6 +52,16 @@ def import_floor(repeat: int = 3) -> float:
     return best
 
 
+def settle(dagster_home: Path) -> None:
+    """Wait until the latest run's end is stored: `asgard demo` returns once Dagster has
+    logged it, without waiting for the Dagster process's exit."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        while not instance.get_runs(limit=1)[0].is_finished:
+            time.sleep(0.1)
+
+
 def step_windows(dagster_home: Path) -> list[tuple[str, float, float]]:
     """(step, start, end) timestamps of the latest run, from STEP_START / STEP_SUCCESS."""
     from dagster import DagsterEventType, DagsterInstance
@@ -105,10 +115,12 @@ def main() -> None:
     try:
         started = time.time()  # wall clock: the run's own events are placed against it
         cold = run_demo(env)
+        settle(home / "dagster")
         steps = step_times(home / "dagster")
         cold_phases = phases(home / "dagster", started, cold)
         started = time.time()
         warm = run_demo(env)
+        settle(home / "dagster")
         warm_steps = dict(step_times(home / "dagster"))
         warm_phases = phases(home / "dagster", started, warm)
     finally:
