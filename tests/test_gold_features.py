@@ -146,6 +146,29 @@ def small_feature_store(home):
     return FeatureStoreResource(columns=["units_per_hour", "completion_rate", "is_high_performer"])
 
 
+FEAST_IMPORT = """
+import typeguard
+checked = typeguard.typechecked
+import asgard_assets.features.feast_import
+from feast.feature_view import FeatureView
+assert typeguard.typechecked is checked, "typeguard left patched"
+print(sorted(set(FeatureView.__init__.__code__.co_names) & {"check_argument_types_internal"}))
+"""
+
+
+def test_feast_loads_without_typeguards_instrumentation_and_typeguard_is_restored():
+    """Asgard imports Feast with typeguard's @typechecked off while Feast's modules load
+    (its instrumentation is most of Feast's import time); typeguard itself is left as it was
+    for everything imported later. A plain `import feast` is instrumented: the check sees
+    the difference."""
+    ours = subprocess.run([sys.executable, "-c", FEAST_IMPORT], capture_output=True, text=True)
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout.strip() == "[]"
+    plain = FEAST_IMPORT.replace("import asgard_assets.features.feast_import\n", "")
+    theirs = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
+    assert theirs.stdout.strip() == "['check_argument_types_internal']", theirs.stderr
+
+
 def test_feast_reads_only_the_current_snapshot(small_feature_store):
     first = pd.DataFrame(
         {

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from . import feast_import  # noqa: F401  (first: Feast without typeguard's instrumentation)
+
+# isort: split
 from feast import Entity, FeatureService, FeatureView, Field, ValueType, types
 from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
 

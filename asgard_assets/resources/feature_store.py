@@ -27,7 +27,7 @@ from pydantic import PrivateAttr, field_validator
 from ..contracts.model import ENTITY_KEY, FEATURE_SERVICE, GOLD_TABLE, VIEW
 from ..settings import asgard_home
 
-if TYPE_CHECKING:  # feast takes ~7 s to import: only where it is used
+if TYPE_CHECKING:  # feast takes seconds to import: only where it is used
     from feast import Entity, FeatureService, FeatureStore, FeatureView
 
 __all__ = ["ENTITY_KEY", "FEATURE_REPO", "GOLD_TABLE", "VIEW", "FeatureStoreResource"]
@@ -75,6 +75,9 @@ class FeatureStoreResource(dg.ConfigurableResource):
     def store(self) -> FeatureStore:
         """One FeatureStore per resource: its registry is cached between calls."""
         if self._store is None:
+            from ..features import feast_import  # noqa: F401  (first: see there)
+
+            # isort: split
             from feast import FeatureStore
 
             (asgard_home() / "feast").mkdir(parents=True, exist_ok=True)  # ${ASGARD_HOME}
