@@ -39,7 +39,7 @@ from pathlib import Path
 
 import psutil
 import sqlalchemy as sa
-from journey import ROOT, step_windows
+from journey import ROOT, settle, step_windows
 
 DEFAULT_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 SEED = 42
@@ -269,6 +269,8 @@ def run_scale(
     out, _ = proc.communicate()
     sampler.stop()
     wall = time.perf_counter() - t
+    if proc.returncode == 0:
+        settle(home / "dagster")
     compared = []
     try:
         steps = [
