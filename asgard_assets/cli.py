@@ -17,7 +17,6 @@ import re
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -105,18 +104,9 @@ def follow(lines: Iterable[str]) -> tuple[str | None, str | None]:
     return run_id, None
 
 
-def _import_summary_libraries() -> None:
-    """What the summary imports (Dagster, pyiceberg, MLflow: seconds), on a thread while the
-    run executes: the run keeps one core busy, and the summary then starts at once."""
-    import mlflow  # noqa: F401
-
-    from . import summary  # noqa: F401
-
-
 def demo() -> int:
     env = instance_env()
     cmd = journey_command()
-    threading.Thread(target=_import_summary_libraries, daemon=True).start()
     logs = asgard_home() / "logs"
     logs.mkdir(exist_ok=True)
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"

@@ -5,6 +5,7 @@ import shutil
 import dagster as dg
 import yaml
 from conftest import ROOT
+from sqlalchemy.pool import NullPool
 
 from asgard_assets.orchestration import dagster_instance
 from asgard_assets.orchestration.dagster_instance import AsgardInstance
@@ -105,7 +106,13 @@ def test_one_engine_per_database_file_and_at_most_a_few(tmp_path, monkeypatch):
             assert run_range(instance).success
         kept = instance._event_storage._engines._by_url
         assert len(kept) == 3
-        assert any(u.endswith("index.db") for u in kept)  # used by every run: still kept
+        index = [e for u, e in kept.items() if u.endswith("index.db")]  # every run's: kept
+        assert len(index) == 1
+        # the index's connection stays open between writes; a run's file is closed after
+        # each (the webserver watches it)
+        assert index[0].pool.checkedin() >= 1
+        runs = [e for u, e in kept.items() if not u.endswith("index.db")]
+        assert runs and all(isinstance(e.pool, NullPool) for e in runs)
 
 
 def test_wipe_starts_from_empty_files(tmp_path):

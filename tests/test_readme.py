@@ -61,6 +61,12 @@ def test_make_demo_prints_the_command_it_runs_and_ends_with_the_checks(demo_clon
     assert " - DEBUG - " not in out and "Warning" not in out, out[-3000:]
     log = re.search(r"Dagster's event log: (\S+)", out)
     assert log and " - DEBUG - " in Path(log[1]).read_text()
+    # the model served, with the scores it was trained with
+    assert re.search(
+        r"Model operator_efficiency_predictor v1 \(champion\): accuracy \d\.\d{3}, "
+        r"f1 \d\.\d{3}, roc_auc \d\.\d{3}",
+        out,
+    ), out[-3000:]
     summary = out[out.index("Asset checks:") :]
     counts = re.match(r"Asset checks: (\d+) passed, (\d+) warned, 0 failed\n", summary)
     assert counts, summary

@@ -8,10 +8,10 @@ thousands of events (one materialization per day per partitioned asset, its chec
 evaluations), and a profile of an unchanged re-run put ~60 % of the run process's CPU in
 ``store_event``, most of it engine creation and statement compilation.
 
-The storages here keep one engine per database file. Nothing else changes: the same files,
-schema and layout, ``NullPool`` (every write still opens and closes its own SQLite connection,
-so other processes see writes as before, and the webserver's file watcher still sees each
-one), the same locking and transactions.
+The storages here keep one engine per database file, and keep the connections to the files
+nothing watches open (the index and runs.db; a run's own file is still opened and closed
+per write, so the webserver's file watcher sees each one). Nothing else changes: the same
+files, schema and layout, the same locking and transactions.
 """
 
 from __future__ import annotations
@@ -53,11 +53,17 @@ class _Engines:
         self._by_url: OrderedDict[str, Engine] = OrderedDict()
         self._lock = threading.Lock()  # its own: Dagster calls has_table inside _connect
 
-    def get(self, url: str, **kwargs) -> Engine:
+    def get(self, url: str, pooled: bool = False, **kwargs) -> Engine:
+        """``pooled``: SQLAlchemy's default pool (connections stay open) instead of a new
+        connection per use."""
         with self._lock:
             engine = self._by_url.pop(url, None)
             if engine is None:
-                engine = create_engine(url, poolclass=NullPool, **kwargs)
+                engine = (
+                    create_engine(url, **kwargs)
+                    if pooled
+                    else create_engine(url, poolclass=NullPool, **kwargs)
+                )
             self._by_url[url] = engine
             while len(self._by_url) > ENGINES_KEPT:
                 self._by_url.popitem(last=False)[1].dispose()
@@ -75,8 +81,13 @@ class KeptEngineEventLogStorage(SqliteEventLogStorage):
         super().__init__(*args, **kwargs)
 
     def _engine(self, shard: str) -> Engine:
+        # In WAL mode the last connection to close checkpoints the file, ~1 ms per write. A
+        # run's file needs that: the webserver follows a run by watching its .db file change.
+        # Nothing watches the index, which takes most writes: its connections stay open.
         return self._engines.get(
-            self.conn_string_for_shard(shard), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+            self.conn_string_for_shard(shard),
+            pooled=shard == INDEX_SHARD_NAME,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
         )
 
     @contextmanager
@@ -113,7 +124,8 @@ class KeptEngineRunStorage(SqliteRunStorage):
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        with self._engines.get(self._conn_string).connect() as conn, conn.begin():
+        # runs.db is read by polling, not watched: its connections stay open (see above)
+        with self._engines.get(self._conn_string, pooled=True).connect() as conn, conn.begin():
             yield conn
 
     def dispose(self) -> None:
