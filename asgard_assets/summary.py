@@ -43,7 +43,8 @@ def trained_metrics(instance, version: str) -> dict[str, float] | None:
 
     for record in instance.fetch_materializations(MODEL_KEY, limit=100).records:
         metadata = record.asset_materialization.metadata
-        if str(metadata["model_version"].value) == version and "accuracy" in metadata:
+        trained = metadata.get("model_version")
+        if trained is not None and str(trained.value) == version and "accuracy" in metadata:
             return {k: metadata[k].value for k in ("accuracy", "f1", "roc_auc")}
     return None
 

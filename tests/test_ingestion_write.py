@@ -5,11 +5,14 @@ the table at its snapshot and no files."""
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.expressions import EqualTo
 
+from asgard_assets.maintenance.iceberg import small_files as small_file_count
 from asgard_assets.resources import lakehouse as lakehouse_module
 from asgard_assets.resources.lakehouse import IcebergLakehouse, to_local_path
 
@@ -27,13 +30,17 @@ def batch(i: int) -> pa.RecordBatch:
 BATCH_BYTES = batch(0).nbytes
 
 
+TARGET = 4 * BATCH_BYTES  # a file's size on disk: a few encoded row groups
+
+
 @pytest.fixture
 def small_files(monkeypatch):
-    """Files of 4 row groups of 4 batches each, so that a short stream spans several."""
+    """Row groups of 4 batches and a small target file size, so that a short stream spans
+    several files."""
     row_group = 4 * BATCH_BYTES
     monkeypatch.setattr(lakehouse_module, "ROW_GROUP_BYTES", row_group)
     properties = {**lakehouse_module.TABLE_PROPERTIES}
-    properties["write.target-file-size-bytes"] = str(4 * row_group)
+    properties["write.target-file-size-bytes"] = str(TARGET)
     monkeypatch.setattr(lakehouse_module, "TABLE_PROPERTIES", properties)
     return row_group
 
@@ -50,12 +57,22 @@ def test_a_stream_lands_as_files_of_row_groups_in_one_snapshot(home, small_files
     assert result.rows_written == result.total_rows == 40 * BATCH_ROWS
     assert len(table.snapshots()) == 1
     assert sorted(table.scan().to_arrow()["id"].to_pylist()) == list(range(40 * BATCH_ROWS))
-    files = [task.file for task in table.scan().plan_files()]
-    assert len(files) == 3  # 10 row groups: 4 + 4 + 2
+    files = sorted(
+        (task.file for task in table.scan().plan_files()), key=lambda f: f.file_size_in_bytes
+    )
+    assert len(files) >= 2
+    # each file is closed with the row group that takes it to the target size on disk
+    # (Iceberg's meaning of the property), the last one possibly short of it
+    assert all(f.file_size_in_bytes >= TARGET for f in files[1:])
+    assert small_file_count(table, TARGET) <= 1  # nothing for maintenance to compact
     for f in files:
         meta = pq.ParquetFile(to_local_path(f.file_path)).metadata
         assert meta.num_rows == f.record_count
-        assert meta.num_row_groups == (4 if f.record_count == 16 * BATCH_ROWS else 2)
+        assert f.file_size_in_bytes == os.path.getsize(to_local_path(f.file_path))
+        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+        assert all(g.num_rows == 4 * BATCH_ROWS for g in groups[:-1])
+        before_last = sum(g.column(c).total_compressed_size for g in groups[:-1] for c in (0, 1))
+        assert before_last < TARGET
         # Iceberg field ids in the file, as pyiceberg writes them
         assert meta.schema.to_arrow_schema().field("id").metadata[b"PARQUET:field_id"] == b"1"
     # each file's column bounds are right: a lookup by id plans the one file holding it

@@ -18,7 +18,7 @@ import sqlglot
 from sqlglot.errors import ParseError
 
 from ..partitions import Window
-from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult, bounded_duckdb
+from .lakehouse import DUCKDB_MEMORY, Audit, KeyReplace, Lakehouse, WriteResult, bounded_duckdb
 
 
 def transpile(sql_path: Path) -> str:
@@ -54,7 +54,7 @@ class SparkSqlEngine(dg.ConfigurableResource, ABC):
 
 
 class DuckDbSparkSql(SparkSqlEngine):
-    memory_limit: str = "1GB"
+    memory_limit: str = DUCKDB_MEMORY
     batch_rows: int = 250_000
 
     def build(
