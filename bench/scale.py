@@ -197,6 +197,7 @@ def compare_spark(home: Path) -> list[tuple[str, int, float, float]]:
     row counts must agree. Spark's session start is outside the timing (the first query in
     it pays the JIT's warm-up, as a job's would)."""
     import duckdb
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     from asgard_assets.contracts.sources import SOURCE_TABLES
@@ -237,7 +238,14 @@ def compare_spark(home: Path) -> list[tuple[str, int, float, float]]:
                 )
             out.append((table, duck_rows, duck, spark_s))
     finally:
+        gateway = spark.sparkContext._gateway
         spark.stop()
+        # the JVM outlives stop() until this process exits: the next scale's journey must
+        # not share the two cores (and 3 GB) with it
+        gateway.shutdown()
+        gateway.proc.kill()
+        gateway.proc.wait()
+        SparkContext._gateway = SparkContext._jvm = None
     return out
 
 
