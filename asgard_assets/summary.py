@@ -7,26 +7,25 @@ import json
 from .resources import resource
 
 
-def check_results(run_id: str) -> dict[str, list[str]]:
+def check_results(instance, run_id: str) -> dict[str, list[str]]:
     """The run's asset checks by outcome: passed, warned, failed (``asset:check`` names)."""
     import dagster as dg
 
     outcomes: dict[str, list[str]] = {"passed": [], "warned": [], "failed": []}
-    with dg.DagsterInstance.get() as instance:
-        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-            check = entry.dagster_event.event_specific_data
-            name = f"{check.asset_key.to_user_string()}:{check.check_name}"
-            if check.passed:
-                outcomes["passed"].append(name)
-            elif check.severity == dg.AssetCheckSeverity.WARN:
-                outcomes["warned"].append(name)
-            else:
-                outcomes["failed"].append(name)
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        check = entry.dagster_event.event_specific_data
+        name = f"{check.asset_key.to_user_string()}:{check.check_name}"
+        if check.passed:
+            outcomes["passed"].append(name)
+        elif check.severity == dg.AssetCheckSeverity.WARN:
+            outcomes["warned"].append(name)
+        else:
+            outcomes["failed"].append(name)
     return {k: sorted(v) for k, v in outcomes.items()}
 
 
-def print_checks(run_id: str) -> None:
-    results = check_results(run_id)
+def print_checks(instance, run_id: str) -> None:
+    results = check_results(instance, run_id)
     print(
         f"\nAsset checks: {len(results['passed'])} passed, {len(results['warned'])} warned, "
         f"{len(results['failed'])} failed"
@@ -53,6 +52,11 @@ def print_summary(run_id: str | None = None) -> None:
     """Tables, the served model, the service; then, with the run's id, its check results."""
     import dagster as dg
 
+    with dg.DagsterInstance.get() as instance:
+        _print_summary(instance, run_id)
+
+
+def _print_summary(instance, run_id: str | None) -> None:
     lakehouse = resource("lakehouse")
     catalog = lakehouse.catalog()
     print("\nIceberg tables (current snapshot):")
@@ -69,8 +73,7 @@ def print_summary(run_id: str | None = None) -> None:
     # the deployment serves the champion: the deploy step deploys nothing else
     deployment = LocalDeployer().current(MODEL_NAME)
     if deployment is not None:
-        with dg.DagsterInstance.get() as instance:
-            metrics = trained_metrics(instance, deployment.version)
+        metrics = trained_metrics(instance, deployment.version)
         scores = (
             f": accuracy {metrics['accuracy']:.3f}, f1 {metrics['f1']:.3f}, "
             f"roc_auc {metrics['roc_auc']:.3f}"
@@ -90,4 +93,4 @@ def print_summary(run_id: str | None = None) -> None:
         )
         print("  stop it with: .venv/bin/asgard stop")
     if run_id:
-        print_checks(run_id)
+        print_checks(instance, run_id)

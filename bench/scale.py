@@ -196,12 +196,12 @@ def compare_spark(home: Path) -> list[tuple[str, int, float, float]]:
     (table, rows, DuckDB s, Spark s) each, both results collected as one Arrow table; the
     row counts must agree. Spark's session start is outside the timing (the first query in
     it pays the JIT's warm-up, as a job's would)."""
-    import duckdb
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     from asgard_assets.contracts.sources import SOURCE_TABLES
     from asgard_assets.resources import resource
+    from asgard_assets.resources.lakehouse import bounded_duckdb
     from asgard_assets.resources.spark import DuckDbSparkSql, transpile
     from asgard_assets.silver import spark_job
     from asgard_assets.silver.assets import sql_path
@@ -218,12 +218,8 @@ def compare_spark(home: Path) -> list[tuple[str, int, float, float]]:
     try:
         for table in SOURCE_TABLES:
             source = f"bronze.{table}"
-            spill = home / "tmp" / "duckdb"
-            spill.mkdir(parents=True, exist_ok=True)
             t = time.perf_counter()
-            con = duckdb.connect(
-                config={"memory_limit": engine.memory_limit, "temp_directory": str(spill)}
-            )
+            con = bounded_duckdb(engine.memory_limit)
             lakehouse.attach(con, [source])
             duck_rows = con.sql(transpile(sql_path(table))).to_arrow_table().num_rows
             con.close()

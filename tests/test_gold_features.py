@@ -169,6 +169,22 @@ def test_feast_loads_without_typeguards_instrumentation_and_typeguard_is_restore
     assert theirs.stdout.strip() == "['check_argument_types_internal']", theirs.stderr
 
 
+def test_dbts_duckdb_is_bounded_like_asgards_own(tmp_path, monkeypatch):
+    """The asgard_iceberg plugin gives dbt-duckdb's connection the memory limit and spill
+    folder of every other DuckDB connection (DuckDB's own default is 80 % of the RAM)."""
+    from asgard_assets.gold.dbt_iceberg_plugin import Plugin
+    from asgard_assets.resources.lakehouse import DUCKDB_MEMORY
+
+    monkeypatch.setenv("ASGARD_HOME", str(tmp_path))
+    config = {"threads": 1}
+    Plugin.update_connection_config(object.__new__(Plugin), None, config)
+    assert config == {
+        "threads": 1,
+        "memory_limit": DUCKDB_MEMORY,
+        "temp_directory": str(tmp_path / "tmp" / "duckdb"),
+    }
+
+
 def test_feast_reads_only_the_current_snapshot(small_feature_store):
     first = pd.DataFrame(
         {

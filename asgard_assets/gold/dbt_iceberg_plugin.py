@@ -16,12 +16,17 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 
 from ..resources import resource
+from ..resources.lakehouse import duckdb_bounds
 
 
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict) -> None:
         # dbt runs nodes on worker threads; a SQLite catalog connection stays in its thread
         self._local = threading.local()
+
+    def update_connection_config(self, creds, config: dict) -> None:
+        # dbt's DuckDB is bounded like Asgard's others (DuckDB's own default: 80 % of RAM)
+        config.update(duckdb_bounds())
 
     @property
     def lakehouse(self):

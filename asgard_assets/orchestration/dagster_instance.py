@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cached_property
 
 import yaml
 from dagster import DagsterInstance
@@ -118,19 +119,20 @@ class KeptEngineEventLogStorage(SqliteEventLogStorage):
 
 
 class KeptEngineRunStorage(SqliteRunStorage):
-    def __init__(self, *args, **kwargs) -> None:
-        self._engines = _Engines()
-        super().__init__(*args, **kwargs)
+    @cached_property
+    def _engine(self) -> Engine:
+        # runs.db is read by polling, not watched: its connections stay open (see above)
+        return create_engine(self._conn_string)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        # runs.db is read by polling, not watched: its connections stay open (see above)
-        with self._engines.get(self._conn_string, pooled=True).connect() as conn, conn.begin():
+        with self._engine.connect() as conn, conn.begin():
             yield conn
 
     def dispose(self) -> None:
         super().dispose()
-        self._engines.dispose()
+        if "_engine" in self.__dict__:
+            self._engine.dispose()
 
 
 class AsgardSqliteStorage(DagsterSqliteStorage):

@@ -83,14 +83,20 @@ SECRET_PROPERTIES = ("s3.access-key-id", "s3.secret-access-key", "token")
 KEY_CHUNK = 1000
 # what one DuckDB connection may hold before it spills to disk (DuckDB's own default is
 # 80% of the machine's memory, so a query over a large table would grow with it)
-DUCKDB_MEMORY = "512MB"  # also in dbt_project/profiles.yml (settings)
+DUCKDB_MEMORY = "512MB"
+
+
+def duckdb_bounds(memory_limit: str = DUCKDB_MEMORY) -> dict[str, str]:
+    """DuckDB settings: spill past ``memory_limit`` to ASGARD_HOME/tmp/duckdb. Every DuckDB
+    connection of Asgard's gets them, dbt's too (``gold/dbt_iceberg_plugin.py``)."""
+    spill = asgard_home() / "tmp" / "duckdb"
+    spill.mkdir(parents=True, exist_ok=True)
+    return {"memory_limit": memory_limit, "temp_directory": str(spill)}
 
 
 def bounded_duckdb(memory_limit: str = DUCKDB_MEMORY) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that spills past ``memory_limit`` to ASGARD_HOME/tmp/duckdb."""
-    spill = asgard_home() / "tmp" / "duckdb"
-    spill.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill)})
+    """A DuckDB connection within ``duckdb_bounds``."""
+    return duckdb.connect(config=duckdb_bounds(memory_limit))
 
 
 @dataclass(frozen=True)
