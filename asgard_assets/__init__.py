@@ -6,7 +6,7 @@ import warnings
 
 # pyiceberg scans with a pool of cpu+4 threads, each holding a file's batches: on a small
 # machine that costs memory and no speed. (Writes stream on a thread of their own,
-# resources/lakehouse.py.) Users can override.
+# resources/data_files.py.) Users can override.
 os.environ.setdefault("PYICEBERG_MAX_WORKERS", str(max(1, (os.cpu_count() or 2) // 2)))
 
 # A run over a range of days (a single-run backfill) logs one "planned" event per asset

@@ -13,7 +13,7 @@ import pytest
 from pyiceberg.expressions import EqualTo
 
 from asgard_assets.maintenance.iceberg import small_files as small_file_count
-from asgard_assets.resources import lakehouse as lakehouse_module
+from asgard_assets.resources import data_files
 from asgard_assets.resources.lakehouse import IcebergLakehouse, to_local_path
 
 TABLE = "bronze.stream"
@@ -38,10 +38,10 @@ def small_files(monkeypatch):
     """Row groups of 4 batches and a small target file size, so that a short stream spans
     several files."""
     row_group = 4 * BATCH_BYTES
-    monkeypatch.setattr(lakehouse_module, "ROW_GROUP_BYTES", row_group)
-    properties = {**lakehouse_module.TABLE_PROPERTIES}
+    monkeypatch.setattr(data_files, "ROW_GROUP_BYTES", row_group)
+    properties = {**data_files.TABLE_PROPERTIES}
     properties["write.target-file-size-bytes"] = str(TARGET)
-    monkeypatch.setattr(lakehouse_module, "TABLE_PROPERTIES", properties)
+    monkeypatch.setattr(data_files, "TABLE_PROPERTIES", properties)
     return row_group
 
 
@@ -83,13 +83,13 @@ def test_a_stream_lands_as_files_of_row_groups_in_one_snapshot(home, small_files
 
 def test_the_read_stays_at_most_two_row_groups_ahead_of_the_writer(home, small_files, monkeypatch):
     written = []  # batches in finished row groups
-    write = lakehouse_module._DataFiles.write
+    write = data_files._DataFiles.write
 
     def counted(self, batches):
         write(self, batches)
         written.append(len(batches))
 
-    monkeypatch.setattr(lakehouse_module._DataFiles, "write", counted)
+    monkeypatch.setattr(data_files._DataFiles, "write", counted)
     ahead = []
 
     def stream():

@@ -15,8 +15,9 @@ import sqlglot
 from sqlglot import exp
 
 from ..contracts.sources import SOURCE_TABLES, SOURCES
-from ..resources.ingestion import CURSOR_COLUMN, LOAD_ID, LOADED_AT, QUARANTINE
+from ..resources.ingestion import CURSOR_COLUMN, LOADED_AT, QUARANTINE
 from ..resources.lakehouse import Lakehouse
+from ..resources.source_streams import LOAD_ID
 from ..silver.assets import sql_path
 
 SAMPLE_KEYS = 20  # keys listed in a check's metadata

@@ -4,7 +4,8 @@ Asgard table, after the tables are written and on a daily schedule."""
 import dagster as dg
 
 from ..metadata import code_version
-from ..resources.lakehouse import NAMESPACES, TABLE_PROPERTIES, Lakehouse
+from ..resources.data_files import TABLE_PROPERTIES
+from ..resources.lakehouse import NAMESPACES, Lakehouse
 from .iceberg import compact, default_cutoff, expire_snapshots
 
 TARGET_FILE_BYTES = int(TABLE_PROPERTIES["write.target-file-size-bytes"])

@@ -14,17 +14,13 @@ cursor came from (a concurrent load of the same table makes it read again).
 
 from __future__ import annotations
 
-import queue
 import tempfile
-import threading
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import adbc_driver_postgresql.dbapi as adbc_postgres
-import connectorx as cx
 import dagster as dg
 import pyarrow as pa
 import sqlalchemy as sa
@@ -43,11 +39,17 @@ from ..contracts.sources import (
     qualified_name,
 )
 from ..partitions import PARTITION_COLUMNS, Window
-from ..settings import asgard_home, demo_source_path
+from ..settings import demo_source_path
 from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult, bounded_duckdb
+from .source_streams import (
+    SPOOL,
+    read_source,
+    spool_dir,
+    spooled,
+    with_load_columns,
+)
 
 CURSOR_COLUMN = "updated_at"
-LOAD_ID = "_asgard_load_id"
 REASON = "_asgard_reason"  # quarantine: the columns whose value does not fit their type
 QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
 # a concurrent load of the same table committed first: read again past its rows
@@ -67,94 +69,6 @@ class IngestResult:
 
 def redact(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
-
-
-def _connectorx_url(url: str) -> str:
-    """connectorx takes plain scheme URLs: drop SQLAlchemy's ``+driver`` part."""
-    u = sa.engine.make_url(url)
-    backend = u.get_backend_name()
-    if backend == "sqlite":
-        return f"sqlite://{u.database}" if u.database.startswith("/") else f"sqlite:///{u.database}"
-    scheme = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}[backend]
-    return u.set(drivername=scheme).render_as_string(hide_password=False)
-
-
-def _adbc_postgres(url: str, query: str, batch_bytes: int) -> pa.RecordBatchReader:
-    """Postgres through ADBC (binary COPY): measured faster than connectorx on this path."""
-    u = sa.engine.make_url(url).set(drivername="postgresql")
-    conn = adbc_postgres.connect(u.render_as_string(hide_password=False))
-    cursor = conn.cursor()
-    cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
-    cursor.execute(query)
-    reader = cursor.fetch_record_batch()
-
-    def batches():
-        try:
-            yield from reader
-        finally:
-            cursor.close()
-            conn.close()
-
-    return pa.RecordBatchReader.from_batches(reader.schema, batches())
-
-
-PREFETCH_BATCHES = 4
-_DONE = object()
-
-
-def _prefetched(reader: pa.RecordBatchReader, depth: int = PREFETCH_BATCHES):
-    """The reader's batches, read ahead on a thread while the caller encodes Parquet (both
-    release the GIL): the source read and the write overlap, with at most ``depth``
-    batches in flight. An error on the source side is raised to the caller."""
-    batches: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for batch in reader:
-                while not stop.is_set():
-                    try:
-                        batches.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            batches.put(_DONE)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer as is
-            batches.put(e)
-
-    def consume():
-        thread = threading.Thread(target=produce, name="asgard-source-read", daemon=True)
-        thread.start()
-        try:
-            while (item := batches.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            thread.join()
-
-    return pa.RecordBatchReader.from_batches(reader.schema, consume())
-
-
-def _with_load_columns(reader: pa.RecordBatchReader, load_id: str, loaded_at: datetime):
-    ts_type = pa.timestamp("us")
-    schema = reader.schema.append(pa.field(LOADED_AT, ts_type)).append(
-        pa.field(LOAD_ID, pa.string())
-    )
-    loaded = pa.scalar(loaded_at.replace(tzinfo=None), ts_type)
-    load = pa.scalar(load_id, pa.string())
-
-    def batches():
-        for b in reader:
-            n = b.num_rows  # constant columns via pa.repeat: no per-row Python objects
-            yield pa.RecordBatch.from_arrays(
-                [*b.columns, pa.repeat(loaded, n), pa.repeat(load, n)], schema=schema
-            )
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def utc_now() -> datetime:
@@ -342,14 +256,7 @@ class EmbeddedIngestion(Ingestion):
         query = f"SELECT * FROM {where} WHERE {scope}"
         if window is not None:
             query += f" ORDER BY {window.column}"
-        url = self.url()
-        if sa.engine.make_url(url).get_backend_name() == "postgresql":
-            return _prefetched(_adbc_postgres(url, query, self.adbc_batch_bytes))
-        return _prefetched(
-            cx.read_sql(
-                _connectorx_url(url), query, return_type="arrow_stream", batch_size=self.batch_rows
-            )
-        )
+        return read_source(self.url(), query, self.batch_rows, self.adbc_batch_bytes)
 
     def _scope(
         self,
@@ -481,7 +388,7 @@ class EmbeddedIngestion(Ingestion):
         if misfits.num_rows:
             lakehouse.write(
                 identifier + QUARANTINE,
-                _with_load_columns(
+                with_load_columns(
                     pa.RecordBatchReader.from_batches(misfits.schema, misfits.to_batches()),
                     load_id,
                     loaded_at,
@@ -497,7 +404,7 @@ class EmbeddedIngestion(Ingestion):
             reader = _not_yet_loaded(reader, lakehouse, identifier, cursor)
         result = lakehouse.write(
             identifier,
-            _with_load_columns(reader, load_id, loaded_at),
+            with_load_columns(reader, load_id, loaded_at),
             properties=props,
             base_snapshot_id=base,
             audit=audit,
@@ -518,12 +425,12 @@ class EmbeddedIngestion(Ingestion):
         """The window's source rows, and every row of their keys, replace bronze's rows in
         the window and of those keys (a row whose day changed leaves its old day)."""
         identifier, key = f"bronze.{table}", SOURCES[table].key
-        with tempfile.TemporaryDirectory(dir=_spool_dir()) as spool:
-            reader = _spooled(self.read(table, window=window), spool)
+        with tempfile.TemporaryDirectory(dir=spool_dir()) as spool:
+            reader = spooled(self.read(table, window=window), spool)
             moved = _keys_elsewhere(lakehouse, identifier, key, window, spool)
             return lakehouse.write(
                 identifier,
-                _with_load_columns(reader, load_id, datetime.now(UTC)),
+                with_load_columns(reader, load_id, datetime.now(UTC)),
                 mode="overwrite",
                 window=window,
                 replace=KeyReplace(key, moved),
@@ -540,40 +447,16 @@ def _misfit_table(names: list[str], rows: list[list[str | None]]) -> pa.Table:
     )
 
 
-SPOOL = "rows.arrow"
-
-
-def _spool_dir():
-    path = asgard_home() / "tmp" / "spool"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _spooled(reader: pa.RecordBatchReader, folder: str) -> pa.RecordBatchReader:
-    """The window's source rows, written once to an Arrow file on local disk and read back
-    batch by batch: their keys decide which bronze rows the write replaces, before the
-    rows themselves are written (one source read; memory stays one batch). Not
-    memory-mapped: mapped pages count in the process' RSS, which then grew with the window."""
-    path = f"{folder}/{SPOOL}"
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as out:
-        for batch in reader:
-            out.write_batch(batch)
-    spooled = pa.ipc.open_file(pa.OSFile(path))
-    return pa.RecordBatchReader.from_batches(
-        spooled.schema, (spooled.get_batch(i) for i in range(spooled.num_record_batches))
-    )
-
-
 def _keys_elsewhere(
     lakehouse: Lakehouse, identifier: str, key: str, window: Window, folder: str
 ) -> list:
     """Keys of the spooled rows that bronze holds outside the window (rows that moved)."""
     if not lakehouse.exists(identifier) or lakehouse.snapshot_id(identifier) is None:
         return []  # nothing loaded yet, so nothing elsewhere
-    spooled = pa.ipc.open_file(pa.OSFile(f"{folder}/{SPOOL}"))
+    rows = pa.ipc.open_file(pa.OSFile(f"{folder}/{SPOOL}"))
     keys = pa.RecordBatchReader.from_batches(
-        pa.schema([spooled.schema.field(key)]),
-        (spooled.get_batch(i).select([key]) for i in range(spooled.num_record_batches)),
+        pa.schema([rows.schema.field(key)]),
+        (rows.get_batch(i).select([key]) for i in range(rows.num_record_batches)),
     )
     con = bounded_duckdb()
     try:
