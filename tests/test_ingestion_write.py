@@ -30,7 +30,8 @@ def batch(i: int) -> pa.RecordBatch:
 BATCH_BYTES = batch(0).nbytes
 
 
-TARGET = 4 * BATCH_BYTES  # a file's size on disk: a few encoded row groups
+TARGET = 4 * BATCH_BYTES  # a file's size on disk: many encoded row groups
+FILES_3 = 200  # batches: about three files (a row group of 4 batches encodes to ~5 KB)
 
 
 @pytest.fixture
@@ -51,12 +52,12 @@ def reader(batches) -> pa.RecordBatchReader:
 
 def test_a_stream_lands_as_files_of_row_groups_in_one_snapshot(home, small_files):
     lh = IcebergLakehouse()
-    result = lh.write(TABLE, reader(batch(i) for i in range(40)), mode="overwrite")
+    result = lh.write(TABLE, reader(batch(i) for i in range(FILES_3)), mode="overwrite")
 
     table = lh.table(TABLE)
-    assert result.rows_written == result.total_rows == 40 * BATCH_ROWS
+    assert result.rows_written == result.total_rows == FILES_3 * BATCH_ROWS
     assert len(table.snapshots()) == 1
-    assert sorted(table.scan().to_arrow()["id"].to_pylist()) == list(range(40 * BATCH_ROWS))
+    assert sorted(table.scan().to_arrow()["id"].to_pylist()) == list(range(FILES_3 * BATCH_ROWS))
     files = sorted(
         (task.file for task in table.scan().plan_files()), key=lambda f: f.file_size_in_bytes
     )
@@ -108,7 +109,7 @@ def test_a_stream_failing_midway_leaves_the_table_and_no_files(home, small_files
     before = lh.snapshot_id(TABLE)
 
     def failing():
-        yield from (batch(i) for i in range(30))  # several files' worth
+        yield from (batch(i) for i in range(FILES_3))  # several files' worth
         raise OSError("source connection lost")
 
     with pytest.raises(OSError, match="source connection lost"):
@@ -130,3 +131,34 @@ def test_an_overwrite_makes_the_snapshots_pyiceberg_makes(home, small_files):
     for _ in range(2):
         other.overwrite(pa.Table.from_batches([batch(i) for i in range(20)]))
     assert ours == [s.summary.operation for s in other.snapshots()]
+
+
+def _encodings(table, column: str) -> set[str]:
+    found = set()
+    for task in table.scan().plan_files():
+        meta = pq.ParquetFile(to_local_path(task.file.file_path)).metadata
+        index = meta.schema.names.index(column)
+        for g in range(meta.num_row_groups):
+            found |= set(meta.row_group(g).column(index).encodings)
+    return found
+
+
+def test_only_columns_with_few_distinct_values_get_a_dictionary(home, small_files):
+    """Judged on the write's first row group, for every file of the write: near-unique ids
+    are plain-encoded (no dictionary built and dropped per row group), names with 97
+    values are dictionary-encoded. A nested column keeps Arrow's default (all)."""
+    lh = IcebergLakehouse()
+    lh.write(TABLE, reader(batch(i) for i in range(FILES_3)), mode="overwrite")
+    table = lh.table(TABLE)
+    assert len(list(table.scan().plan_files())) >= 2
+    assert "RLE_DICTIONARY" in _encodings(table, "name")
+    assert "RLE_DICTIONARY" not in _encodings(table, "id")
+
+    nested = pa.table({"id": [1, 2, 3], "tags": [["a"], ["b", "c"], []]})
+    assert data_files.dictionary_columns(nested) is True
+    lh.write("bronze.nested", pa.RecordBatchReader.from_batches(nested.schema, nested.to_batches()))
+    assert lh.table("bronze.nested").scan().to_arrow()["tags"].to_pylist() == [
+        ["a"],
+        ["b", "c"],
+        [],
+    ]
