@@ -14,6 +14,10 @@ os.environ.setdefault("PYICEBERG_MAX_WORKERS", str(max(1, (os.cpu_count() or 2) 
 # planned events otherwise. Dagster's trade-off: partitions of a failed range run are not
 # marked failed (they stay as they were).
 os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
+# ...and hands a step's materializations of those days (and a run's planned events) to the
+# event log storage as one batch, which Asgard's SQLite storage writes in one transaction
+# (orchestration/dagster_instance.py); Dagster's default of 0 stores them one by one.
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
 # dbt, feast and uvicorn are run as commands: use the ones installed beside this interpreter,
 # whether or not the venv's bin is on PATH (`.venv/bin/dagster ...` does not put it there).

@@ -124,3 +124,122 @@ def test_wipe_starts_from_empty_files(tmp_path):
         result = run_range(instance)
         assert result.success
         assert len(instance.fetch_materializations(dg.AssetKey("daily"), limit=100).records) == 10
+
+
+def _stored(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """What the index holds of a run: its events by type, its checks' rows by status, the
+    partitions materialized."""
+    storage = instance.event_log_storage
+    with storage.index_connection() as conn:
+        events = conn.exec_driver_sql(
+            "SELECT dagster_event_type, count(*) FROM event_logs WHERE run_id = ? GROUP BY 1",
+            (run_id,),
+        ).fetchall()
+        checks = conn.exec_driver_sql(
+            "SELECT execution_status, count(*) FROM asset_check_executions WHERE run_id = ? "
+            "GROUP BY 1",
+            (run_id,),
+        ).fetchall()
+    days = instance.fetch_materializations(dg.AssetKey("daily"), limit=100).records
+    return {
+        "events": dict(events),
+        "checks": dict(checks),
+        "days": sorted(r.partition_key for r in days if r.run_id == run_id),
+    }
+
+
+def test_a_batch_of_events_is_one_transaction_and_stores_what_one_by_one_would(
+    tmp_path, monkeypatch
+):
+    """With DAGSTER_EVENT_BATCH_SIZE (set by the package), a range run's ten materializations
+    reach the storage as one batch, written in one transaction per file; the index ends up
+    as with Dagster's one-by-one storing. A failure inside a batch rolls all of it back, and
+    Dagster's fallback stores the events once each (no duplicates)."""
+    batches = []
+    real_batch = dagster_instance.KeptEngineEventLogStorage.store_event_batch
+
+    def recording(self, events):
+        batches.append([e.dagster_event_type for e in events])
+        return real_batch(self, events)
+
+    monkeypatch.setattr(dagster_instance.KeptEngineEventLogStorage, "store_event_batch", recording)
+    with instance_at(tmp_path / "batched") as instance:
+        batched = run_range(instance)
+        assert batched.success
+        stored_batched = _stored(instance, batched.run_id)
+    assert [dg.DagsterEventType.ASSET_MATERIALIZATION] * 10 in batches
+
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    with instance_at(tmp_path / "one_by_one") as instance:
+        single = run_range(instance)
+        assert single.success
+        stored_single = _stored(instance, single.run_id)
+    assert stored_batched == stored_single
+    assert stored_batched["days"] == DAYS.get_partition_keys()[:10]
+    assert stored_batched["checks"] == {"SUCCEEDED": 1}
+    assert stored_batched["events"]["ASSET_MATERIALIZATION"] == 11
+
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    real_store = dagster_instance.KeptEngineEventLogStorage._store_asset_event
+    failed = []
+
+    def failing_once(self, conn, event, event_id):
+        if event.dagster_event.partition == "2025-01-05" and not failed:
+            failed.append(event_id)
+            raise RuntimeError("disk hiccup")
+        return real_store(self, conn, event, event_id)
+
+    monkeypatch.setattr(
+        dagster_instance.KeptEngineEventLogStorage, "_store_asset_event", failing_once
+    )
+    with instance_at(tmp_path / "failing") as instance:
+        result = run_range(instance)
+        assert result.success
+        assert failed
+        assert _stored(instance, result.run_id) == {**stored_single, "days": stored_single["days"]}
+
+
+def _planned_check(run_id: str, days: list[str]):
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationPlanned,
+    )
+
+    planned = AssetCheckEvaluationPlanned(
+        asset_key=dg.AssetKey("daily"),
+        check_name="positive",
+        partitions_subset=DAYS.empty_subset().with_partition_keys(days).to_serializable_subset(),
+    )
+    event = dg.DagsterEvent(
+        event_type_value=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
+        job_name="all",
+        event_specific_data=planned,
+    )
+    return dg.EventLogEntry(
+        error_info=None,
+        level="DEBUG",
+        user_message="",
+        run_id=run_id,
+        timestamp=1767225600.0,
+        dagster_event=event,
+    )
+
+
+def test_a_check_planned_over_days_stores_a_row_per_day_as_dagster_does(tmp_path):
+    """A range run plans each partitioned check once per day (181 rows a check in the
+    demo): the rows Asgard's storage writes equal Dagster's own, event included."""
+    days = DAYS.get_partition_keys()[:10]
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    del config["instance_class"]
+    rows = {}
+    for name, text in (("asgard", None), ("dagster", yaml.safe_dump(config))):
+        with instance_at(tmp_path / name, text) as instance:
+            storage = instance.event_log_storage
+            storage.store_event(_planned_check("r1", days))
+            with storage.index_connection() as conn:
+                rows[name] = conn.exec_driver_sql(
+                    "SELECT asset_key, check_name, partition, run_id, execution_status, "
+                    "evaluation_event, evaluation_event_timestamp FROM asset_check_executions "
+                    "ORDER BY partition"
+                ).fetchall()
+    assert [r[2] for r in rows["asgard"]] == days
+    assert rows["asgard"] == rows["dagster"]
