@@ -43,7 +43,7 @@ def _bin(name: str) -> str:
 
 def journey_command() -> list[str]:
     """The whole lineage graph, ingestion to deployment, as one run over every day."""
-    from .partitions import all_days_range
+    from .days import all_days_range
 
     return [
         _bin("dagster"),

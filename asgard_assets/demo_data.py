@@ -18,6 +18,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from .contracts.sources import INTEGER, SOURCES, STRING, TIMESTAMP, qualified_name
+from .days import DEMO_DAYS, DEMO_START
 
 SEED = 42
 N_WORK_ORDERS = 15_000
@@ -27,8 +28,7 @@ N_QUALITY_CHECKS = 3_500
 N_MATERIALS = 2_323
 N_OPERATORS = 142  # operators with enough valid orders to reach gold
 N_SPARSE_OPERATORS = 3  # operators with too few orders: silver keeps them, gold does not
-START = datetime(2025, 1, 1)
-DAYS = 181  # 2025-01-01 .. 2025-06-30
+START, DAYS = DEMO_START, DEMO_DAYS
 
 EXPECTED_ROWS = {
     "work_orders": N_WORK_ORDERS,

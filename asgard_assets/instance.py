@@ -65,7 +65,7 @@ def _one_line_cli_errors(kind, error, tb) -> None:
     """``dagster asset materialize --select '*'`` without days raises a bare CheckError with
     a traceback; say what to add instead."""
     if "no '--partition' option was provided" in str(error):
-        from .partitions import all_days_range
+        from .days import all_days_range
 
         print(
             "error: the selection has daily-partitioned assets: add "

@@ -11,12 +11,10 @@ key is there once whatever days a run covers. A range of days runs as one run an
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
-import sqlalchemy as sa
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -32,57 +30,10 @@ from pyiceberg.expressions import (
     Or,
 )
 
-from . import demo_data
-from .contracts.sources import PARTITIONED_TABLES, SOURCES, qualified_name
-from .settings import partition_end, partition_start, source_url
+from .contracts.sources import PARTITIONED_TABLES, SOURCES
+from .days import partition_bounds
 
 PARTITION_COLUMNS = {t: SOURCES[t].partition_column for t in PARTITIONED_TABLES}
-DAY = "%Y-%m-%d"
-
-
-def _first_source_day(url: str) -> str:
-    """The earliest day of any partitioned table in the source (one MIN query per table)."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            firsts = []
-            for table, column in PARTITION_COLUMNS.items():
-                schema, name = qualified_name(table, conn.dialect.name)
-                where = f"{schema}.{name}" if schema else name
-                firsts.append(conn.execute(sa.text(f"SELECT min({column}) FROM {where}")).scalar())
-    finally:
-        engine.dispose()
-    days = [str(f)[:10] for f in firsts if f is not None]
-    if not days:
-        raise ValueError("the partitioned source tables are empty")
-    return min(days)
-
-
-def partition_bounds() -> tuple[str, str | None]:
-    """(first day, day after the last) of the daily partitions; None: up to the day that
-    just ended. ``ASGARD_PARTITION_START`` / ``ASGARD_PARTITION_END`` (last day) win.
-
-    The demo database is generated and never grows: its partitions are exactly its days,
-    so a finished demo has no Missing day. A real source is live: partitions run from its
-    first day (read once when the definitions load) to yesterday, like the daily schedule.
-    """
-    end = partition_end()
-    end = f"{datetime.strptime(end, DAY) + timedelta(days=1):{DAY}}" if end else None
-    url = source_url()
-    if url is None:
-        last = demo_data.START + timedelta(days=demo_data.DAYS)
-        return partition_start() or f"{demo_data.START:{DAY}}", end or f"{last:{DAY}}"
-    if partition_start():
-        return partition_start(), end
-    try:
-        return _first_source_day(url), end
-    except Exception as e:  # noqa: BLE001 - the definitions must load with the source down
-        fallback = f"{demo_data.START:{DAY}}"
-        logging.getLogger("asgard").warning(
-            f"could not read the source's first day ({type(e).__name__}: {e}); daily "
-            f"partitions start at {fallback}: set ASGARD_PARTITION_START to the first day"
-        )
-        return fallback, end
 
 
 def daily_partitions() -> dg.DailyPartitionsDefinition:
@@ -162,12 +113,6 @@ def single_run_backfills(defs: dg.Definitions) -> dg.Definitions:
         for a in defs.assets or []
     ]
     return replace(defs, assets=assets)
-
-
-def all_days_range() -> str:
-    """``FIRST...LAST``: every daily partition, for ``--partition-range``."""
-    keys = daily.get_partition_keys()
-    return f"{keys[0]}...{keys[-1]}"
 
 
 def window_of(context: dg.AssetExecutionContext, table: str) -> Window | None:

@@ -4,7 +4,7 @@
 import logging
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from conftest import clean_env
 
 from asgard_assets import cli, demo_data
-from asgard_assets.partitions import partition_bounds
+from asgard_assets.days import all_days_range, partition_bounds
 
 BIN = Path(sys.executable).parent
 
@@ -48,6 +48,44 @@ def test_demo_partitions_are_exactly_the_demo_days(monkeypatch):
     assert partition_bounds() == ("2025-01-01", "2025-07-01")  # end exclusive: 181 days
     monkeypatch.setenv("ASGARD_PARTITION_END", "2025-03-31")
     assert partition_bounds() == ("2025-01-01", "2025-04-01")
+
+
+def _dagster_range() -> str:
+    from asgard_assets.partitions import daily_partitions
+
+    keys = daily_partitions().get_partition_keys()
+    return f"{keys[0]}...{keys[-1]}"
+
+
+def test_the_demo_range_is_dagsters_partitions_worked_out_without_dagster(monkeypatch):
+    """``asgard demo`` works out its --partition-range before launching the run, without
+    importing Dagster (a second of every journey): the same days as Dagster's partitions,
+    bounded or running up to yesterday."""
+    monkeypatch.delenv("ASGARD_SOURCE_URL", raising=False)
+    monkeypatch.delenv("ASGARD_PARTITION_START", raising=False)
+    monkeypatch.delenv("ASGARD_PARTITION_END", raising=False)
+    assert all_days_range() == _dagster_range() == "2025-01-01...2025-06-30"
+    monkeypatch.setenv("ASGARD_PARTITION_END", "2025-03-31")
+    assert all_days_range() == _dagster_range() == "2025-01-01...2025-03-31"
+    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv("ASGARD_PARTITION_START", "2026-01-01")
+    monkeypatch.delenv("ASGARD_PARTITION_END")
+    assert all_days_range() == _dagster_range()  # up to yesterday
+    assert all_days_range().endswith(f"{datetime.now(UTC) - timedelta(days=1):%Y-%m-%d}")
+
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, asgard_assets.cli as c; c.journey_command(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'sqlalchemy')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean_env(), "ASGARD_SOURCE_URL": ""},
+    ).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_a_real_source_starts_on_its_first_day_and_runs_to_yesterday(own_source, monkeypatch):

@@ -1,0 +1,74 @@
+"""The days of the daily partitions, without importing Dagster: their bounds, and the range
+``asgard demo`` materializes (worked out before the run is launched, where importing Dagster
+would add a second to every journey). ``partitions.py`` builds Dagster's
+``DailyPartitionsDefinition`` from the same bounds; a test holds the two equal."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from .settings import partition_end, partition_start, source_url
+
+DAY = "%Y-%m-%d"
+# the generated demo database's days (demo_data.py)
+DEMO_START = datetime(2025, 1, 1)
+DEMO_DAYS = 181  # 2025-01-01 .. 2025-06-30
+
+
+def _first_source_day(url: str) -> str:
+    """The earliest day of any partitioned table in the source (one MIN query per table)."""
+    import sqlalchemy as sa
+
+    from .contracts.sources import PARTITIONED_TABLES, SOURCES, qualified_name
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            firsts = []
+            for table in PARTITIONED_TABLES:
+                schema, name = qualified_name(table, conn.dialect.name)
+                where = f"{schema}.{name}" if schema else name
+                column = SOURCES[table].partition_column
+                firsts.append(conn.execute(sa.text(f"SELECT min({column}) FROM {where}")).scalar())
+    finally:
+        engine.dispose()
+    days = [str(f)[:10] for f in firsts if f is not None]
+    if not days:
+        raise ValueError("the partitioned source tables are empty")
+    return min(days)
+
+
+def partition_bounds() -> tuple[str, str | None]:
+    """(first day, day after the last) of the daily partitions; None: up to the day that
+    just ended. ``ASGARD_PARTITION_START`` / ``ASGARD_PARTITION_END`` (last day) win.
+
+    The demo database is generated and never grows: its partitions are exactly its days,
+    so a finished demo has no Missing day. A real source is live: partitions run from its
+    first day (read once when the definitions load) to yesterday, like the daily schedule.
+    """
+    end = partition_end()
+    end = f"{datetime.strptime(end, DAY) + timedelta(days=1):{DAY}}" if end else None
+    url = source_url()
+    if url is None:
+        last = DEMO_START + timedelta(days=DEMO_DAYS)
+        return partition_start() or f"{DEMO_START:{DAY}}", end or f"{last:{DAY}}"
+    if partition_start():
+        return partition_start(), end
+    try:
+        return _first_source_day(url), end
+    except Exception as e:  # noqa: BLE001 - the definitions must load with the source down
+        fallback = f"{DEMO_START:{DAY}}"
+        logging.getLogger("asgard").warning(
+            f"could not read the source's first day ({type(e).__name__}: {e}); daily "
+            f"partitions start at {fallback}: set ASGARD_PARTITION_START to the first day"
+        )
+        return fallback, end
+
+
+def all_days_range() -> str:
+    """``FIRST...LAST``: every daily partition, for ``--partition-range``. Without an end,
+    the last is the day that just ended (UTC), as in Dagster's daily partitions."""
+    first, end = partition_bounds()
+    after_last = datetime.strptime(end, DAY) if end else datetime.now(UTC)
+    return f"{first}...{after_last - timedelta(days=1):{DAY}}"
