@@ -141,3 +141,44 @@ def test_whole_graph_without_days_fails_in_one_line(tmp_path):
         "error: the selection has daily-partitioned assets: add --partition-range "
         "2025-01-01...2025-06-30 (every day, one run) or --partition DAY"
     ]
+
+
+def _line(step: str, event: str, message: str = "") -> str:
+    run = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    return f"2026-11-29 22:00:00 +0000 - dagster - DEBUG - __ASSET_JOB - {run} - 42 - {step} - {event} - {message}\n"
+
+
+def test_the_demo_follows_dagsters_log_and_imports_the_summary_once_past_gold(capsys, monkeypatch):
+    """One line per materialized step, a failure named, the run's end returned at once; the
+    summary's imports start on a thread at the first step after gold, once."""
+    log = [
+        _line("gold_dbt_assets", "STEP_START"),
+        _line("gold_dbt_assets", "ASSET_MATERIALIZATION"),
+        _line(
+            "gold_dbt_assets",
+            "STEP_SUCCESS",
+            'Finished execution of step "gold_dbt_assets" in 6.1s.',
+        ),
+        _line("features__operator_efficiency", "STEP_START"),
+        _line("features__operator_efficiency_feature_drift", "STEP_START"),
+        _line("models__operator_efficiency_predictor", "STEP_FAILURE", "MLflow unreachable"),
+        _line("models__operator_efficiency_predictor", "RUN_FAILURE", "the run failed"),
+        _line("never", "STEP_START"),
+    ]
+    started = []
+    warm = cli._SummaryImport()
+    real_start = cli.threading.Thread.start
+
+    def recording(self):
+        started.append(self)
+        return real_start(self)
+
+    monkeypatch.setattr(cli.threading.Thread, "start", recording)
+    run_id, ended = cli.follow(iter(log), warm.on_start)
+    warm.join()
+    assert (run_id, ended) == ("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "RUN_FAILURE")
+    out = capsys.readouterr().out
+    assert "ok    gold_dbt_assets" in out and "6.1s" in out
+    assert "FAIL  models__operator_efficiency_predictor: MLflow unreachable" in out
+    assert started == [warm.thread]  # one import thread, started at the features step
+    assert "asgard_assets.summary" in sys.modules
