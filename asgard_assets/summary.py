@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from .contracts.model import MODEL_NAME
 from .resources import resource
+from .resources.deployer import LocalDeployer
+from .resources.lakehouse import Lakehouse
 
 
 def check_results(instance, run_id: str) -> dict[str, list[str]]:
@@ -57,7 +60,7 @@ def print_summary(run_id: str | None = None) -> None:
 
 
 def _print_summary(instance, run_id: str | None) -> None:
-    lakehouse = resource("lakehouse")
+    lakehouse: Lakehouse = resource("lakehouse")
     catalog = lakehouse.catalog()
     print("\nIceberg tables (current snapshot):")
     for namespace in ("bronze", "silver", "gold"):
@@ -66,9 +69,6 @@ def _print_summary(instance, run_id: str | None) -> None:
             print(
                 f"  {result.identifier:<28} {result.total_rows:>8,} rows  snapshot {result.snapshot_id}"
             )
-
-    from .contracts.model import MODEL_NAME
-    from .resources.deployer import LocalDeployer
 
     # the deployment serves the champion: the deploy step deploys nothing else
     deployment = LocalDeployer().current(MODEL_NAME)

@@ -45,3 +45,28 @@ def test_every_resource_of_the_profile_is_complete(profile, monkeypatch):
         assert not inspect.isabstract(type(made)), f"{profile}/{key}: {type(made).__name__}"
         if key in INTERFACES:
             assert isinstance(made, INTERFACES[key]), f"{profile}/{key}"
+
+
+def test_building_one_resource_imports_only_its_module(tmp_path):
+    """The dbt plugin (inside every dbt build) builds the lakehouse alone: no other resource
+    module, nor Feast, MLflow, Kubernetes or dagster-dbt, is imported for it."""
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    code = (
+        "import sys; from asgard_assets.resources import resource; resource('lakehouse'); "
+        "print(sorted(m for m in sys.modules if m.startswith('asgard_assets.resources.') "
+        "or m.split('.')[0] in ('feast', 'mlflow', 'kubernetes', 'dagster_dbt')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean_env(), "ASGARD_HOME": str(tmp_path)},
+    ).stdout
+    assert out.strip() == str(
+        ["asgard_assets.resources.data_files", "asgard_assets.resources.lakehouse"]
+    )
