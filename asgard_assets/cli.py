@@ -112,21 +112,29 @@ def follow(
 
 
 # Once the run is past gold (its memory peak at scale: dbt's process beside Dagster's), the
-# summary's imports (Dagster, pyiceberg, the resources: ~1.3 s) load on a thread beside the
+# summary's imports (Dagster, pyiceberg, the lakehouse: ~1.5 s) load on a thread beside the
 # last steps instead of after the run.
 SUMMARY_WARMS_AT = "features__"
 
 
 class _SummaryImport:
+    """The summary's module, imported on a thread once ``on_start`` sees the first step
+    after gold. A failed import is kept (the summary's own import then fails in view)."""
+
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
 
     def on_start(self, step: str) -> None:
         if self.thread is None and step.startswith(SUMMARY_WARMS_AT):
-            self.thread = threading.Thread(
-                target=importlib.import_module, args=(f"{__package__}.summary",), daemon=True
-            )
+            self.thread = threading.Thread(target=self._import, name="asgard-summary-import")
             self.thread.start()
+
+    def _import(self) -> None:
+        try:
+            importlib.import_module(f"{__package__}.summary")
+        except BaseException as e:  # noqa: BLE001 - kept for the caller
+            self.error = e
 
     def join(self) -> None:
         if self.thread is not None:
@@ -145,8 +153,10 @@ def demo() -> int:
     with log_path.open("w") as log:  # Dagster writes its event log there itself
         process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     summary = _SummaryImport()
-    run_id, ended = follow(lines_of(log_path, process), summary.on_start)
-    summary.join()
+    try:
+        run_id, ended = follow(lines_of(log_path, process), summary.on_start)
+    finally:  # never leave the interpreter with an import half done
+        summary.join()
     if ended == "RUN_SUCCESS":
         from .summary import print_summary
 

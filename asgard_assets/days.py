@@ -67,8 +67,16 @@ def partition_bounds() -> tuple[str, str | None]:
 
 
 def all_days_range() -> str:
-    """``FIRST...LAST``: every daily partition, for ``--partition-range``. Without an end,
-    the last is the day that just ended (UTC), as in Dagster's daily partitions."""
+    """``FIRST...LAST``: every daily partition, for ``--partition-range``. As in Dagster's
+    daily partitions, the last is the day before the end, and never later than the day that
+    just ended (UTC)."""
     first, end = partition_bounds()
-    after_last = datetime.strptime(end, DAY) if end else datetime.now(UTC)
-    return f"{first}...{after_last - timedelta(days=1):{DAY}}"
+    today = datetime.now(UTC).replace(tzinfo=None)
+    after_last = min(datetime.strptime(end, DAY), today) if end else today
+    last = f"{after_last - timedelta(days=1):{DAY}}"
+    if last < first:
+        raise ValueError(
+            f"no complete day from {first} on yet (the last one ended is {last}): "
+            "set ASGARD_PARTITION_START to a day that has ended"
+        )
+    return f"{first}...{last}"

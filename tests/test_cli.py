@@ -71,7 +71,14 @@ def test_the_demo_range_is_dagsters_partitions_worked_out_without_dagster(monkey
     monkeypatch.setenv("ASGARD_PARTITION_START", "2026-01-01")
     monkeypatch.delenv("ASGARD_PARTITION_END")
     assert all_days_range() == _dagster_range()  # up to yesterday
-    assert all_days_range().endswith(f"{datetime.now(UTC) - timedelta(days=1):%Y-%m-%d}")
+    yesterday = f"{datetime.now(UTC) - timedelta(days=1):%Y-%m-%d}"
+    assert all_days_range().endswith(yesterday)
+    # an end in the future: Dagster's partitions still stop at yesterday
+    monkeypatch.setenv("ASGARD_PARTITION_END", f"{datetime.now(UTC) + timedelta(days=30):%Y-%m-%d}")
+    assert all_days_range() == _dagster_range() == f"2026-01-01...{yesterday}"
+    monkeypatch.setenv("ASGARD_PARTITION_START", f"{datetime.now(UTC):%Y-%m-%d}")
+    with pytest.raises(ValueError, match="no complete day"):
+        all_days_range()
 
     loaded = subprocess.run(
         [
@@ -181,4 +188,10 @@ def test_the_demo_follows_dagsters_log_and_imports_the_summary_once_past_gold(ca
     assert "ok    gold_dbt_assets" in out and "6.1s" in out
     assert "FAIL  models__operator_efficiency_predictor: MLflow unreachable" in out
     assert started == [warm.thread]  # one import thread, started at the features step
-    assert "asgard_assets.summary" in sys.modules
+    assert warm.error is None and "asgard_assets.summary" in sys.modules
+
+    monkeypatch.setattr(cli, "__package__", "no_such_package")  # an import that fails
+    failing = cli._SummaryImport()
+    failing.on_start("features__operator_efficiency")
+    failing.join()
+    assert isinstance(failing.error, ModuleNotFoundError)

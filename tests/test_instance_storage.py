@@ -141,10 +141,12 @@ def _stored(instance: dg.DagsterInstance, run_id: str) -> dict:
             (run_id,),
         ).fetchall()
     days = instance.fetch_materializations(dg.AssetKey("daily"), limit=100).records
+    logged = [e.dagster_event_type for e in instance.all_logs(run_id) if e.is_dagster_event]
     return {
         "events": dict(events),
         "checks": dict(checks),
         "days": sorted(r.partition_key for r in days if r.run_id == run_id),
+        "run log": sorted(str(e) for e in logged),  # the run's own file
     }
 
 
@@ -196,7 +198,7 @@ def test_a_batch_of_events_is_one_transaction_and_stores_what_one_by_one_would(
         result = run_range(instance)
         assert result.success
         assert failed
-        assert _stored(instance, result.run_id) == {**stored_single, "days": stored_single["days"]}
+        assert _stored(instance, result.run_id) == stored_single
 
 
 def _planned_check(run_id: str, days: list[str]):
@@ -224,6 +226,9 @@ def _planned_check(run_id: str, days: list[str]):
     )
 
 
+WRITE_TIMES = ("create_timestamp", "update_timestamp")
+
+
 def test_a_check_planned_over_days_stores_a_row_per_day_as_dagster_does(tmp_path):
     """A range run plans each partitioned check once per day (181 rows a check in the
     demo): the rows Asgard's storage writes equal Dagster's own, event included."""
@@ -236,10 +241,41 @@ def test_a_check_planned_over_days_stores_a_row_per_day_as_dagster_does(tmp_path
             storage = instance.event_log_storage
             storage.store_event(_planned_check("r1", days))
             with storage.index_connection() as conn:
-                rows[name] = conn.exec_driver_sql(
-                    "SELECT asset_key, check_name, partition, run_id, execution_status, "
-                    "evaluation_event, evaluation_event_timestamp FROM asset_check_executions "
-                    "ORDER BY partition"
-                ).fetchall()
-    assert [r[2] for r in rows["asgard"]] == days
+                result = conn.exec_driver_sql(
+                    "SELECT * FROM asset_check_executions ORDER BY partition"
+                )
+                # every column Dagster writes, but the row id and when the row was written
+                rows[name] = [
+                    {k: v for k, v in row._mapping.items() if k not in ("id", *WRITE_TIMES)}
+                    for row in result
+                ]
+    assert [r["partition"] for r in rows["asgard"]] == days
     assert rows["asgard"] == rows["dagster"]
+    assert {"asset_key", "check_name", "run_id", "evaluation_event"} <= rows["asgard"][0].keys()
+
+
+def test_a_run_file_failing_to_commit_a_batch_rolls_the_index_back_too(tmp_path, monkeypatch):
+    """The batch's index transaction commits last: when the run's own file fails at commit,
+    the index keeps none of the batch, and Dagster's one-by-one retry stores it once."""
+    from contextlib import contextmanager
+
+    with instance_at(tmp_path / "reference") as instance:
+        expected = _stored(instance, run_range(instance).run_id)
+
+    real = dagster_instance.KeptEngineEventLogStorage._transaction
+    failed = []
+
+    @contextmanager
+    def failing_commit(self, shard):
+        in_batch = getattr(self._batch, "connections", None) is not None
+        with real(self, shard) as conn:
+            yield conn
+            if in_batch and shard != dagster_instance.INDEX_SHARD_NAME and not failed:
+                failed.append(shard)
+                raise OSError("disk I/O error")  # inside the transaction: it rolls back
+
+    monkeypatch.setattr(dagster_instance.KeptEngineEventLogStorage, "_transaction", failing_commit)
+    with instance_at(tmp_path / "failing") as instance:
+        result = run_range(instance)
+        assert result.success and failed
+        assert _stored(instance, result.run_id) == expected

@@ -10,8 +10,9 @@ evaluations), and a profile of an unchanged re-run put ~60 % of the run process'
 
 The storages here keep one engine per database file, and keep the connections to the files
 nothing watches open (the index and runs.db; a run's own file is still opened and closed
-per write, so the webserver's file watcher sees each one). Nothing else changes: the same
-files, schema and layout, the same locking and transactions.
+per write, or per batch, so the webserver's file watcher sees each one). A batch of events
+(``store_event_batch``) is written in one transaction per file instead of one per event and
+file. The same files, schema and layout, and the same lock around every write.
 """
 
 from __future__ import annotations
@@ -124,7 +125,12 @@ class KeptEngineEventLogStorage(SqliteEventLogStorage):
         ``DAGSTER_EVENT_BATCH_SIZE`` is set: ``asgard_assets/__init__.py``). A failure rolls
         the batch back and Dagster stores its events one by one."""
         with self._db_lock, ExitStack() as stack:
-            self._batch.connections, self._batch.stack = {}, stack
+            # the index is opened first, so it commits last: a run file that fails to commit
+            # rolls the index back too, and Dagster's one-by-one retry duplicates nothing
+            # (two files are never atomic: an index failing after the run file committed
+            # leaves the run's own log with the batch twice, as Dagster's own storing would)
+            index = stack.enter_context(self._transaction(INDEX_SHARD_NAME))
+            self._batch.connections, self._batch.stack = {INDEX_SHARD_NAME: index}, stack
             try:
                 for event in events:
                     self.store_event(event)
