@@ -150,10 +150,12 @@ class _DataFiles:
         self.format_model = FileFormatFactory.get(self.file_format)
         self.locations = load_location_provider(meta.location, meta.properties)
         self.file_schema = sanitize_column_names(meta.schema())
+        # pyiceberg's setting, read from its config file: once per write, not per batch
+        self.downcast_ns = _downcast_ns()
         self.task_schema = pyarrow_to_schema(
             schema,
             name_mapping=meta.schema().name_mapping,
-            downcast_ns_timestamp_to_us=_downcast_ns(),
+            downcast_ns_timestamp_to_us=self.downcast_ns,
             format_version=meta.format_version,
         )
         self.written: list[DataFile] = []
@@ -169,7 +171,7 @@ class _DataFiles:
                 requested_schema=self.file_schema,
                 file_schema=self.task_schema,
                 batch=batch,
-                downcast_ns_timestamp_to_us=_downcast_ns(),
+                downcast_ns_timestamp_to_us=self.downcast_ns,
                 include_field_ids=True,
                 format_model=self.format_model,
             )
