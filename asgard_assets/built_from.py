@@ -14,7 +14,8 @@ import json
 import dagster as dg
 
 from . import judged
-from .resources.lakehouse import Audit, Lakehouse, Staged
+from .resources.lakehouse import Lakehouse
+from .resources.write_audit import Audit, Staged
 
 PROPERTY = "asgard.built-from"
 

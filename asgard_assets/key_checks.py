@@ -14,7 +14,8 @@ import dagster as dg
 
 from .contracts.sources import SOURCES
 from .partitions import Window
-from .resources.lakehouse import Staged, bounded_duckdb
+from .resources.lakehouse import bounded_duckdb
+from .resources.write_audit import Staged
 
 SAMPLE = 10  # keys named in a check's description and metadata
 OUTSIDE = "rows_outside_partitions"

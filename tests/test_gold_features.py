@@ -19,7 +19,7 @@ from asgard_assets.gold.assets import build_gold_assets
 from asgard_assets.gold.project import DBT_DIR, prepare
 from asgard_assets.resources import resource, resources_for
 from asgard_assets.resources.feature_store import FeatureStoreResource
-from asgard_assets.resources.lakehouse import to_local_path
+from asgard_assets.resources.table_reads import to_local_path
 
 GOLD = "gold.operator_features"
 

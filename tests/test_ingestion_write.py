@@ -14,7 +14,8 @@ from pyiceberg.expressions import EqualTo
 
 from asgard_assets.maintenance.iceberg import small_files as small_file_count
 from asgard_assets.resources import data_files
-from asgard_assets.resources.lakehouse import IcebergLakehouse, to_local_path
+from asgard_assets.resources.lakehouse import IcebergLakehouse
+from asgard_assets.resources.table_reads import to_local_path
 
 TABLE = "bronze.stream"
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])

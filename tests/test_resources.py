@@ -67,6 +67,5 @@ def test_building_one_resource_imports_only_its_module(tmp_path):
         check=True,
         env={**clean_env(), "ASGARD_HOME": str(tmp_path)},
     ).stdout
-    assert out.strip() == str(
-        ["asgard_assets.resources.data_files", "asgard_assets.resources.lakehouse"]
-    )
+    lakehouse_modules = ["data_files", "lakehouse", "table_reads", "write_audit"]
+    assert out.strip() == str([f"asgard_assets.resources.{m}" for m in lakehouse_modules])

@@ -15,7 +15,8 @@ import dagster as dg
 from ..contracts.sources import SOURCES
 from ..key_checks import OUTSIDE, check_result, key_results, key_specs, key_stats
 from ..partitions import PARTITION_COLUMNS, Window, daily, is_partitioned, run_days
-from ..resources.lakehouse import Audit, Lakehouse, Staged
+from ..resources.lakehouse import Lakehouse
+from ..resources.write_audit import Audit, Staged
 
 # A day warns when it has under VOLUME_RATIO of the median of the VOLUME_LOOKBACK days
 # before it; days before which the median is under VOLUME_MIN_USUAL rows are not judged.

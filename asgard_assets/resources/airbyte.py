@@ -28,7 +28,8 @@ from pydantic import Field, PrivateAttr
 
 from ..partitions import Window
 from .ingestion import EmbeddedIngestion, Ingestion, IngestResult
-from .lakehouse import Audit, Lakehouse, audit_published
+from .lakehouse import Lakehouse
+from .write_audit import Audit, audit_published
 
 MODE = "airbyte_sync"
 # AirbyteWorkspace settings for Asgard: an unreachable Airbyte fails the step after 3 tries

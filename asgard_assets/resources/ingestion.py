@@ -40,7 +40,7 @@ from ..contracts.sources import (
 )
 from ..partitions import PARTITION_COLUMNS, Window
 from ..settings import demo_source_path
-from .lakehouse import Audit, KeyReplace, Lakehouse, WriteResult, bounded_duckdb
+from .lakehouse import KeyReplace, Lakehouse, WriteResult, bounded_duckdb
 from .source_streams import (
     SPOOL,
     read_source,
@@ -48,6 +48,7 @@ from .source_streams import (
     spooled,
     with_load_columns,
 )
+from .write_audit import Audit
 
 CURSOR_COLUMN = "updated_at"
 REASON = "_asgard_reason"  # quarantine: the columns whose value does not fit their type

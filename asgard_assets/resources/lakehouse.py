@@ -13,12 +13,12 @@ import dataclasses
 import errno
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import dagster as dg
 import duckdb
@@ -29,20 +29,29 @@ import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In
+from pyiceberg.expressions import BooleanExpression, In
 from pyiceberg.io import FileIO, InputFile, OutputFile
-from pyiceberg.io.pyarrow import PyArrowFileIO
-from pyiceberg.table import DataScan, Table, TableProperties, Transaction
+from pyiceberg.table import Table, TableProperties
 
 from .. import judged
-from ..contracts.sources import LOADED_AT, LOADED_AT_ALIASES
 from ..partitions import Window
 from ..settings import asgard_home
 from . import data_files
+from .table_reads import (
+    ALL_ROWS,
+    current_data_files,
+    loaded_at_alias,
+    stream_scan,
+    strip_scheme,
+    table_dataset,
+    table_filesystem,
+    to_local_path,
+    window_filter,
+)
+from .write_audit import Audit, Staged, publish_or_fail
 
 NAMESPACES = ("bronze", "silver", "gold")
 CATALOG_NAME = "asgard"
-ALL_ROWS = AlwaysTrue()
 SECRET_PROPERTIES = ("s3.access-key-id", "s3.secret-access-key", "token")
 # keys per Iceberg delete filter when a write replaces rows by key
 KEY_CHUNK = 1000
@@ -74,24 +83,6 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
-class Staged:
-    """A table as a write would publish it: the transaction's state before its commit."""
-
-    identifier: str
-    txn: Transaction
-    io: FileIO
-
-    def rows(self, *columns: str) -> pa.RecordBatchReader:
-        """A stream of the staged rows (only ``columns``, when given)."""
-        scan = DataScan(table_metadata=self.txn.table_metadata, io=self.io)
-        return _stream(scan, self.identifier, self.io, columns)
-
-
-# judges staged data: the checks' results; a failed ERROR result keeps the write unpublished
-Audit = Callable[[Staged], list[dg.AssetCheckResult]]
-
-
-@dataclass(frozen=True)
 class KeyReplace:
     """Rows outside a write's window that it replaces too: those whose ``column`` is among
     ``keys`` (keys that moved into the window, or are written again from elsewhere)."""
@@ -104,12 +95,6 @@ class KeyReplace:
             In(self.column, list(self.keys[i : i + KEY_CHUNK]))
             for i in range(0, len(self.keys), KEY_CHUNK)
         ]
-
-
-def to_local_path(uri: str) -> str:
-    """Iceberg stores ``file://`` URIs; DuckDB and pyarrow want a plain path for local files."""
-    parsed = urlparse(uri)
-    return unquote(parsed.path) if parsed.scheme == "file" else uri
 
 
 class _Counted:
@@ -162,19 +147,19 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         folder, so a glob would read them too); with ``row_filter``, only the files whose
         column statistics say they may hold matching rows. Local files as plain paths,
         others as URIs (``s3://...``): read those with ``dataset``."""
-        return [to_local_path(f) for f in _data_files(self.table(identifier), row_filter)]
+        return [to_local_path(f) for f in current_data_files(self.table(identifier), row_filter)]
 
     def rows(self, identifier: str) -> pa.RecordBatchReader:
         """A stream of the table's rows at its current snapshot, read a file at a time."""
         table = self.table(identifier)
-        return _stream(table.scan(), identifier, table.io)
+        return stream_scan(table.scan(), identifier, table.io)
 
     def dataset(self, identifier: str, row_filter: BooleanExpression = ALL_ROWS) -> ds.Dataset:
         """The current snapshot's data files (with ``row_filter``, only those that may hold
         matching rows) as an Arrow dataset in the table's schema, read through the table's
         FileIO: local disk, or S3 with the catalog's endpoint and credentials."""
         table = self.table(identifier)
-        return _dataset(table, _data_files(table, row_filter))
+        return table_dataset(table, current_data_files(table, row_filter))
 
     def attach(
         self,
@@ -192,16 +177,16 @@ class Lakehouse(dg.ConfigurableResource, ABC):
             namespace, name = identifier.split(".")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {namespace}")
             table = self.table(identifier)
-            files = _data_files(table, window_filter(window))
+            files = current_data_files(table, window_filter(window))
             if files and all(urlparse(f).scheme == "file" for f in files):
                 source = (
                     f"read_parquet({[to_local_path(f) for f in files]!r}, union_by_name = true)"
                 )
             else:  # object storage, or no files (an empty table still has a schema)
                 source = f"_arrow_{namespace}_{name}"
-                con.register(source, _dataset(table, files))
+                con.register(source, table_dataset(table, files))
             where = f" WHERE {window.sql()}" if window else ""
-            columns = f"*{_loaded_at_alias(table)}"
+            columns = f"*{loaded_at_alias(table)}"
             con.execute(
                 f"CREATE OR REPLACE VIEW {namespace}.{name} AS SELECT {columns} FROM {source}{where}"
             )
@@ -381,9 +366,9 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         (debris of killed or failed writes), last modified before ``older_than`` when given:
         a write in flight has files not referenced yet, so keep a margin in production."""
         table = self.catalog().load_table(identifier)
-        fs, root = _filesystem(table)
+        fs, root = table_filesystem(table)
         listed = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        refs = {_strip_scheme(r) for r in self.referenced_files(identifier)}
+        refs = {strip_scheme(r) for r in self.referenced_files(identifier)}
         return sorted(
             f.path
             for f in listed
@@ -396,7 +381,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         """Delete ``orphan_files`` of the table last modified before ``older_than`` (None:
         all of them, only when no write to the table can be in flight); returns what was
         removed."""
-        fs, _ = _filesystem(self.catalog().load_table(identifier))
+        fs, _ = table_filesystem(self.catalog().load_table(identifier))
         orphans = self.orphan_files(identifier, older_than)
         for path in orphans:
             fs.delete_file(path)
@@ -417,116 +402,6 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         body = {"catalog": {CATALOG_NAME: props}}
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return path
-
-
-def publish_or_fail(identifier: str, table: Table, checks: list[dg.AssetCheckResult]) -> None:
-    """Raise, naming each failed ERROR check and what it found, unless all of them passed."""
-    failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
-    if not failed:
-        return
-    snap = table.current_snapshot()
-    found = "; ".join(f"{c.check_name}: {c.description}" for c in failed)
-    raise dg.Failure(
-        f"{identifier} not published, blocking check failed ({found}); the table stays at "
-        f"snapshot {snap.snapshot_id if snap else None}",
-        metadata={c.check_name: c.description for c in failed},
-    )
-
-
-def audit_published(
-    lakehouse: Lakehouse, target: str, before: int | None, audit: Audit | None
-) -> list[dg.AssetCheckResult]:
-    """The audit of a snapshot an outside engine (Spark, Airbyte) already committed: on a
-    failed blocking check the table goes back to ``before`` (when known) and the step fails
-    naming the checks. Weaker than ``write``'s audit: readers may see the snapshot meanwhile."""
-    if audit is None:
-        return []
-    table = lakehouse.table(target)
-    checks = audit(Staged(target, table.transaction(), table.io))
-    try:
-        publish_or_fail(target, table, checks)
-    except dg.Failure:
-        if before is not None:
-            table.manage_snapshots().rollback_to_snapshot(before).commit()
-        raise
-    snapshot = table.current_snapshot()
-    if snapshot is not None and checks:
-        with table.transaction() as txn:
-            txn.set_properties(judged.as_property(snapshot.snapshot_id, checks))
-    return checks
-
-
-def window_filter(window: Window | None) -> BooleanExpression:
-    """The Iceberg filter of a window's rows; all rows without one."""
-    return window.iceberg_filter() if window is not None else ALL_ROWS
-
-
-def _data_files(table: Table, row_filter: BooleanExpression) -> list[str]:
-    """Locations of the current snapshot's data files that may hold ``row_filter``'s rows."""
-    return _scan_files(table.scan(row_filter=row_filter), _name(table))
-
-
-def _scan_files(scan: DataScan, name: str) -> list[str]:
-    files = []
-    for task in scan.plan_files():
-        if task.delete_files:
-            raise dg.Failure(f"{name} has delete files; Asgard writes copy-on-write only")
-        files.append(task.file.file_path)
-    return files
-
-
-def _stream(scan: DataScan, name: str, io: FileIO, columns: Sequence[str] = ()):
-    """The scan's rows (only ``columns``, when given), a file at a time. pyiceberg's own
-    batch reader reads every file of the scan at once on its thread pool, so its memory
-    grows with the table."""
-    schema = scan.table_metadata.schema().as_arrow()
-    dataset = _open_dataset(schema, _scan_files(scan, name), getattr(io, "inner", io), name)
-    scanner = dataset.scanner(
-        columns=list(columns) or None, batch_readahead=2, fragment_readahead=1
-    )
-    return scanner.to_reader()
-
-
-def _name(table: Table) -> str:
-    return ".".join(table.name())
-
-
-def _dataset(table: Table, files: list[str]) -> ds.Dataset:
-    """``files`` of ``table`` as one Arrow dataset, opened with the filesystem pyiceberg built
-    from the catalog's properties (S3 endpoint, credentials, region)."""
-    return _open_dataset(table.schema().as_arrow(), files, table.io, _name(table))
-
-
-def _open_dataset(schema: pa.Schema, files: list[str], io: FileIO, name: str) -> ds.Dataset:
-    if not files:
-        return ds.dataset([], schema=schema, format="parquet")
-    if not isinstance(io, PyArrowFileIO):
-        raise dg.Failure(
-            f"{name} is read with {type(io).__name__}; Asgard reads through "
-            "pyiceberg's PyArrowFileIO (remove py-io-impl from the catalog properties)"
-        )
-    scheme, netloc, _ = io.parse_location(files[0])
-    paths = [io.parse_location(f)[2] for f in files]
-    return ds.dataset(
-        paths, schema=schema, format="parquet", filesystem=io.fs_by_scheme(scheme, netloc)
-    )
-
-
-def _loaded_at_alias(table: Table) -> str:
-    """A bronze table another loader wrote (Airbyte) shows its load time as Asgard's."""
-    names = {f.name for f in table.schema().fields}
-    if LOADED_AT in names:
-        return ""
-    alias = next((a for a in LOADED_AT_ALIASES if a in names), None)
-    return f", {alias} AS {LOADED_AT}" if alias else ""
-
-
-def _filesystem(table: Table) -> tuple[pafs.FileSystem, str]:
-    """The filesystem of the table's location, as pyiceberg's FileIO configured it (S3
-    endpoint and credentials from the catalog properties), and the location's path in it."""
-    io = table.io if isinstance(table.io, PyArrowFileIO) else PyArrowFileIO(table.io.properties)
-    scheme, netloc, path = PyArrowFileIO.parse_location(table.location())
-    return io.fs_by_scheme(scheme, netloc), path
 
 
 def _check_base(identifier: str, table: Table, base_snapshot_id: int | None) -> None:
@@ -552,12 +427,6 @@ def _disk_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and (
         error.errno == errno.ENOSPC or "No space left on device" in str(error)
     )
-
-
-def _strip_scheme(uri: str) -> str:
-    """``s3://bucket/key`` -> ``bucket/key`` (how pyarrow's filesystems name files)."""
-    parsed = urlparse(uri)
-    return f"{parsed.netloc}{parsed.path}" if parsed.scheme not in ("", "file") else uri
 
 
 class _RecordingIO(FileIO):

@@ -18,7 +18,8 @@ import sqlglot
 from sqlglot.errors import ParseError
 
 from ..partitions import Window
-from .lakehouse import DUCKDB_MEMORY, Audit, KeyReplace, Lakehouse, WriteResult, bounded_duckdb
+from .lakehouse import DUCKDB_MEMORY, KeyReplace, Lakehouse, WriteResult, bounded_duckdb
+from .write_audit import Audit
 
 
 def transpile(sql_path: Path) -> str:

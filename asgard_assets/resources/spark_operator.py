@@ -24,8 +24,9 @@ from pydantic import PrivateAttr
 
 from ..partitions import Window
 from ..silver import spark_job
-from .lakehouse import Audit, Lakehouse, WriteResult, audit_published
+from .lakehouse import Lakehouse, WriteResult
 from .spark import SparkSqlEngine
+from .write_audit import Audit, audit_published
 
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
 # status.applicationState.state values that end an application (the operator's

@@ -6,7 +6,7 @@ import dagster as dg
 
 from ..contracts.sources import SOURCES
 from ..key_checks import key_results, key_specs, key_stats
-from ..resources.lakehouse import Audit, Staged
+from ..resources.write_audit import Audit, Staged
 
 
 def silver_key(table: str) -> dg.AssetKey:
