@@ -42,8 +42,9 @@ from asgard_assets.orchestration import sensors as s
 from asgard_assets.partitions import source_days
 from asgard_assets.resources import MissingSettings, resource, resources_for
 from asgard_assets.resources.airbyte import REQUESTS, AirbyteIngestion
+from asgard_assets.resources.bronze_state import bronze_cursor
 from asgard_assets.resources.deployer import free_port
-from asgard_assets.resources.ingestion import EmbeddedIngestion, bronze_cursor
+from asgard_assets.resources.ingestion import EmbeddedIngestion
 from asgard_assets.resources.lakehouse import IcebergLakehouse
 
 CONNECTION = "9a1f4b0e-2c7d-4e55-8f31-0d6a7c2b9e10"

@@ -11,9 +11,8 @@ import sqlalchemy as sa
 from conftest import FOUNDATION, create_source_table, materialize
 
 from asgard_assets.bronze.contract_checks import bronze_contract_checks, silver_columns
-from asgard_assets.contracts.sources import SOURCES, contract_markdown
+from asgard_assets.contracts.sources import LOADED_AT, SOURCES, contract_markdown
 from asgard_assets.resources import resource
-from asgard_assets.resources.ingestion import LOADED_AT
 
 ASSETS = [*FOUNDATION, *bronze_contract_checks]
 DAY = datetime(2025, 1, 2, 8)

@@ -13,7 +13,7 @@ from test_contract import DAY, checks, material
 from asgard_assets.bronze.contract_checks import bronze_contract_checks
 from asgard_assets.resources import lakehouse as lakehouse_module
 from asgard_assets.resources import resource
-from asgard_assets.resources.ingestion import bronze_cursor
+from asgard_assets.resources.bronze_state import bronze_cursor
 
 ASSETS = [*FOUNDATION, *bronze_contract_checks]
 MATERIALS = "bronze/materials"

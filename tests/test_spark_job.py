@@ -17,10 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from asgard_assets import demo_data
-from asgard_assets.contracts.sources import SOURCE_TABLES, SOURCES
+from asgard_assets.contracts.sources import LOADED_AT, SOURCE_TABLES, SOURCES
 from asgard_assets.partitions import PARTITION_COLUMNS
 from asgard_assets.resources import resource
-from asgard_assets.resources.ingestion import LOADED_AT
 from asgard_assets.resources.source_streams import LOAD_ID
 from asgard_assets.resources.spark import DuckDbSparkSql
 from asgard_assets.silver import spark_job

@@ -38,7 +38,9 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         group_name="bronze",
         kinds={"iceberg", "python"},
         description=_description(table),
-        code_version=code_version("resources/ingestion.py", "resources/source_streams.py"),
+        code_version=code_version(
+            "resources/ingestion.py", "resources/source_streams.py", "resources/bronze_state.py"
+        ),
         retry_policy=EXTERNAL_SYSTEM_RETRY,
         check_specs=bronze_check_specs(table),
         **partitions_of(table),

@@ -14,8 +14,9 @@ import dagster as dg
 import sqlglot
 from sqlglot import exp
 
-from ..contracts.sources import SOURCE_TABLES, SOURCES
-from ..resources.ingestion import CURSOR_COLUMN, LOADED_AT, QUARANTINE
+from ..contracts.sources import LOADED_AT, SOURCE_TABLES, SOURCES
+from ..resources.bronze_state import CURSOR_COLUMN
+from ..resources.ingestion import QUARANTINE
 from ..resources.lakehouse import Lakehouse
 from ..resources.source_streams import LOAD_ID
 from ..silver.assets import sql_path

@@ -15,8 +15,9 @@ import dagster as dg
 from ..contracts.model import MODEL_NAME
 from ..contracts.sources import SOURCE_TABLES
 from ..partitions import daily, days_in, is_partitioned, range_tags
+from ..resources.bronze_state import bronze_cursor
 from ..resources.deployer import Deployer
-from ..resources.ingestion import Ingestion, bronze_cursor
+from ..resources.ingestion import Ingestion
 from ..resources.lakehouse import Lakehouse
 from ..resources.mlflow_tracking import MlflowTracking
 from ..settings import asgard_home

@@ -30,7 +30,6 @@ from .. import demo_data
 from ..contracts.sources import (
     DOUBLE,
     INTEGER,
-    LOADED_AT,
     SOURCES,
     STRING,
     TIMESTAMP,
@@ -40,9 +39,16 @@ from ..contracts.sources import (
 )
 from ..partitions import PARTITION_COLUMNS, Window
 from ..settings import demo_source_path
-from .lakehouse import KeyReplace, Lakehouse, WriteResult, bounded_duckdb
+from .bronze_state import (
+    CURSOR_COLUMN,
+    TS_FORMAT,
+    bronze_cursor,
+    keys_elsewhere,
+    not_yet_loaded,
+    same_time,
+)
+from .lakehouse import KeyReplace, Lakehouse, WriteResult
 from .source_streams import (
-    SPOOL,
     read_source,
     spool_dir,
     spooled,
@@ -50,12 +56,10 @@ from .source_streams import (
 )
 from .write_audit import Audit
 
-CURSOR_COLUMN = "updated_at"
 REASON = "_asgard_reason"  # quarantine: the columns whose value does not fit their type
 QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
 # a concurrent load of the same table committed first: read again past its rows
 COMMIT_ATTEMPTS = 3
-TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 @dataclass(frozen=True)
@@ -88,33 +92,6 @@ def _sqlite_fits(column: str, physical: str | None) -> str:
     if physical == TIMESTAMP:
         return f"({c} IS NULL OR (typeof({c}) = 'text' AND datetime({c}) IS NOT NULL))"
     return f"typeof({c}) IN ('text', 'null')"
-
-
-def _not_yet_loaded(
-    reader: pa.RecordBatchReader, lakehouse: Lakehouse, identifier: str, cursor: datetime
-) -> pa.RecordBatchReader:
-    """The rows of ``reader`` (read from ``cursor`` on, inclusive) minus exact copies of
-    rows bronze already holds from the cursor on: rows sharing the cursor's timestamp are
-    read again but loaded once. Streams: only bronze's rows at or past the cursor are held."""
-    con = bounded_duckdb()
-    lakehouse.attach(con, [identifier])
-    loaded = set(lakehouse.table(identifier).schema().column_names)
-    shared = [n for n in reader.schema.names if n in loaded]
-    cols = ", ".join(f'"{c}"' for c in shared)
-    on = " AND ".join(f'i."{c}" IS NOT DISTINCT FROM b."{c}"' for c in shared)
-    con.register("incoming", reader)
-    out = con.sql(
-        f"SELECT i.* FROM incoming i ANTI JOIN (SELECT {cols} FROM {identifier} "
-        f"WHERE {CURSOR_COLUMN} >= '{cursor:{TS_FORMAT}}') b ON {on}"
-    ).to_arrow_reader(64_000)
-
-    def batches():
-        try:
-            yield from out
-        finally:
-            con.close()
-
-    return pa.RecordBatchReader.from_batches(out.schema, batches())
 
 
 class Ingestion(dg.ConfigurableResource, ABC):
@@ -291,7 +268,7 @@ class EmbeddedIngestion(Ingestion):
         with self._connect() as conn:
             source = conn.execute(sa.text(fingerprint.format(self._qualified(table, conn)))).one()
         loaded = lakehouse.query(fingerprint.format(identifier), identifier).fetchone()
-        return source[0] == loaded[0] and _same_time(source[1], loaded[1])
+        return source[0] == loaded[0] and same_time(source[1], loaded[1])
 
     def _window_clause(
         self,
@@ -402,7 +379,7 @@ class EmbeddedIngestion(Ingestion):
             return IngestResult(result, mode, None, redact(self.url()), misfits.num_rows)
         reader = self.read(table, since=cursor)
         if cursor is not None:
-            reader = _not_yet_loaded(reader, lakehouse, identifier, cursor)
+            reader = not_yet_loaded(reader, lakehouse, identifier, cursor)
         result = lakehouse.write(
             identifier,
             with_load_columns(reader, load_id, loaded_at),
@@ -428,7 +405,7 @@ class EmbeddedIngestion(Ingestion):
         identifier, key = f"bronze.{table}", SOURCES[table].key
         with tempfile.TemporaryDirectory(dir=spool_dir()) as spool:
             reader = spooled(self.read(table, window=window), spool)
-            moved = _keys_elsewhere(lakehouse, identifier, key, window, spool)
+            moved = keys_elsewhere(lakehouse, identifier, key, window, spool)
             return lakehouse.write(
                 identifier,
                 with_load_columns(reader, load_id, datetime.now(UTC)),
@@ -446,43 +423,3 @@ def _misfit_table(names: list[str], rows: list[list[str | None]]) -> pa.Table:
     return pa.table(
         {n: pa.array(list(v), pa.string()) for n, v in zip([*names, REASON], columns, strict=True)}
     )
-
-
-def _keys_elsewhere(
-    lakehouse: Lakehouse, identifier: str, key: str, window: Window, folder: str
-) -> list:
-    """Keys of the spooled rows that bronze holds outside the window (rows that moved)."""
-    if not lakehouse.exists(identifier) or lakehouse.snapshot_id(identifier) is None:
-        return []  # nothing loaded yet, so nothing elsewhere
-    rows = pa.ipc.open_file(pa.OSFile(f"{folder}/{SPOOL}"))
-    keys = pa.RecordBatchReader.from_batches(
-        pa.schema([rows.schema.field(key)]),
-        (rows.get_batch(i).select([key]) for i in range(rows.num_record_batches)),
-    )
-    con = bounded_duckdb()
-    try:
-        con.register("_incoming", keys)
-        con.execute(f"CREATE TEMP TABLE _keys AS SELECT DISTINCT {key} FROM _incoming")
-        return lakehouse.keys_outside(con, identifier, key, window, "_keys")
-    finally:
-        con.close()
-
-
-def _same_time(a, b) -> bool:
-    """Timestamps from different drivers (SQLite hands back text) compared as instants."""
-    if a is None or b is None:
-        return a is b
-    as_time = [datetime.fromisoformat(str(v)) if not isinstance(v, datetime) else v for v in (a, b)]
-    return as_time[0].replace(tzinfo=None) == as_time[1].replace(tzinfo=None)
-
-
-def bronze_cursor(lakehouse: Lakehouse, identifier: str) -> datetime | None:
-    """The incremental cursor: the greatest updated_at loaded into bronze that was not in
-    the future when it was loaded (a row stamped 2999-01-01 must not freeze ingestion)."""
-    if not lakehouse.exists(identifier):
-        return None
-    sql = (
-        f"SELECT max({CURSOR_COLUMN}) FILTER (WHERE {CURSOR_COLUMN} <= {LOADED_AT}) "
-        f"FROM {identifier}"
-    )
-    return lakehouse.query(sql, identifier).fetchone()[0]
