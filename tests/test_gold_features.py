@@ -13,10 +13,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from conftest import journey_assets, materialize
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtProject
 
 from asgard_assets.gold.assets import build_gold_assets
-from asgard_assets.gold.project import DBT_DIR, prepare
+from asgard_assets.gold.project import DBT_DIR, AsgardDbtCli, prepare
 from asgard_assets.resources import resource, resources_for
 from asgard_assets.resources.feature_store import FeatureStoreResource
 from asgard_assets.resources.table_reads import to_local_path
@@ -266,6 +266,8 @@ def test_dbt_parses_for_trino(tmp_path):
 
 
 def test_broken_dbt_model_fails_with_dbt_message_and_keeps_gold(home, tmp_path):
+    """dbt runs in the step's process (AsgardDbtCli): a failing model still fails the step
+    with dbt's own message, gold keeps its snapshot, and dbt's DuckDB file is let go."""
     assets = journey_assets()
     assert materialize(
         "bronze/work_orders silver/work_orders gold/operator_features", assets=assets
@@ -279,12 +281,53 @@ def test_broken_dbt_model_fails_with_dbt_message_and_keeps_gold(home, tmp_path):
     broken_gold = build_gold_assets(project)
     resources = {
         **resources_for("local"),
-        "dbt": DbtCliResource(project_dir=str(broken), target="duckdb"),
+        "dbt": AsgardDbtCli(project_dir=str(broken), target="duckdb"),
     }
     result = dg.materialize([broken_gold], resources=resources, raise_on_error=False)
     assert not result.success
-    message = " ".join(
-        e.step_failure_data.error.to_string() for e in result.get_step_failure_events()
-    )
-    assert "no_such_column" in message
+    assert "no_such_column" in failure_message(result)
     assert resource("lakehouse").snapshot_id(GOLD) == before
+    # dbt-duckdb would hold its database until this process ends: another process (the next
+    # run's step, `dbt` by hand) must be able to open it now
+    database = Path(os.environ["ASGARD_HOME"]) / "dbt" / "asgard.duckdb"
+    opened = subprocess.run(
+        [sys.executable, "-c", f"import duckdb; duckdb.connect({str(database)!r}).close()"],
+        capture_output=True,
+        text=True,
+    )
+    assert opened.returncode == 0, opened.stderr
+
+
+def test_dbt_that_cannot_start_fails_naming_why(home):
+    """dbt failing before any model runs (here: a target its profile lacks) fails the step
+    with dbt's reason, not a bare exit code."""
+    resources = {
+        **resources_for("local"),
+        "dbt": AsgardDbtCli(project_dir=str(DBT_DIR), target="nope"),
+    }
+    result = dg.materialize(
+        [build_gold_assets(prepare(DbtProject(project_dir=DBT_DIR, target="duckdb")))],
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = failure_message(result)
+    assert "nope" in message and "target" in message, message
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    return " ".join(e.step_failure_data.error.to_string() for e in result.get_step_failure_events())
+
+
+def test_dbt_stopped_by_a_bad_flag_still_says_why():
+    """dbt rejects a flag before its event logging starts: the in-process command still
+    ends its output with an error line naming the flag, and dbt's exit code."""
+    import json
+
+    from asgard_assets.gold.dbt_in_process import DbtThread
+
+    command = DbtThread(["build", "--project-dir", str(DBT_DIR), "--no-such-flag"])
+    lines = [json.loads(line) for line in command.stdout]
+    assert command.wait() == 2
+    errors = [line["info"]["msg"] for line in lines if line["info"]["level"] == "error"]
+    assert len(errors) == 1 and "--no-such-flag" in errors[0], lines

@@ -38,18 +38,17 @@ def docs_page(project: DbtProject) -> Path:
     return Path(project.project_dir) / project.target_path / "docs" / "static_index.html"
 
 
-def write_docs(project: DbtProject, dbt: DbtCliResource) -> None:
-    """dbt docs as one self-contained page, after a build (compiling reads the sources),
-    and only when the project changed since the page was written."""
+def write_docs(project: DbtProject, dbt: DbtCliResource, target: Path) -> None:
+    """dbt docs as one self-contained page, from the build just made in ``target`` (its
+    compiled manifest: no second compile), only when the project changed since the page
+    was written."""
     page = docs_page(project)
     if page.exists() and page.stat().st_mtime >= project.manifest_path.stat().st_mtime:
         return
-    args = ["--quiet", "docs", "generate", "--static", "--empty-catalog"]
-    kept = asgard_home() / "dbt" / PARSE_STATE
-    if kept.exists():  # this home's parse state (see invocation_target)
-        page.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(kept, page.parent / PARSE_STATE)
-    dbt.cli(args, manifest=project.manifest_path, target_path=page.parent).wait()
+    args = ["--quiet", "docs", "generate", "--static", "--empty-catalog", "--no-compile"]
+    dbt.cli(args, manifest=project.manifest_path, target_path=target).wait()
+    page.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(target / page.name, page)
 
 
 class AsgardDbtTranslator(DagsterDbtTranslator):
@@ -139,10 +138,10 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         written_keys = []
         with invocation_target(context) as target:
             yield from _build(context, dbt, lakehouse, target, written_keys)
-        # only once the build and its tests passed: a failed test means build again next time
-        for key in written_keys:
-            record(lakehouse, _name(key), built[key])
-        write_docs(project, dbt)
+            # only once the build and its tests passed: a failed test means build again
+            for key in written_keys:
+                record(lakehouse, _name(key), built[key])
+            write_docs(project, dbt, target)
         # dbt-duckdb's external files only carried each model into Iceberg (and to the dbt
         # tests): the Iceberg table is the one copy kept, wherever the warehouse is
         shutil.rmtree(asgard_home() / "dbt" / "external", ignore_errors=True)

@@ -1,12 +1,23 @@
 """The dbt project: where it lives and how its manifest is prepared. Imported by the gold
 assets and by the dbt resource, so neither has to import the other."""
 
+from collections.abc import Sequence
 from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
 
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster import AssetExecutionContext, OpExecutionContext
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
+from dagster_dbt.asset_utils import (
+    extract_runtime_selection_from_args,
+    get_updated_cli_invocation_params_for_context,
+)
+from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
+from dagster_dbt.dagster_dbt_translator import validate_opt_translator
+from dagster_dbt.dbt_manifest import DbtManifestParam, validate_manifest
 from packaging.version import Version
+
+from .dbt_in_process import DbtThread
 
 DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 
@@ -28,12 +39,66 @@ def prepare(project: DbtProject) -> DbtProject:
 
 
 class AsgardDbtCli(DbtCliResource):
-    """dagster-dbt's dbt resource without two costs it pays on every invocation for features
-    Asgard does not use: a ``dbt --version`` process to learn the version (a dbt process
-    start, seconds; the version is the installed dbt-core's) and an in-process dbt adapter
-    (loads the profile's adapters; only dagster-dbt's column-metadata and row-count helpers
-    use it). Both are dagster-dbt internals (pinned in requirements.lock); tested by the
-    gold tests, which run dbt through this resource."""
+    """dagster-dbt's dbt resource with dbt run in the step's process (``DbtThread``) instead
+    of a dbt process per command, and without a ``dbt --version`` process to learn the
+    version (the installed dbt-core's) or a second dbt adapter (only dagster-dbt's
+    column-metadata and row-count helpers use it). These lean on dagster-dbt internals
+    (pinned in requirements.lock); the gold tests run dbt through this resource."""
+
+    def cli(
+        self,
+        args: Sequence[str],
+        *,
+        raise_on_error: bool = True,
+        manifest: DbtManifestParam | None = None,
+        dagster_dbt_translator: DagsterDbtTranslator | None = None,
+        context: OpExecutionContext | AssetExecutionContext | None = None,
+        target_path: Path | None = None,
+    ) -> DbtCliInvocation:
+        """``DbtCliResource.cli``: the same selection for the step's assets and checks, the
+        same invocation object to stream events from, the command run by ``DbtThread``."""
+        args, selects, excludes = extract_runtime_selection_from_args(args)
+        params = get_updated_cli_invocation_params_for_context(
+            context=context,
+            manifest=validate_manifest(manifest) if manifest else {},
+            dagster_dbt_translator=validate_opt_translator(dagster_dbt_translator)
+            or DagsterDbtTranslator(),
+            runtime_selects=selects,
+            runtime_excludes=excludes,
+        )
+        project_dir = Path(
+            params.dbt_project.project_dir if params.dbt_project else self.project_dir
+        )
+        target = Path(target_path or self._get_unique_target_path(context=context))
+        target = target if target.is_absolute() else project_dir / target
+        # what dagster-dbt puts in its subprocess's environment and working directory, as
+        # flags: this process's environment and working directory are not dbt's to change
+        flags = ["--project-dir", str(project_dir), "--target-path", str(target)]
+        flags += ["--log-path", str(target), "--log-level", "none"]  # events come by callback
+        flags += ["--no-send-anonymous-usage-stats"]
+        profiles_dir = self.profiles_dir or (
+            project_dir if (project_dir / "profiles.yml").exists() else None
+        )
+        if profiles_dir:
+            flags += ["--profiles-dir", str(profiles_dir)]
+        if self.profile:
+            flags += ["--profile", self.profile]
+        if self.target:
+            flags += ["--target", self.target]
+        if params.indirect_selection:
+            flags += ["--indirect-selection", params.indirect_selection]
+        command = [*self.global_config_flags, *args, *flags, *params.selection_args]
+        return DbtCliInvocation(
+            process=DbtThread(command),  # type: ignore[arg-type]  # Popen's used parts
+            manifest=params.manifest,
+            dagster_dbt_translator=params.dagster_dbt_translator,
+            project_dir=project_dir,
+            target_path=target,
+            raise_on_error=raise_on_error,
+            context=context,
+            cli_version=self._cli_version,
+            project=params.dbt_project,
+        )
 
     @cached_property
     def _cli_version(self) -> Version:
