@@ -1,7 +1,9 @@
 """Model training, the quality gate, the inference service and its deployment."""
 
 import json
+import os
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -66,6 +68,57 @@ def test_journey_ends_with_a_live_predict(journey_home):
     meta = httpx.get(f"{deployment.url}/metadata", timeout=5).json()
     assert [f["name"] for f in meta["features"]] == FEATURES and meta["run_id"] == champion.run_id
     assert httpx.get(f"{deployment.url}/docs", timeout=5).status_code == 200
+
+
+def test_the_service_starts_from_the_bundles_copy_of_the_version(journey_home, tmp_path):
+    """The deploy step resolves the champion once into its bundle; the service loads that
+    copy (no MLflow import at start) and it is the registry's version, predicting alike."""
+    deployment = LocalDeployer().current(MODEL_NAME)
+    folder = journey_home / "deployments" / MODEL_NAME / f"v{deployment.version}" / "model"
+    environ = dict(
+        kv.split(b"=", 1)
+        for kv in Path(f"/proc/{deployment.pid}/environ").read_bytes().split(b"\0")
+        if kv
+    )
+    assert environ[b"ASGARD_MODEL_DIR"] == str(folder).encode()
+    probe = (
+        "import json, sys, numpy as np\n"
+        "from asgard_assets.serving.model import ServedModel\n"
+        "m = ServedModel.load()\n"
+        "x = m.matrix_from_rows(json.loads(sys.argv[1]))\n"
+        "print(json.dumps([m.version, m.features, m.predict(x)[1], 'mlflow' in sys.modules]))\n"
+    )
+    rows = json.dumps([ROW, SLOW_ROW])
+    uri = f"models:/{MODEL_NAME}/{deployment.version}"
+
+    def load(**env):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, rows],
+            env={**os.environ, "ASGARD_MODEL_URI": uri, **env},
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.splitlines()[-1])
+
+    copied = load(ASGARD_MODEL_DIR=str(folder))
+    registry = load()
+    assert copied[:3] == registry[:3] and copied[0] == deployment.version
+    assert copied[1] == FEATURES
+    assert copied[3] is False and registry[3] is True  # MLflow imported only without the copy
+    # a copy of another version than the one asked for is refused, naming both
+    other = subprocess.run(
+        [sys.executable, "-c", probe, rows],
+        env={
+            **os.environ,
+            "ASGARD_MODEL_URI": f"models:/{MODEL_NAME}/999",
+            "ASGARD_MODEL_DIR": str(folder),
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode != 0
+    assert f"holds {uri}" in other.stderr and f"{MODEL_NAME}/999" in other.stderr
 
 
 def test_model_is_accurate_and_fully_logged(journey_home):

@@ -6,9 +6,10 @@ from ..contracts.model import MODEL_NAME
 from ..metadata import code_version
 from ..models.assets import MODEL_KEY
 from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
-from ..resources.deployer import Deployer
+from ..resources.deployer import MODEL_DIR, Deployer
 from ..resources.image_builder import ImageBuilder
 from ..resources.mlflow_tracking import MlflowTracking
+from ..serving.model import ServedModel
 from ..settings import asgard_home
 from .bundle import BundleSpec, write_bundle
 
@@ -36,6 +37,8 @@ def operator_efficiency_service(
     version = str(champion.version)
     spec = BundleSpec(MODEL_NAME, version, image=image_builder.image_for(MODEL_NAME, version))
     bundle = write_bundle(spec, asgard_home() / "deployments" / MODEL_NAME / f"v{version}")
+    # the version resolved here, where MLflow is loaded already: the service starts from it
+    ServedModel.save(spec.model_uri, bundle / MODEL_DIR)
     image = image_builder.build(bundle, spec.image)
     deployment, changed = deployer.deploy(MODEL_NAME, version, bundle)
     return dg.MaterializeResult(

@@ -32,6 +32,7 @@ import httpx
 from ..settings import asgard_home
 
 ROOT = Path(__file__).resolve().parents[2]
+MODEL_DIR = "model"  # the bundle's copy of the version (serving/model.ServedModel.save)
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,9 @@ class LocalDeployer(Deployer):
 
     def deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         with self._lock(model):
-            return self._deploy(model, version)
+            return self._deploy(model, version, bundle)
 
-    def _deploy(self, model: str, version: str) -> tuple[Deployment, bool]:
+    def _deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         previous = self.current(model)
         if (
             previous
@@ -180,6 +181,9 @@ class LocalDeployer(Deployer):
             ASGARD_MODEL_URI=f"models:/{model}/{version}",
             ASGARD_HOME=str(asgard_home()),
         )
+        env.pop("ASGARD_MODEL_DIR", None)  # only this version's copy, never one inherited
+        if (bundle / MODEL_DIR).is_dir():  # the version resolved already: no MLflow at start
+            env["ASGARD_MODEL_DIR"] = str(bundle / MODEL_DIR)
         cmd = [
             sys.executable,
             "-m",
