@@ -193,3 +193,39 @@ def test_dbt_run_sends_trino_sql_with_the_connection_from_env(tmp_path, auth, en
         assert headers["X-Trino-Catalog"] == "lake" and headers["X-Trino-Schema"] == "gold"
         assert headers["X-Trino-User"] == "gold_writer"
         assert headers.get("Authorization") == authorization
+
+
+def test_the_gold_steps_in_process_dbt_sends_the_same_trino_sql(tmp_path, monkeypatch):
+    """The k8s profile's dbt resource runs dbt in the step's process (AsgardDbtCli): against
+    the same server it sends the model as one CREATE OR REPLACE TABLE, with the connection
+    from the environment, and reports the model's result to dagster-dbt."""
+    from asgard_assets.gold.project import AsgardDbtCli
+
+    trino = FakeTrino()
+    try:
+        project = copy_dbt_project(tmp_path)
+        for name in TRINO_ENV:
+            monkeypatch.delenv(name, raising=False)
+        settings = {"TRINO_HOST": "127.0.0.1", "TRINO_PORT": str(trino.port)}
+        settings |= {"TRINO_USER": "gold_writer", "TRINO_CATALOG": "lake"}
+        for name, value in {**settings, "ASGARD_HOME": str(tmp_path)}.items():
+            monkeypatch.setenv(name, value)
+        dbt = AsgardDbtCli(project_dir=str(project), target="trino")
+        invocation = dbt.cli(["run", "--select", "operator_features"], target_path=tmp_path / "t")
+        events = list(invocation.stream_raw_events())
+        assert invocation.is_successful()
+    finally:
+        trino.close()
+    results = [
+        e.raw_event["data"] for e in events if e.raw_event["info"]["name"] == "LogModelResult"
+    ]
+    assert [r["node_info"]["unique_id"] for r in results] == ["model.asgard.operator_features"]
+    assert results[0]["node_info"]["node_status"] == "success"
+    creates = [
+        t
+        for t in (sqlglot.parse_one(sql, read="trino") for sql, _ in trino.statements)
+        if isinstance(t, exp.Create) and t.kind == "TABLE"
+    ]
+    assert len(creates) == 1 and creates[0].args.get("replace") is True
+    assert creates[0].this.sql(dialect="trino") == '"lake"."gold"."operator_features"'
+    assert {h["X-Trino-User"] for _, h in trino.statements} == {"gold_writer"}
