@@ -136,7 +136,7 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
             parents=True, exist_ok=True
         )  # profiles.yml paths
         written_keys = []
-        with invocation_target(context) as target:
+        with invocation_target(context, project) as target:
             yield from _build(context, dbt, lakehouse, target, written_keys)
             # only once the build and its tests passed: a failed test means build again
             for key in written_keys:
@@ -176,19 +176,19 @@ PARSE_STATE = "partial_parse.msgpack"
 
 
 @contextmanager
-def invocation_target(context: dg.AssetExecutionContext) -> Iterator[Path]:
-    """A target folder for one dbt invocation, under ASGARD_HOME, seeded with this home's
-    parse state. dbt re-parses the whole project when the profile differs from the one its
-    saved state was parsed with, and the profile holds the home's paths: kept per home, the
-    state stays valid from run to run (dbt writes it into the target folder; it is kept
-    after a successful build). The folder's artifacts are removed after a success and kept
-    after a failure, for a look at dbt's log."""
+def invocation_target(context: dg.AssetExecutionContext, project: DbtProject) -> Iterator[Path]:
+    """A target folder for one dbt invocation, under ASGARD_HOME, seeded with dbt's parse
+    state: this home's, kept after each successful build, or on a new home the one parsing
+    the project left in its own target folder (the profile names no home, so the state is
+    valid in any; dbt re-parses only the files changed since). The folder's artifacts are
+    removed after a success and kept after a failure, for a look at dbt's log."""
     state = asgard_home() / "dbt"
     state.mkdir(parents=True, exist_ok=True)
     kept = state / PARSE_STATE
+    seed = kept if kept.exists() else Path(project.project_dir) / project.target_path / PARSE_STATE
     target = Path(tempfile.mkdtemp(prefix="target-", dir=state))
-    if kept.exists():
-        shutil.copy(kept, target / PARSE_STATE)
+    if seed.exists():
+        shutil.copy(seed, target / PARSE_STATE)
     try:
         yield target
     except BaseException:

@@ -26,13 +26,15 @@ dbt_project = DbtProject(project_dir=DBT_DIR, target="duckdb")
 
 def prepare(project: DbtProject) -> DbtProject:
     """Parse once into a manifest, and again only after the project's files changed
-    (`dagster dev` re-parses on every load)."""
+    (`dagster dev` re-parses on every load). The parse state it leaves in the project's
+    target folder seeds each new home's first build (gold/assets.invocation_target)."""
     project.prepare_if_dev()
     manifest = project.manifest_path
     root = Path(project.project_dir)
     files = [p for d in ("models", "macros", "tests") for p in (root / d).rglob("*") if p.is_file()]
     if not manifest.exists() or any(
-        p.stat().st_mtime > manifest.stat().st_mtime for p in [*files, root / "dbt_project.yml"]
+        p.stat().st_mtime > manifest.stat().st_mtime
+        for p in [*files, root / "dbt_project.yml", root / "profiles.yml"]
     ):
         project.preparer.prepare(project)
     return project
