@@ -10,6 +10,7 @@ disagree: a write by anything else moves the snapshot and voids the record.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -45,13 +46,22 @@ def built_from(lakehouse: Lakehouse, identifier: str) -> str | None:
     return recorded.get("inputs") if recorded is not None else None
 
 
-def record(lakehouse: Lakehouse, identifier: str, built: str) -> None:
-    """Remember that the table's current snapshot was built from ``built`` (a table
-    property: a metadata commit, no new snapshot)."""
+def record(
+    lakehouse: Lakehouse,
+    identifier: str,
+    built: str,
+    checks: Sequence[dg.AssetCheckResult] = (),
+) -> None:
+    """Remember that the table's current snapshot was built from ``built``, and the
+    ``checks`` it passed the build with when given (table properties: a metadata commit, no
+    new snapshot)."""
     table = lakehouse.table(identifier)
-    value = json.dumps({"snapshot_id": table.current_snapshot().snapshot_id, "inputs": built})
+    snapshot_id = table.current_snapshot().snapshot_id
+    properties = {PROPERTY: json.dumps({"snapshot_id": snapshot_id, "inputs": built})}
+    if checks:
+        properties |= judged.as_property(snapshot_id, checks)
     with table.transaction() as txn:
-        txn.set_properties({PROPERTY: value})
+        txn.set_properties(properties)
 
 
 def unchanged(

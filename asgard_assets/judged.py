@@ -49,14 +49,18 @@ def for_current_snapshot(table: Table, prop: str) -> dict | None:
     return record
 
 
-def recorded(table: Table) -> list[dg.AssetCheckResult] | None:
-    """The results recorded for the table's current snapshot; None when there are none."""
+def recorded(
+    table: Table, asset_key: dg.AssetKey | None = None
+) -> list[dg.AssetCheckResult] | None:
+    """The results recorded for the table's current snapshot (as results on ``asset_key``
+    when given: a step of several assets must name it); None when there are none."""
     record = for_current_snapshot(table, PROPERTY)
     if record is None:
         return None
     snapshot_id = str(record["snapshot_id"])
     return [
         dg.AssetCheckResult(
+            asset_key=asset_key,
             check_name=c["name"],
             passed=c["passed"],
             severity=dg.AssetCheckSeverity(c["severity"]),

@@ -17,6 +17,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from .. import judged
 from ..built_from import built_from, inputs, record
 from ..metadata import table_metadata
 from ..resources.lakehouse import Lakehouse
@@ -97,9 +98,11 @@ def _name(key: dg.AssetKey) -> str:
 
 def unchanged_output(
     context: dg.AssetExecutionContext, lakehouse: Lakehouse, key: dg.AssetKey
-) -> dg.Output:
-    written = lakehouse.describe(".".join(key.path))
-    return dg.Output(
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The model's table as it is, and the dbt tests' results its snapshot was built with
+    (those of the checks this run selected)."""
+    written = lakehouse.describe(_name(key))
+    yield dg.Output(
         None,
         output_name=context.assets_def.get_output_name_for_asset_key(key),
         metadata={
@@ -109,6 +112,10 @@ def unchanged_output(
         },
         data_version=dg.DataVersion(str(written.snapshot_id)),
     )
+    selected = context.selected_asset_check_keys
+    for check in judged.recorded(lakehouse.table(_name(key)), key) or []:
+        if dg.AssetCheckKey(key, check.check_name) in selected:
+            yield check
 
 
 def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
@@ -130,17 +137,22 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         built = {key: model_inputs(context, lakehouse, key) for key in context.selected_asset_keys}
         if all(built_from(lakehouse, _name(key)) == built[key] for key in built):
             for key in sorted(built, key=lambda k: k.to_user_string()):
-                yield unchanged_output(context, lakehouse, key)
+                yield from unchanged_output(context, lakehouse, key)
             return
         (asgard_home() / "dbt" / "external").mkdir(
             parents=True, exist_ok=True
         )  # profiles.yml paths
-        written_keys = []
+        written_keys: list[dg.AssetKey] = []
+        checks: dict[dg.AssetKey, list[dg.AssetCheckResult]] = {}
         with invocation_target(context, project) as target:
-            yield from _build(context, dbt, lakehouse, target, written_keys)
-            # only once the build and its tests passed: a failed test means build again
+            for event in _build(context, dbt, lakehouse, target, written_keys):
+                if isinstance(event, dg.AssetCheckResult):
+                    checks.setdefault(event.asset_key, []).append(event)
+                yield event
+            # only once the build and its tests passed: a failed test means build again;
+            # the tests' results are kept for a run that finds nothing to build
             for key in written_keys:
-                record(lakehouse, _name(key), built[key])
+                record(lakehouse, _name(key), built[key], checks.get(key, []))
             write_docs(project, dbt, target)
         # dbt-duckdb's external files only carried each model into Iceberg (and to the dbt
         # tests): the Iceberg table is the one copy kept, wherever the warehouse is
