@@ -33,6 +33,7 @@ EVENT_LINE = re.compile(
     r"(?P<event>[A-Z_]+) - (?P<message>.*)"
 )
 STEP_TIME = re.compile(r" in (?P<time>[\d.]+m?s)\.?$")
+MATERIALIZED = re.compile(r"^Materialized value (?P<key>.+?)\.?$")
 
 
 def _bin(name: str) -> str:
@@ -85,10 +86,12 @@ def lines_of(path: Path, process: subprocess.Popen) -> Iterator[str]:
 def follow(
     lines: Iterable[str], on_start: Callable[[str], None] = lambda step: None
 ) -> tuple[str | None, str | None]:
-    """Print one line per materialized step and every failure from Dagster's event stream
-    (``on_start`` is told of each step as it starts). Returns the run id and how the run
-    ended, as soon as it has."""
-    run_id, materialized = None, set()
+    """Print one line per materialized asset (named by its key: the dbt step is
+    ``gold/operator_features``) and every failure from Dagster's event stream (``on_start``
+    is told of each step as it starts). Returns the run id and how the run ended, as soon as
+    it has."""
+    run_id = None
+    materialized: dict[str, dict[str, None]] = {}  # step -> its assets, in order
     for line in lines:
         match = EVENT_LINE.search(line)
         if not match:
@@ -98,12 +101,13 @@ def follow(
         if event == "STEP_START":
             on_start(step)
         elif event == "ASSET_MATERIALIZATION":
-            materialized.add(step)
+            named = MATERIALIZED.match(match["message"])
+            key = named["key"].replace(" ", "/") if named else step.replace("__", "/")
+            materialized.setdefault(step, {})[key] = None
         elif event == "STEP_SUCCESS" and step in materialized:
             took = STEP_TIME.search(match["message"])
-            print(
-                f"  ok    {step.replace('__', '/'):<44} {took['time'] if took else ''}", flush=True
-            )
+            for key in materialized[step]:
+                print(f"  ok    {key:<44} {took['time'] if took else ''}", flush=True)
         elif event == "STEP_FAILURE":
             print(f"  FAIL  {step}: {match['message'][:300]}", flush=True)
         elif event in RUN_ENDED:

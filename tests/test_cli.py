@@ -160,7 +160,9 @@ def test_the_demo_follows_dagsters_log_and_imports_the_summary_once_past_gold(ca
     summary's imports start on a thread at the first step after gold, once."""
     log = [
         _line("gold_dbt_assets", "STEP_START"),
-        _line("gold_dbt_assets", "ASSET_MATERIALIZATION"),
+        _line(
+            "gold_dbt_assets", "ASSET_MATERIALIZATION", "Materialized value gold operator_features."
+        ),
         _line(
             "gold_dbt_assets",
             "STEP_SUCCESS",
@@ -185,7 +187,7 @@ def test_the_demo_follows_dagsters_log_and_imports_the_summary_once_past_gold(ca
     warm.join()
     assert (run_id, ended) == ("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "RUN_FAILURE")
     out = capsys.readouterr().out
-    assert "ok    gold_dbt_assets" in out and "6.1s" in out
+    assert "ok    gold/operator_features" in out and "6.1s" in out  # the asset, not the op
     assert "FAIL  models__operator_efficiency_predictor: MLflow unreachable" in out
     assert started == [warm.thread]  # one import thread, started at the features step
     assert warm.error is None and "asgard_assets.summary" in sys.modules
