@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
+# what printing needs, imported with this module (on the demo's warm-up thread, while the
+# run's last steps go): the Dagster instance's storage and the SQL catalog (~0.4 s)
+import pyiceberg.catalog.sql  # noqa: F401
+
 from .contracts.model import MODEL_NAME
+from .orchestration import dagster_instance  # noqa: F401
 from .resources import resource
 from .resources.deployer import LocalDeployer
 from .resources.lakehouse import Lakehouse
