@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from . import judged
-from .resources.lakehouse import Lakehouse
+from .resources.lakehouse import Lakehouse, described
 from .resources.write_audit import Audit, Staged
 
 PROPERTY = "asgard.built-from"
@@ -71,7 +71,7 @@ def unchanged(
     version, and the check results its snapshot was published with (judged again on the
     current rows only when none were recorded, e.g. a table written before they were)."""
     table = lakehouse.table(identifier)
-    written = lakehouse.describe(identifier)
+    written = described(table, identifier)
     checks = judged.recorded(table)
     if checks is None:
         checks = audit(Staged(identifier, table.transaction(), table.io))

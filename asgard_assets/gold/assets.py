@@ -20,7 +20,7 @@ from dagster_dbt import (
 from .. import judged
 from ..built_from import built_from, inputs, record
 from ..metadata import table_metadata
-from ..resources.lakehouse import Lakehouse
+from ..resources.lakehouse import Lakehouse, described
 from ..settings import asgard_home
 from .project import DBT_DIR, dbt_project, prepare  # noqa: F401 - re-exported
 
@@ -101,7 +101,8 @@ def unchanged_output(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """The model's table as it is, and the dbt tests' results its snapshot was built with
     (those of the checks this run selected)."""
-    written = lakehouse.describe(_name(key))
+    table = lakehouse.table(_name(key))
+    written = described(table, _name(key))
     yield dg.Output(
         None,
         output_name=context.assets_def.get_output_name_for_asset_key(key),
@@ -113,7 +114,7 @@ def unchanged_output(
         data_version=dg.DataVersion(str(written.snapshot_id)),
     )
     selected = context.selected_asset_check_keys
-    for check in judged.recorded(lakehouse.table(_name(key)), key) or []:
+    for check in judged.recorded(table, key) or []:
         if dg.AssetCheckKey(key, check.check_name) in selected:
             yield check
 
@@ -141,7 +142,7 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
             return
         (asgard_home() / "dbt" / "external").mkdir(
             parents=True, exist_ok=True
-        )  # profiles.yml paths
+        )  # where macros/external_location.sql puts the models' scratch files
         written_keys: list[dg.AssetKey] = []
         checks: dict[dg.AssetKey, list[dg.AssetCheckResult]] = {}
         with invocation_target(context, project) as target:

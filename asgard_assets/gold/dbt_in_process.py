@@ -81,9 +81,6 @@ class DbtThread:
         self._thread.join(timeout)
         return self.returncode
 
-    def poll(self) -> int | None:
-        return None if self._thread.is_alive() else self.returncode
-
     def send_signal(self, sig: int) -> None:
         # dbt has no way to stop an in-process command; the step is being interrupted and its
         # process ends with it (the thread is a daemon), leaving every table at the snapshot
@@ -93,8 +90,9 @@ class DbtThread:
 
 def _close_duckdb() -> None:
     """dbt-duckdb keeps its database open until the process exits (it expects one command
-    per process; ``close_all_connections`` only drops the reference): closed here, the next
-    command, in this process or another, can open the file."""
+    per process; ``close_all_connections`` only drops the reference): closed here, so an
+    in-memory database's rows are let go and a file is free for the next command, in this
+    process or another."""
     connections = sys.modules.get("dbt.adapters.duckdb.connections")
     if connections is None:
         return

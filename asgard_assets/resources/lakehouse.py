@@ -82,6 +82,13 @@ class WriteResult:
     checks: tuple[dg.AssetCheckResult, ...] = field(default=())
 
 
+def described(table: Table, identifier: str, written: int = 0) -> WriteResult:
+    """``table`` (loaded already) as it is: current snapshot id and row count."""
+    snap = table.current_snapshot()
+    total = int(snap.summary["total-records"]) if snap and snap.summary else 0
+    return WriteResult(identifier, snap.snapshot_id if snap else None, written, total)
+
+
 @dataclass(frozen=True)
 class KeyReplace:
     """Rows outside a write's window that it replaces too: those whose ``column`` is among
@@ -389,10 +396,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
 
     def describe(self, identifier: str, written: int = 0) -> WriteResult:
         """The table as it is now: current snapshot id and row count."""
-        table = self.catalog().load_table(identifier)
-        snap = table.current_snapshot()
-        total = int(snap.summary["total-records"]) if snap and snap.summary else 0
-        return WriteResult(identifier, snap.snapshot_id if snap else None, written, total)
+        return described(self.catalog().load_table(identifier), identifier, written)
 
     def write_pyiceberg_config(self) -> Path:
         """``PYICEBERG_HOME=$ASGARD_HOME`` + ``load_catalog("asgard")`` opens this catalog."""

@@ -4,8 +4,8 @@
 ``models:/operator_efficiency_predictor/3``); the input contract is the version's MLflow
 signature. The deploy step resolves the version once into the deploy bundle
 (``ServedModel.save``) and the local service loads that copy (``ASGARD_MODEL_DIR``), without
-importing MLflow at start. Input checks are vectorized: one pass over the values' types, then numpy; only a
-bad request pays for the per-value search that names the offending value.
+importing MLflow at start. Input checks are vectorized: one pass over the values' types,
+then numpy; only a bad request pays for the per-value search that names the offending value.
 """
 
 from __future__ import annotations
