@@ -10,11 +10,9 @@ needs an extension to reach object storage.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,27 +22,24 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import BooleanExpression, In
-from pyiceberg.io import FileIO, InputFile, OutputFile
 from pyiceberg.table import Table, TableProperties
 
 from .. import judged
 from ..partitions import Window
 from ..settings import asgard_home
-from . import data_files
+from . import data_files, table_files
+from .failed_writes import undo_on_failure
 from .table_reads import (
     ALL_ROWS,
     current_data_files,
     loaded_at_alias,
     stream_scan,
-    strip_scheme,
     table_dataset,
-    table_filesystem,
     to_local_path,
     window_filter,
 )
@@ -225,7 +220,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         the schema is created on first write and evolved by name when new columns appear.
         With ``base_snapshot_id`` it commits only if the table is still at that snapshot
         (``CommitFailedException`` otherwise: what was read from it is stale). A failed write
-        removes the files it wrote (see ``_undo_on_failure``).
+        removes the files it wrote (see ``failed_writes.undo_on_failure``).
 
         Write-audit-publish: ``audit`` judges the staged table before the commit; if one of
         its ERROR checks fails, nothing is committed (the table stays at its snapshot, the
@@ -253,7 +248,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
                 raise dg.Failure(
                     f"schema of {identifier} cannot evolve to the new data: {e}"
                 ) from e
-        with self._undo_on_failure(identifier, table, created):
+        with undo_on_failure(self.catalog(), identifier, table, created):
             if replace is not None and table.current_snapshot() is not None:
                 for key_filter in replace.filters():
                     txn.delete(key_filter, snapshot_properties=props)
@@ -301,98 +296,17 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         )
         return table, table.current_snapshot() is None
 
-    @contextmanager
-    def _undo_on_failure(self, identifier: str, table: Table, created: bool) -> Iterator[None]:
-        """Files written inside the block are deleted when it fails (a full disk, a lost
-        commit, a bad batch): a failed write leaves the table at its snapshot and no debris
-        (a killed process cannot clean up: ``remove_orphan_files`` does, later). A table this
-        write created is dropped again rather than left empty. A full disk fails with that
-        message."""
-        recorder = _RecordingIO(table.io)
-        table.io = recorder
-        try:
-            yield
-        except BaseException as e:
-            try:  # a commit that failed late may have landed: never delete what it references
-                keep = self.referenced_files(identifier)
-            except Exception:  # noqa: BLE001 - catalog unreachable: debris beats a broken table
-                keep = None
-            if keep is not None:
-                recorder.delete_written(keep)
-            if created:
-                self._drop_if_empty(identifier)
-            if _disk_full(e):
-                snap = table.current_snapshot()
-                raise dg.Failure(
-                    f"no space left on device writing {identifier}: the table stays at "
-                    f"snapshot {snap.snapshot_id if snap else None} and this write's "
-                    f"{len(recorder.written)} files were removed; free space and re-run",
-                    metadata={"table": identifier, "files_removed": len(recorder.written)},
-                    allow_retries=False,  # someone must free space first
-                ) from e
-            if isinstance(e, ValidationException):  # pyiceberg's rebase found a conflict
-                raise dg.Failure(
-                    f"a concurrent write to {identifier} committed first and conflicts with "
-                    "this one: this write was discarded (its files removed), the other's "
-                    f"snapshot stands; re-run to rebuild on top of it ({e})",
-                    metadata={"table": identifier},
-                ) from e
-            raise
-        finally:
-            table.io = recorder.inner
-
-    def _drop_if_empty(self, identifier: str) -> None:
-        """Drop a table that has no snapshot (its first write failed), with its metadata."""
-        try:
-            table = self.catalog().load_table(identifier)
-            if table.current_snapshot() is None:
-                self.catalog().drop_table(identifier)
-                table.io.delete(table.metadata_location)
-        except Exception:  # noqa: BLE001 - best effort: the write's own error matters more
-            pass
-
     def referenced_files(self, identifier: str) -> set[str]:
-        """Every file any snapshot or metadata version of the table needs: metadata files,
-        manifest lists, manifests, data and delete files (including deleted entries still
-        reachable from older snapshots)."""
-        table = self.catalog().load_table(identifier)
-        meta = table.metadata
-        refs = {table.metadata_location, *(m.metadata_file for m in meta.metadata_log)}
-        refs |= {s.statistics_path for s in meta.statistics}
-        refs |= {s.statistics_path for s in getattr(meta, "partition_statistics", [])}
-        for snap in meta.snapshots:
-            refs.add(snap.manifest_list)
-            for manifest in snap.manifests(table.io):
-                refs.add(manifest.manifest_path)
-                for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
-                    refs.add(entry.data_file.file_path)
-        return {to_local_path(r) for r in refs}
+        """Every file the table's metadata references (``table_files.referenced_files``)."""
+        return table_files.referenced_files(self.catalog().load_table(identifier))
 
     def orphan_files(self, identifier: str, older_than: datetime | None = None) -> list[str]:
-        """Files under the table's location that nothing in its metadata references
-        (debris of killed or failed writes), last modified before ``older_than`` when given:
-        a write in flight has files not referenced yet, so keep a margin in production."""
-        table = self.catalog().load_table(identifier)
-        fs, root = table_filesystem(table)
-        listed = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        refs = {strip_scheme(r) for r in self.referenced_files(identifier)}
-        return sorted(
-            f.path
-            for f in listed
-            if f.type == pafs.FileType.File
-            and f.path not in refs
-            and (older_than is None or f.mtime < older_than.astimezone(f.mtime.tzinfo))
-        )
+        """Files under the table's location nothing references (``table_files``)."""
+        return table_files.orphan_files(self.catalog().load_table(identifier), older_than)
 
     def remove_orphan_files(self, identifier: str, older_than: datetime | None) -> list[str]:
-        """Delete ``orphan_files`` of the table last modified before ``older_than`` (None:
-        all of them, only when no write to the table can be in flight); returns what was
-        removed."""
-        fs, _ = table_filesystem(self.catalog().load_table(identifier))
-        orphans = self.orphan_files(identifier, older_than)
-        for path in orphans:
-            fs.delete_file(path)
-        return orphans
+        """Delete the table's orphan files older than ``older_than`` (``table_files``)."""
+        return table_files.remove_orphan_files(self.catalog().load_table(identifier), older_than)
 
     def describe(self, identifier: str, written: int = 0) -> WriteResult:
         """The table as it is now: current snapshot id and row count."""
@@ -425,40 +339,6 @@ def _check_base(identifier: str, table: Table, base_snapshot_id: int | None) -> 
         )
     props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
     table.metadata = table.metadata.model_copy(update={"properties": props})
-
-
-def _disk_full(error: BaseException) -> bool:
-    return isinstance(error, OSError) and (
-        error.errno == errno.ENOSPC or "No space left on device" in str(error)
-    )
-
-
-class _RecordingIO(FileIO):
-    """The table's FileIO, remembering every file opened for writing."""
-
-    def __init__(self, inner: FileIO):
-        super().__init__(inner.properties)
-        self.inner = inner
-        self.written: list[str] = []
-
-    def new_input(self, location: str) -> InputFile:
-        return self.inner.new_input(location)
-
-    def new_output(self, location: str) -> OutputFile:
-        self.written.append(location)
-        return self.inner.new_output(location)
-
-    def delete(self, location: str | InputFile | OutputFile) -> None:
-        self.inner.delete(location)
-
-    def delete_written(self, keep: set[str]) -> None:
-        for location in self.written:
-            if to_local_path(location) in keep:
-                continue
-            try:
-                self.inner.delete(location)
-            except (FileNotFoundError, OSError):
-                pass  # never created, or already gone
 
 
 def _schema_differs(table: Table, schema: pa.Schema) -> bool:
