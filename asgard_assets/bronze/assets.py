@@ -39,7 +39,10 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
         kinds={"iceberg", "python"},
         description=_description(table),
         code_version=code_version(
-            "resources/ingestion.py", "resources/source_streams.py", "resources/bronze_state.py"
+            "resources/ingestion.py",
+            "resources/source_streams.py",
+            "resources/bronze_state.py",
+            "resources/source_fits.py",
         ),
         retry_policy=EXTERNAL_SYSTEM_RETRY,
         check_specs=bronze_check_specs(table),

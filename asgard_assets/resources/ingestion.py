@@ -28,11 +28,8 @@ from pyiceberg.exceptions import CommitFailedException
 
 from .. import demo_data
 from ..contracts.sources import (
-    DOUBLE,
-    INTEGER,
     SOURCES,
     STRING,
-    TIMESTAMP,
     contract_violations,
     physical_type,
     qualified_name,
@@ -48,6 +45,7 @@ from .bronze_state import (
     same_time,
 )
 from .lakehouse import KeyReplace, Lakehouse, WriteResult
+from .source_fits import misfit_table, sqlite_fits
 from .source_streams import (
     read_source,
     spool_dir,
@@ -56,7 +54,6 @@ from .source_streams import (
 )
 from .write_audit import Audit
 
-REASON = "_asgard_reason"  # quarantine: the columns whose value does not fit their type
 QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
 # a concurrent load of the same table committed first: read again past its rows
 COMMIT_ATTEMPTS = 3
@@ -79,19 +76,6 @@ def redact(url: str) -> str:
 def utc_now() -> datetime:
     """Now as the naive UTC timestamp source timestamps are read as."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _sqlite_fits(column: str, physical: str | None) -> str:
-    """A SQLite predicate: the value fits the column's declared type. SQLite stores any
-    value in any column, and connectorx panics on the first one that does not fit."""
-    c = f'"{column}"'
-    if physical == INTEGER:
-        return f"typeof({c}) IN ('integer', 'null')"
-    if physical == DOUBLE:
-        return f"typeof({c}) IN ('integer', 'real', 'null')"
-    if physical == TIMESTAMP:
-        return f"({c} IS NULL OR (typeof({c}) = 'text' AND datetime({c}) IS NOT NULL))"
-    return f"typeof({c}) IN ('text', 'null')"
 
 
 class Ingestion(dg.ConfigurableResource, ABC):
@@ -291,7 +275,7 @@ class EmbeddedIngestion(Ingestion):
         (the other databases enforce column types themselves)."""
         if sa.engine.make_url(self.url()).get_backend_name() != "sqlite":
             return None
-        return " AND ".join(_sqlite_fits(n, physical_type(t)) for n, t in columns.items())
+        return " AND ".join(sqlite_fits(columns).values())
 
     def misfits(
         self, table: str, since: datetime | None = None, window: Window | None = None
@@ -302,21 +286,16 @@ class EmbeddedIngestion(Ingestion):
         with self._connect() as conn:
             where = self._qualified(table, conn)
             columns = self._columns(table, conn)
-            fits = {n: _sqlite_fits(n, physical_type(t)) for n, t in columns.items()}
             if self._fits(columns) is None:
-                return _misfit_table(list(columns), [])
-            flags = ", ".join(f"CASE WHEN {f} THEN 0 ELSE 1 END" for f in fits.values())
+                return misfit_table(list(columns), [])
+            flags = ", ".join(
+                f"CASE WHEN {f} THEN 0 ELSE 1 END" for f in sqlite_fits(columns).values()
+            )
             scope = self._scope(
                 columns, since, self._window_clause(table, where, columns, window), fitting=False
             )
             rows = conn.execute(sa.text(f"SELECT *, {flags} FROM {where} WHERE {scope}")).all()
-        names = list(columns)
-        found = []
-        for row in rows:
-            values, bad = row[: len(names)], row[len(names) :]
-            reason = ", ".join(n for n, b in zip(names, bad, strict=True) if b)
-            found.append([None if v is None else str(v) for v in values] + [reason])
-        return _misfit_table(names, found)
+        return misfit_table(list(columns), rows)
 
     def ingest(
         self,
@@ -416,10 +395,3 @@ class EmbeddedIngestion(Ingestion):
                 audit=audit,
                 base_snapshot_id=base,
             )
-
-
-def _misfit_table(names: list[str], rows: list[list[str | None]]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in [*names, REASON]]
-    return pa.table(
-        {n: pa.array(list(v), pa.string()) for n, v in zip([*names, REASON], columns, strict=True)}
-    )
