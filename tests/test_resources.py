@@ -67,5 +67,14 @@ def test_building_one_resource_imports_only_its_module(tmp_path):
         check=True,
         env={**clean_env(), "ASGARD_HOME": str(tmp_path)},
     ).stdout
-    lakehouse_modules = ["data_files", "lakehouse", "table_reads", "write_audit"]
+    # the lakehouse's own modules (its writer, reads, write-audit-publish, failed-write undo
+    # and file inventory), nothing of any other resource
+    lakehouse_modules = [
+        "data_files",
+        "failed_writes",
+        "lakehouse",
+        "table_files",
+        "table_reads",
+        "write_audit",
+    ]
     assert out.strip() == str([f"asgard_assets.resources.{m}" for m in lakehouse_modules])
