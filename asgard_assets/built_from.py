@@ -27,15 +27,11 @@ def inputs(lakehouse: Lakehouse, code: str | None, sources: list[str], **extra: 
     return json.dumps(
         {
             "code": code,
-            "sources": {s: _snapshot(lakehouse, s) for s in sorted(sources)},
+            "sources": {s: lakehouse.snapshot_id(s) for s in sorted(sources)},
             **extra,
         },
         sort_keys=True,
     )
-
-
-def _snapshot(lakehouse: Lakehouse, identifier: str) -> int | None:
-    return lakehouse.snapshot_id(identifier) if lakehouse.exists(identifier) else None
 
 
 def built_from(lakehouse: Lakehouse, identifier: str) -> str | None:

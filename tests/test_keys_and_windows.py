@@ -269,3 +269,30 @@ def test_key_checks_work_for_integer_keys(home):
     with pytest.raises(dg.Failure, match="id_unique: 1 ids occur more than once"):
         lakehouse.write("silver.ints", data.to_reader(), mode="append", audit=failing)
     assert lakehouse.snapshot_id("silver.ints") == before
+
+
+@pytest.mark.parametrize("first_build", [True, False], ids=["first-build", "rebuild"])
+def test_sql_failing_while_it_runs_is_named_and_commits_nothing(
+    own_source, tmp_path, monkeypatch, first_build
+):
+    """A rule that fails on the data (not when parsed or bound) fails the step naming the
+    SQL file and DuckDB's message, on a first build (streamed: no table is left behind)
+    and on a rebuild (the table stays at its snapshot)."""
+    assert materialize(WO if not first_build else "bronze/work_orders").success
+    before = resource("lakehouse").snapshot_id("silver.work_orders")
+    assert (before is None) == first_build
+    # an invalid regular expression built from each row's value: DuckDB finds it running
+    broken_sql(
+        tmp_path,
+        monkeypatch,
+        (
+            "UPPER(TRIM(CAST(machine_id AS STRING))) AS machine_id",
+            "REGEXP_EXTRACT(machine_id, CONCAT('(', machine_id), 0) AS machine_id",
+        ),
+    )
+    result = materialize("silver/work_orders", raise_on_error=False)
+    assert not result.success
+    message = failure_message(result)
+    assert "work_orders.sql failed in DuckDB: Invalid Input Error: missing ): (" in message
+    assert resource("lakehouse").snapshot_id("silver.work_orders") == before
+    assert resource("lakehouse").exists("silver.work_orders") != first_build

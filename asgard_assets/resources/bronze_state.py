@@ -48,8 +48,6 @@ def keys_elsewhere(
     lakehouse: Lakehouse, identifier: str, key: str, window: Window, folder: str
 ) -> list:
     """Keys of the spooled rows that bronze holds outside the window (rows that moved)."""
-    if not lakehouse.exists(identifier) or lakehouse.snapshot_id(identifier) is None:
-        return []  # nothing loaded yet, so nothing elsewhere
     rows = pa.ipc.open_file(pa.OSFile(f"{folder}/{SPOOL}"))
     keys = pa.RecordBatchReader.from_batches(
         pa.schema([rows.schema.field(key)]),

@@ -246,7 +246,7 @@ class EmbeddedIngestion(Ingestion):
         same latest ``updated_at`` in the window on both sides (every change to a row moves
         its ``updated_at``: the contract's cursor). One aggregate query on each side."""
         identifier = f"bronze.{table}"
-        if not lakehouse.exists(identifier) or lakehouse.snapshot_id(identifier) is None:
+        if lakehouse.snapshot_id(identifier) is None:
             return False
         fingerprint = f"SELECT count(*), max({CURSOR_COLUMN}) FROM {{}} WHERE {window.sql()}"
         with self._connect() as conn:
@@ -331,7 +331,7 @@ class EmbeddedIngestion(Ingestion):
         load_id = uuid.uuid4().hex
         loaded_at = datetime.now(UTC)
         # the snapshot the cursor is read from; the write commits only on top of it
-        base = lakehouse.snapshot_id(identifier) if lakehouse.exists(identifier) else None
+        base = lakehouse.snapshot_id(identifier)
         props = {"asgard.load-id": load_id}
         cursor = None
         mode = "partition_overwrite"
@@ -383,8 +383,10 @@ class EmbeddedIngestion(Ingestion):
         the window and of those keys (a row whose day changed leaves its old day)."""
         identifier, key = f"bronze.{table}", SOURCES[table].key
         with tempfile.TemporaryDirectory(dir=spool_dir()) as spool:
-            reader = spooled(self.read(table, window=window), spool)
-            moved = keys_elsewhere(lakehouse, identifier, key, window, spool)
+            reader, moved = self.read(table, window=window), []
+            if base is not None:  # rows bronze holds may have moved: spooled to learn their keys
+                reader = spooled(reader, spool)
+                moved = keys_elsewhere(lakehouse, identifier, key, window, spool)
             return lakehouse.write(
                 identifier,
                 with_load_columns(reader, load_id, datetime.now(UTC)),

@@ -141,7 +141,11 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         return self.catalog().table_exists(identifier)
 
     def snapshot_id(self, identifier: str) -> int | None:
-        snap = self.table(identifier).current_snapshot()
+        """The table's current snapshot id; None if it has none yet or does not exist."""
+        try:
+            snap = self.catalog().load_table(identifier).current_snapshot()
+        except NoSuchTableError:
+            return None
         return snap.snapshot_id if snap else None
 
     def current_files(self, identifier: str, row_filter: BooleanExpression = ALL_ROWS) -> list[str]:
@@ -228,10 +232,10 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
+        stream = iter(batches)
+        first = next(stream, None)  # a query that fails at once creates no table
         table, created = self._open_for_write(identifier, batches.schema)
         _check_base(identifier, table, base_snapshot_id)
-        stream = iter(batches)
-        first = next(stream, None)
         props = dict(properties or {})
         if window is not None:
             props["asgard.window"] = str(window)
@@ -272,7 +276,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         too, so that a key whose partition column changed is there once. Computed in DuckDB,
         so only these (few) keys become Iceberg filter literals. Blank keys are not keys:
         their rows go by their day only."""
-        if not self.exists(identifier) or self.snapshot_id(identifier) is None:
+        if self.snapshot_id(identifier) is None:
             return []
         self.attach(con, [identifier])
         return [

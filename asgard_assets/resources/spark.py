@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import sqlglot
 from sqlglot.errors import ParseError
 
@@ -73,17 +74,17 @@ class DuckDbSparkSql(SparkSqlEngine):
         con = bounded_duckdb(self.memory_limit)
         try:
             lakehouse.attach(con, inputs)
-            try:
-                # the whole key space: dedup must see a key's versions on every day
-                con.execute(f"CREATE TEMP TABLE _result AS {sql}")
-            except duckdb.Error as e:
-                raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
-            rows, replace = "SELECT * FROM _result", None
+            rows, replace = sql, None
             if window is not None and key is not None:
-                rows, replace = _window_rows(con, lakehouse, target, key, window)
+                if lakehouse.snapshot_id(target) is not None:
+                    # the whole key space: dedup must see a key's versions on every day
+                    _run(con, f"CREATE TEMP TABLE _result AS {sql}", sql_path)
+                    rows, replace = _window_rows(con, lakehouse, target, key, window)
+                else:  # nothing to replace: a key's one row is in the window or it is not
+                    rows = f"SELECT * FROM ({sql}) WHERE {window.sql()}"
             return lakehouse.write(
                 target,
-                con.sql(rows).to_arrow_reader(self.batch_rows),
+                _reader(con, rows, sql_path, self.batch_rows),
                 mode="overwrite",
                 window=window,
                 replace=replace,
@@ -94,6 +95,34 @@ class DuckDbSparkSql(SparkSqlEngine):
             con.close()
 
 
+def _run(con: duckdb.DuckDBPyConnection, sql: str, sql_path: Path) -> None:
+    try:
+        con.execute(sql)
+    except duckdb.Error as e:
+        raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
+
+
+def _reader(
+    con: duckdb.DuckDBPyConnection, sql: str, sql_path: Path, batch_rows: int
+) -> pa.RecordBatchReader:
+    """The rows of ``sql`` as a stream; DuckDB's errors, when binding it or while it runs
+    (its Arrow stream raises them as ``OSError``), fail naming the SQL file."""
+    try:
+        reader = con.sql(sql).to_arrow_reader(batch_rows)
+    except duckdb.Error as e:
+        raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
+
+    def batches():
+        try:
+            yield from reader
+        except (duckdb.Error, OSError) as e:
+            if isinstance(e, OSError) and e.errno is not None:  # the disk, not the SQL
+                raise
+            raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
 def _window_rows(
     con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, target: str, key: str, window: Window
 ) -> tuple[str, KeyReplace]:
@@ -101,7 +130,7 @@ def _window_rows(
     window's: the keys that are in the window now (in the result) or were (in the target)
     are written wherever their row lies now, and their rows elsewhere are replaced."""
     con.execute(f"CREATE TEMP TABLE _keys AS SELECT {key} FROM _result WHERE {window.sql()}")
-    if lakehouse.exists(target) and lakehouse.snapshot_id(target) is not None:
+    if lakehouse.snapshot_id(target) is not None:
         lakehouse.attach(con, [target])
         con.execute(f"INSERT INTO _keys SELECT {key} FROM {target} WHERE {window.sql()}")
     moved = lakehouse.keys_outside(con, target, key, window, "_keys")

@@ -205,7 +205,7 @@ class SparkOperatorEngine(SparkSqlEngine):
         log = self._log or dg.get_dagster_logger()
         name = f"asgard-{target.replace('.', '-').replace('_', '-')}-{uuid.uuid4().hex[:8]}"
         body = self.application(name, sql_path, target, inputs, window)
-        before = lakehouse.snapshot_id(target) if lakehouse.exists(target) else None
+        before = lakehouse.snapshot_id(target)
         api = self._api_client()
         where = _public(api.configuration.host)
         crd, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
