@@ -112,3 +112,6 @@ def test_a_hyperparameter_out_of_bounds_is_refused(journey_home, estimator, mess
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     text = str(failure.event_specific_data.error)
     assert message in text and ("greater than" in text or "less than" in text), text
+    assert "training config refused" in text
+    # bad input, not a blip: the retry policy for MLflow does not try it again
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]

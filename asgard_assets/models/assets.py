@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from ..contracts.model import ENTITY_KEY, FEATURES, GOLD_TABLE, LABEL, MODEL_NAME, TIMESTAMP
 from ..metadata import code_version
@@ -31,6 +31,14 @@ class TrainConfig(dg.Config):
     with its hyperparameters, e.g. {"gradient_boosting": {"learning_rate": 0.05}}."""
     shuffle_labels: bool = False
     """Train on permuted labels: a useless model, to see the quality gate stop it."""
+
+    def __init__(self, **data):
+        # pydantic judges the bounds when the step starts, where the retry policy (for
+        # MLflow's blips) would try a bad value three times: it fails at once instead
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise dg.Failure(f"training config refused: {e}", allow_retries=False) from e
 
 
 def _requirements() -> list[str]:
