@@ -115,3 +115,27 @@ def test_gold_metadata_has_no_unserializable_project(defs):
     node = defs.resolve_asset_graph().get(dg.AssetKey(["gold", "operator_features"]))
     assert not [k for k, v in node.metadata.items() if isinstance(v, DbtProject)]
     assert "dbt_docs" in node.metadata  # the translator's own entries are still there
+
+
+def test_loading_the_definitions_imports_no_engine_a_step_needs(tmp_path):
+    """Every process that loads the code location (a run, the webserver, the daemon) pays
+    its imports: dbt's runner, Feast, MLflow, scikit-learn, Kubernetes and Spark load in the
+    step that uses them (a re-run that skips gold never imports dbt's runner)."""
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    heavy = ("feast", "mlflow", "sklearn", "kubernetes", "matplotlib", "pyspark", "onnxruntime")
+    code = (
+        "import sys, asgard_assets.definitions; "
+        f"print(sorted(m for m in sys.modules if m == 'dbt.cli.main' or m.split('.')[0] in {heavy!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean_env(), "ASGARD_HOME": str(tmp_path)},
+    ).stdout
+    assert out.strip() == "[]"

@@ -16,10 +16,10 @@ import queue
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from dbt.cli.main import dbtRunner
-from dbt_common.events.base_types import EventLevel, EventMsg
-from dbt_common.events.functions import msg_to_json
+if TYPE_CHECKING:
+    from dbt_common.events.base_types import EventMsg
 
 
 class _Lines:
@@ -57,6 +57,9 @@ class DbtThread:
         self._thread.start()
 
     def _emit(self, msg: EventMsg) -> None:
+        from dbt_common.events.base_types import EventLevel
+        from dbt_common.events.functions import msg_to_json
+
         # what dbt prints at its default log level; the debug events go to dbt.log
         if msg.info.level != EventLevel.DEBUG:
             self._lines.put(msg_to_json(msg).encode())
@@ -64,6 +67,10 @@ class DbtThread:
 
     def _run(self, args: list[str]) -> None:
         try:
+            # imported by the first command, not with the definitions: a run that skips
+            # gold (nothing changed) or has no gold step never needs dbt's runner
+            from dbt.cli.main import dbtRunner
+
             result = dbtRunner(callbacks=[self._emit]).invoke(args)
             if result.exception is not None and not self._reported:
                 # dbt stopped before its logging started (a bad flag): say why, as the
