@@ -229,6 +229,24 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(names) and k not in make}
 
 
+def imported_after(code: str, home: Path, modules: str) -> list[str]:
+    """The modules (sorted) that ``modules``, a predicate on a module's name ``m``, selects
+    once ``code`` has run in a fresh interpreter: what a process would import for it."""
+    import ast
+    import subprocess
+    import sys
+
+    script = f"import sys; {code}; print(sorted(m for m in sys.modules if {modules}))"
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean_env(), "ASGARD_HOME": str(home)},
+    ).stdout
+    return ast.literal_eval(out)
+
+
 @pytest.fixture(scope="session")
 def demo_clone(tmp_path_factory):
     """A copy of the repository where ``make demo`` ran, as a user runs it (state in its

@@ -121,21 +121,8 @@ def test_loading_the_definitions_imports_no_engine_a_step_needs(tmp_path):
     """Every process that loads the code location (a run, the webserver, the daemon) pays
     its imports: dbt's runner, Feast, MLflow, scikit-learn, Kubernetes and Spark load in the
     step that uses them (a re-run that skips gold never imports dbt's runner)."""
-    import subprocess
-    import sys
-
-    from conftest import clean_env
+    from conftest import imported_after
 
     heavy = ("feast", "mlflow", "sklearn", "kubernetes", "matplotlib", "pyspark", "onnxruntime")
-    code = (
-        "import sys, asgard_assets.definitions; "
-        f"print(sorted(m for m in sys.modules if m == 'dbt.cli.main' or m.split('.')[0] in {heavy!r}))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**clean_env(), "ASGARD_HOME": str(tmp_path)},
-    ).stdout
-    assert out.strip() == "[]"
+    selected = f"m == 'dbt.cli.main' or m.split('.')[0] in {heavy!r}"
+    assert imported_after("import asgard_assets.definitions", tmp_path, selected) == []

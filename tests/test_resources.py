@@ -50,23 +50,14 @@ def test_every_resource_of_the_profile_is_complete(profile, monkeypatch):
 def test_building_one_resource_imports_only_its_module(tmp_path):
     """The dbt plugin (inside every dbt build) builds the lakehouse alone: no other resource
     module, nor Feast, MLflow, Kubernetes or dagster-dbt, is imported for it."""
-    import subprocess
-    import sys
+    from conftest import imported_after
 
-    from conftest import clean_env
-
-    code = (
-        "import sys; from asgard_assets.resources import resource; resource('lakehouse'); "
-        "print(sorted(m for m in sys.modules if m.startswith('asgard_assets.resources.') "
-        "or m.split('.')[0] in ('feast', 'mlflow', 'kubernetes', 'dagster_dbt')))"
+    out = imported_after(
+        "from asgard_assets.resources import resource; resource('lakehouse')",
+        tmp_path,
+        "m.startswith('asgard_assets.resources.') "
+        "or m.split('.')[0] in ('feast', 'mlflow', 'kubernetes', 'dagster_dbt')",
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**clean_env(), "ASGARD_HOME": str(tmp_path)},
-    ).stdout
     # the lakehouse's own modules (its writer, reads, write-audit-publish, failed-write undo
     # and file inventory), nothing of any other resource
     lakehouse_modules = [
@@ -77,4 +68,4 @@ def test_building_one_resource_imports_only_its_module(tmp_path):
         "table_reads",
         "write_audit",
     ]
-    assert out.strip() == str([f"asgard_assets.resources.{m}" for m in lakehouse_modules])
+    assert out == [f"asgard_assets.resources.{m}" for m in lakehouse_modules]
