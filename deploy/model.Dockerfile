@@ -1,12 +1,16 @@
 # Image of one model version's inference service, built in-cluster (Kaniko-compatible
 # executor or rootless BuildKit) from the deploy bundle Asgard writes: Dockerfile,
-# requirements.txt (the runtime lock, no dev tools), the package and the Feast repo.
+# requirements.txt (the runtime lock, no dev tools), the package, the Feast repo and the
+# model version itself (model/: its ONNX form and input contract, resolved by the deploy step).
 FROM python:3.11-slim
 WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY asgard_assets ./asgard_assets
 COPY feature_repo ./feature_repo
+# the version in the image: a pod starts without MLflow or its artifact store, and the image
+# serves the same model wherever it runs
+COPY model ./model
 # bytecode now: at run time the root filesystem is read-only (and PYTHONDONTWRITEBYTECODE)
 RUN python -m compileall -q asgard_assets feature_repo
 # The package runs from /app (PYTHONPATH, not site-packages) so it finds feature_repo/ beside
@@ -15,6 +19,7 @@ ENV PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \
     ASGARD_PROFILE=k8s \
     ASGARD_MODEL_URI=${MODEL_URI} \
+    ASGARD_MODEL_DIR=/app/model \
     ASGARD_HOME=/tmp/asgard \
     HOME=/tmp
 USER 10001:10001

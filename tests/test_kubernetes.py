@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -27,6 +28,7 @@ from kubernetes import client as k8s
 
 from asgard_assets.contracts.model import MODEL_NAME
 from asgard_assets.deployments.bundle import (
+    MODEL_DIR,
     VERSION_LABEL,
     BundleSpec,
     manifests,
@@ -39,6 +41,7 @@ from asgard_assets.resources.image_builder import (
     LocalImageBuilder,
 )
 from asgard_assets.resources.kubernetes import KubernetesDeployer
+from asgard_assets.serving.model import MODEL_FILE, MODEL_META, ServedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.30.0"  # the cluster version docs/kubernetes.md asks for
@@ -52,10 +55,26 @@ def valid(obj: dict) -> dict:
     return obj
 
 
+def with_model(bundle: Path) -> Path:
+    """``bundle`` with the files the deploy step's ``ServedModel.save`` adds (their content
+    matters only to the service, which ``test_the_image_serves_its_own_copy`` starts)."""
+    (bundle / MODEL_DIR).mkdir()
+    for name in (MODEL_FILE, MODEL_META):
+        (bundle / MODEL_DIR / name).write_text("{}")
+    return bundle
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     spec = BundleSpec(MODEL_NAME, "7", image=IMAGE, replicas=2)
-    return write_bundle(spec, tmp_path_factory.mktemp("bundle") / "v7")
+    return with_model(write_bundle(spec, tmp_path_factory.mktemp("bundle") / "v7"))
+
+
+def image_env(bundle: Path) -> dict[str, str]:
+    """The Dockerfile's ENV, with the image's /app being ``bundle``."""
+    text = (bundle / "Dockerfile").read_text().replace("\\\n", " ")
+    pairs = [p for line in text.splitlines() if line.startswith("ENV ") for p in line.split()[1:]]
+    return {k: v.replace("/app", str(bundle)) for k, v in (p.split("=", 1) for p in pairs)}
 
 
 # --- manifests -----------------------------------------------------------------------------
@@ -179,6 +198,8 @@ def test_images_install_the_runtime_lock_without_dev_tools(bundle):
     dockerfile = (bundle / "Dockerfile").read_text()
     assert f"ASGARD_MODEL_URI=models:/{MODEL_NAME}/7" in dockerfile
     assert "COPY feature_repo" in dockerfile and "USER 10001" in dockerfile
+    assert f"COPY {MODEL_DIR} ./{MODEL_DIR}" in dockerfile  # the version is in the image
+    assert image_env(bundle)["ASGARD_MODEL_DIR"] == str(bundle / MODEL_DIR)
     tag = yaml.safe_load((ROOT / "deploy/dagster-values.yaml").read_text())[
         "dagster-user-deployments"
     ]["deployments"][0]["image"]["tag"]
@@ -192,17 +213,26 @@ def test_a_manifest_kubernetes_would_reject_is_caught():
         valid(deployment)
 
 
-def test_bundle_serves_operator_ids_from_its_own_folder(journey_home, bundle):
-    """What the image runs: the service started from the bundle's copy of the package
-    (PYTHONPATH=bundle, as the Dockerfile sets) answers /predict by operator_ids, which
-    needs the Feast repo inside the bundle."""
+def test_the_image_serves_its_own_copy_of_the_version(journey_home, tmp_path):
+    """What the image runs: the service started from the bundle's copy of the package and of
+    the model version (the Dockerfile's ENV, /app being the bundle; MLflow unreachable)
+    answers /predict by operator_ids, which needs the Feast repo inside the bundle."""
+    copy = ServedModel.save(f"models:/{MODEL_NAME}@champion", tmp_path / "resolved")
+    version = json.loads((copy / MODEL_META).read_text())["version"]
+    bundle = write_bundle(BundleSpec(MODEL_NAME, version, image=IMAGE), tmp_path / "bundle")
+    shutil.copytree(copy, bundle / MODEL_DIR)
+    assert LocalImageBuilder().build(bundle, IMAGE) == f"models:/{MODEL_NAME}/{version}"
+    image = image_env(bundle)
+    assert image["ASGARD_MODEL_DIR"] == str(bundle / MODEL_DIR)
     port = free_port()
     env = {
         "PATH": str(Path(sys.executable).parent),
-        "PYTHONPATH": str(bundle),
-        "ASGARD_HOME": str(journey_home),
-        "ASGARD_MODEL_URI": f"models:/{MODEL_NAME}@champion",
-        "HOME": str(bundle.parent),
+        "PYTHONPATH": image["PYTHONPATH"],
+        "ASGARD_HOME": str(journey_home),  # the local online store (the image's is Redis)
+        "ASGARD_MODEL_URI": image["ASGARD_MODEL_URI"],
+        "ASGARD_MODEL_DIR": image["ASGARD_MODEL_DIR"],
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # nothing listens: never asked
+        "HOME": str(tmp_path),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "asgard_assets.serving.app:app", "--port", str(port)],
@@ -671,6 +701,11 @@ def test_local_builder_checks_the_bundle(bundle, tmp_path):
     (broken / "feature_repo" / "features.py").unlink()
     with pytest.raises(dg.Failure, match=r"lacks feature_repo/features.py \(the Feast definitions"):
         LocalImageBuilder().build(broken, IMAGE)
+    # written, but the deploy step has not resolved the version into it: the image's
+    # COPY would fail in the cluster, so it is refused here
+    unresolved = write_bundle(BundleSpec(MODEL_NAME, "7", image=IMAGE), tmp_path / "unresolved")
+    with pytest.raises(dg.Failure, match=r"lacks model/model.onnx \(the model version's ONNX"):
+        LocalImageBuilder().build(unresolved, IMAGE)
 
 
 def test_no_api_configured_says_how_to_configure_one(tmp_path, monkeypatch):

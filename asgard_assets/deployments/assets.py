@@ -6,12 +6,12 @@ from ..contracts.model import MODEL_NAME
 from ..metadata import code_version
 from ..models.assets import MODEL_KEY
 from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
-from ..resources.deployer import MODEL_DIR, Deployer
+from ..resources.deployer import Deployer
 from ..resources.image_builder import ImageBuilder
 from ..resources.mlflow_tracking import MlflowTracking
 from ..serving.model import ServedModel
 from ..settings import asgard_home
-from .bundle import BundleSpec, write_bundle
+from .bundle import MODEL_DIR, BundleSpec, write_bundle
 
 
 @dg.asset(

@@ -2,8 +2,9 @@
 
 ``<ASGARD_HOME>/deployments/<model>/v<version>/`` holds the Dockerfile, the pinned runtime
 requirements, a copy of the package and of the Feast repo (``/predict`` by ``operator_ids``
-reads the online store through it), and the Deployment + Service manifests rendered from
-the templates in ``deploy/templates/``. The manifests name one stable Deployment and
+reads the online store through it), the version itself in ``model/`` (its ONNX form and
+input contract, ``ServedModel.save``: the service starts from it without MLflow), and the
+Deployment + Service manifests rendered from the templates in ``deploy/templates/``. The manifests name one stable Deployment and
 Service per model; the version is a label.
 """
 
@@ -17,11 +18,14 @@ from string import Template
 
 import yaml
 
+from ..serving.model import MODEL_FILE, MODEL_META
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 TEMPLATES = DEPLOY / "templates"
 RUNTIME_LOCK = ROOT / "requirements.runtime.lock"
 VERSION_LABEL = "asgard/model-version"
+MODEL_DIR = "model"  # the version's copy (serving/model.ServedModel.save)
 # what the image must hold for every /predict form (bundle path -> what it is)
 REQUIRED = {
     "Dockerfile": "the image's Dockerfile",
@@ -29,6 +33,8 @@ REQUIRED = {
     "asgard_assets/serving/app.py": "the inference service",
     "feature_repo/features.py": "the Feast definitions (operator_ids)",
     "feature_repo/feature_store.k8s.yaml": "the Feast k8s store configuration (operator_ids)",
+    f"{MODEL_DIR}/{MODEL_FILE}": "the model version's ONNX form",
+    f"{MODEL_DIR}/{MODEL_META}": "the model version's input contract",
     "k8s/deployment.yaml": "the Deployment manifest",
     "k8s/service.yaml": "the Service manifest",
 }

@@ -29,10 +29,10 @@ from pathlib import Path
 import dagster as dg
 import httpx
 
+from ..deployments.bundle import MODEL_DIR
 from ..settings import asgard_home
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_DIR = "model"  # the bundle's copy of the version (serving/model.ServedModel.save)
 
 
 @dataclass(frozen=True)
