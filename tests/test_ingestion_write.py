@@ -6,7 +6,6 @@ the table at its snapshot and no files."""
 from __future__ import annotations
 
 import os
-import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -164,20 +163,3 @@ def test_only_columns_with_few_distinct_values_get_a_dictionary(home, small_file
         ["b", "c"],
         [],
     ]
-
-
-def test_encoding_yields_the_cpu_to_the_read(home, monkeypatch):
-    """Row groups are encoded on a thread below the reading thread's priority: on two cores
-    the read (and the database server) is what a load waits for."""
-    seen = {}
-    encode = data_files._DataFiles.write
-
-    def write(self, batches):
-        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        return encode(self, batches)
-
-    monkeypatch.setattr(data_files._DataFiles, "write", write)
-    IcebergLakehouse().write(TABLE, reader(batch(i) for i in range(3)), mode="overwrite")
-    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert seen["nice"] == min(here + data_files.ENCODER_NICE, 19)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == here  # not ours

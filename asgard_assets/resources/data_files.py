@@ -6,8 +6,6 @@ wraps it in write-audit-publish and undo-on-failure."""
 
 from __future__ import annotations
 
-import os
-import threading
 import uuid
 import warnings
 from collections.abc import Iterable
@@ -58,10 +56,6 @@ ROW_GROUP_BYTES = 8 * 1024 * 1024
 # (parquet-mr drops a dictionary that does not pay off; Arrow has no such check): bench/
 # ingest.py's work orders encoded with 40 % less CPU into 40 % smaller files without them.
 DICTIONARY_MAX_DISTINCT = 0.1
-# The encoding thread's nice value: on two cores the database server, the source read and
-# the encoding compete, and the read is what the load waits for. bench/ingest.py at 10M
-# rows: bronze 9.10-9.80 -> 8.58-9.00 s (four alternating runs), peak memory unchanged.
-ENCODER_NICE = 10
 
 
 def write_stream(
@@ -115,9 +109,7 @@ def _encoded_files(
     meta = txn.table_metadata
     meta = meta.model_copy(update={"properties": {**TABLE_PROPERTIES, **meta.properties}})
     files = _DataFiles(meta, io, schema, write_uuid)
-    with ThreadPoolExecutor(
-        1, thread_name_prefix="asgard-encode", initializer=_yield_to_reads
-    ) as encoder:
+    with ThreadPoolExecutor(1, thread_name_prefix="asgard-encode") as encoder:
         encoding = None
         try:
             for group in bin_pack_record_batches(batches, min(ROW_GROUP_BYTES, files.target)):
@@ -134,17 +126,6 @@ def _encoded_files(
             raise
     files.close()
     return files.written
-
-
-def _yield_to_reads() -> None:
-    """Lower the encoding thread's priority (Linux schedules threads by their own nice
-    value): the source read is the critical path (ADBC decodes on one thread beside the
-    database server), and encoding waits at most two row groups behind it anyway."""
-    thread = threading.get_native_id()
-    with suppress(OSError):  # a platform without per-thread priorities: as it was
-        os.setpriority(
-            os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + ENCODER_NICE
-        )
 
 
 class _DataFiles:
