@@ -8,11 +8,12 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY asgard_assets ./asgard_assets
 COPY feature_repo ./feature_repo
-# the version in the image: a pod starts without MLflow or its artifact store, and the image
-# serves the same model wherever it runs
-COPY model ./model
 # bytecode now: at run time the root filesystem is read-only (and PYTHONDONTWRITEBYTECODE)
 RUN python -m compileall -q asgard_assets feature_repo
+# the version in the image (last: the layers above are shared by every version of the same
+# code): a pod starts without MLflow or its artifact store, and serves the same model
+# wherever it runs
+COPY model ./model
 # The package runs from /app (PYTHONPATH, not site-packages) so it finds feature_repo/ beside
 # it; scratch state under /tmp: the pod's root filesystem is read-only.
 ENV PYTHONPATH=/app \

@@ -10,7 +10,9 @@ import sqlalchemy as sa
 from conftest import FOUNDATION, create_source_table, materialize
 from test_contract import DAY, checks, material
 
+from asgard_assets import demo_data
 from asgard_assets.bronze.contract_checks import bronze_contract_checks
+from asgard_assets.partitions import Window
 from asgard_assets.resources import lakehouse as lakehouse_module
 from asgard_assets.resources import resource
 from asgard_assets.resources.bronze_state import bronze_cursor
@@ -150,3 +152,49 @@ def test_concurrent_silver_builds_lose_no_commit_and_duplicate_nothing(source, m
     assert len(table.history()) > before  # the first build's commit stands
     assert sorted(table.scan().to_pandas()["material_id"]) == ["MAT-1", "MAT-2", "MAT-3"]
     assert not [f for f in lh.orphan_files("silver.materials") if f.endswith(".parquet")]
+
+
+def demo_window(column: str) -> Window:
+    first = datetime.combine(demo_data.START, datetime.min.time())
+    last = first + timedelta(days=demo_data.DAYS)
+    return Window(column, first, last, first, last)
+
+
+def test_concurrent_first_loads_of_a_window_hold_each_row_once(own_source, monkeypatch):
+    """Two first loads of one window at once, both planned on a table with no snapshot: the
+    first commit stands, the other's commit is refused (it would have replaced nothing and
+    left both loads' rows), and it loads again on top of the first, replacing its rows."""
+    window = demo_window("event_time")
+    results, errors = twice_at_once(
+        lambda: resource("ingestion").ingest("machine_logs", resource("lakehouse"), window=window),
+        monkeypatch,
+    )
+    assert errors == []
+    assert sorted(r.attempts for r in results) == [1, 2]
+    engine = sa.create_engine(own_source)
+    with engine.connect() as conn:
+        source_rows = conn.execute(sa.text("SELECT count(*) FROM machine_logs")).scalar()
+    engine.dispose()
+    assert resource("lakehouse").describe("bronze.machine_logs").total_rows == source_rows
+
+
+def test_concurrent_first_silver_builds_hold_each_key_once(own_source, monkeypatch):
+    """Two first builds of one silver table at once: they stream as if the table were empty,
+    so the second to commit is refused and builds again on top of the first."""
+    from asgard_assets.silver.assets import sql_path
+
+    assert materialize("bronze/machine_logs", assets=ASSETS).success
+    results, errors = twice_at_once(
+        lambda: resource("spark").build(
+            sql_path("machine_logs"),
+            "silver.machine_logs",
+            ["bronze.machine_logs"],
+            resource("lakehouse"),
+            demo_window("event_time"),
+            key="log_id",
+        ),
+        monkeypatch,
+    )
+    assert errors == [] and len(results) == 2
+    ids = resource("lakehouse").table("silver.machine_logs").scan().to_arrow()["log_id"]
+    assert len(ids) == len(set(ids.to_pylist())) == 24_751

@@ -44,7 +44,7 @@ from .bronze_state import (
     not_yet_loaded,
     same_time,
 )
-from .lakehouse import KeyReplace, Lakehouse, WriteResult
+from .lakehouse import EMPTY, KeyReplace, Lakehouse, WriteResult
 from .source_fits import misfit_table, sqlite_fits
 from .source_streams import (
     read_source,
@@ -330,8 +330,10 @@ class EmbeddedIngestion(Ingestion):
         identifier = f"bronze.{table}"
         load_id = uuid.uuid4().hex
         loaded_at = datetime.now(UTC)
-        # the snapshot the cursor is read from; the write commits only on top of it
+        # the snapshot the cursor is read from (EMPTY: none yet); the write commits only on
+        # top of it (a concurrent first load makes this one read again, on top of that one)
         base = lakehouse.snapshot_id(identifier)
+        base = EMPTY if base is None else base
         props = {"asgard.load-id": load_id}
         cursor = None
         mode = "partition_overwrite"
@@ -377,14 +379,14 @@ class EmbeddedIngestion(Ingestion):
         load_id: str,
         props: dict[str, str],
         audit: Audit | None,
-        base: int | None,
+        base: int,
     ) -> WriteResult:
         """The window's source rows, and every row of their keys, replace bronze's rows in
         the window and of those keys (a row whose day changed leaves its old day)."""
         identifier, key = f"bronze.{table}", SOURCES[table].key
         with tempfile.TemporaryDirectory(dir=spool_dir()) as spool:
             reader, moved = self.read(table, window=window), []
-            if base is not None:  # rows bronze holds may have moved: spooled to learn their keys
+            if base != EMPTY:  # rows bronze holds may have moved: spooled to learn their keys
                 reader = spooled(reader, spool)
                 moved = keys_elsewhere(lakehouse, identifier, key, window, spool)
             return lakehouse.write(

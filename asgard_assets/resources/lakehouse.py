@@ -53,6 +53,9 @@ KEY_CHUNK = 1000
 # what one DuckDB connection may hold before it spills to disk (DuckDB's own default is
 # 80% of the machine's memory, so a query over a large table would grow with it)
 DUCKDB_MEMORY = "512MB"
+# ``base_snapshot_id`` of a write planned on a table that has no snapshot yet (Iceberg's
+# snapshot ids are never negative)
+EMPTY = -1
 
 
 def duckdb_bounds(memory_limit: str = DUCKDB_MEMORY) -> dict[str, str]:
@@ -223,7 +226,8 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         adds. The reader is streamed, so memory stays bounded (see ``data_files``);
         the schema is created on first write and evolved by name when new columns appear.
         With ``base_snapshot_id`` it commits only if the table is still at that snapshot
-        (``CommitFailedException`` otherwise: what was read from it is stale). A failed write
+        (``EMPTY``: still has none; ``CommitFailedException`` otherwise: what was read from
+        it is stale). A failed write
         removes the files it wrote (see ``failed_writes.undo_on_failure``).
 
         Write-audit-publish: ``audit`` judges the staged table before the commit; if one of
@@ -232,6 +236,8 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
+        if base_snapshot_id is not None:  # a stale plan fails before its stream starts
+            _check_moved(identifier, self.snapshot_id(identifier), base_snapshot_id)
         stream = iter(batches)
         first = next(stream, None)  # a query that fails at once creates no table
         table, created = self._open_for_write(identifier, batches.schema)
@@ -326,21 +332,25 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         return path
 
 
+def _check_moved(identifier: str, current: int | None, base_snapshot_id: int) -> None:
+    planned = None if base_snapshot_id == EMPTY else base_snapshot_id
+    if current != planned:
+        raise CommitFailedException(
+            f"{identifier} moved from snapshot {planned} to {current} since this write was planned"
+        )
+
+
 def _check_base(identifier: str, table: Table, base_snapshot_id: int | None) -> None:
-    """Pin a write to the snapshot its caller read (a cursor, say): fail now if the table
-    has moved since, and at commit if it moves meanwhile. pyiceberg would rebase a
-    conflicting commit onto the new snapshot and retry; for an append planned from a
-    cursor that appends the same rows twice, so these writes do not retry inside pyiceberg
-    (the caller reads again instead)."""
+    """Pin a write to the snapshot its caller read (a cursor, say; ``EMPTY``: no snapshot
+    yet): fail now if the table has moved since, and at commit if it moves meanwhile.
+    pyiceberg would rebase a conflicting commit onto the new snapshot and retry; for an
+    append planned from a cursor that appends the same rows twice, and a first load that
+    replaced nothing would leave the other's rows of its keys beside its own, so these
+    writes do not retry inside pyiceberg (the caller reads again instead)."""
     if base_snapshot_id is None:
         return
     snap = table.current_snapshot()
-    current = snap.snapshot_id if snap else None
-    if current != base_snapshot_id:
-        raise CommitFailedException(
-            f"{identifier} moved from snapshot {base_snapshot_id} to {current} since this "
-            "write was planned"
-        )
+    _check_moved(identifier, snap.snapshot_id if snap else None, base_snapshot_id)
     props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
     table.metadata = table.metadata.model_copy(update={"properties": props})
 

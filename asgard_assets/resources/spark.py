@@ -16,10 +16,18 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import sqlglot
+from pyiceberg.exceptions import CommitFailedException
 from sqlglot.errors import ParseError
 
 from ..partitions import Window
-from .lakehouse import DUCKDB_MEMORY, KeyReplace, Lakehouse, WriteResult, bounded_duckdb
+from .lakehouse import (
+    DUCKDB_MEMORY,
+    EMPTY,
+    KeyReplace,
+    Lakehouse,
+    WriteResult,
+    bounded_duckdb,
+)
 from .write_audit import Audit
 
 
@@ -71,17 +79,35 @@ class DuckDbSparkSql(SparkSqlEngine):
         audit: Audit | None = None,
     ) -> WriteResult:
         sql = transpile(sql_path)
+        try:
+            return self._build(sql, sql_path, target, inputs, lakehouse, window, key, audit)
+        except CommitFailedException:
+            # a first build streamed as if the table were empty, and another build committed
+            # meanwhile: build again on top of that one
+            return self._build(sql, sql_path, target, inputs, lakehouse, window, key, audit)
+
+    def _build(
+        self,
+        sql: str,
+        sql_path: Path,
+        target: str,
+        inputs: list[str],
+        lakehouse: Lakehouse,
+        window: Window | None,
+        key: str | None,
+        audit: Audit | None,
+    ) -> WriteResult:
         con = bounded_duckdb(self.memory_limit)
         try:
             lakehouse.attach(con, inputs)
-            rows, replace = sql, None
+            rows, replace, base = sql, None, None
             if window is not None and key is not None:
                 if lakehouse.snapshot_id(target) is not None:
                     # the whole key space: dedup must see a key's versions on every day
                     _run(con, f"CREATE TEMP TABLE _result AS {sql}", sql_path)
                     rows, replace = _window_rows(con, lakehouse, target, key, window)
                 else:  # nothing to replace: a key's one row is in the window or it is not
-                    rows = f"SELECT * FROM ({sql}) WHERE {window.sql()}"
+                    rows, base = f"SELECT * FROM ({sql}) WHERE {window.sql()}", EMPTY
             return lakehouse.write(
                 target,
                 _reader(con, rows, sql_path, self.batch_rows),
@@ -89,6 +115,7 @@ class DuckDbSparkSql(SparkSqlEngine):
                 window=window,
                 replace=replace,
                 properties={"asgard.sql": sql_path.name},
+                base_snapshot_id=base,
                 audit=_after_release(con, audit),
             )
         finally:
