@@ -4,8 +4,8 @@
 requirements, a copy of the package and of the Feast repo (``/predict`` by ``operator_ids``
 reads the online store through it), the version itself in ``model/`` (its ONNX form and
 input contract, ``ServedModel.save``: the service starts from it without MLflow), and the
-Deployment + Service manifests rendered from the templates in ``deploy/templates/``. The manifests name one stable Deployment and
-Service per model; the version is a label.
+Deployment + Service manifests rendered from the templates in ``deploy/templates/``. The
+manifests name one stable Deployment and Service per model; the version is a label.
 """
 
 from __future__ import annotations

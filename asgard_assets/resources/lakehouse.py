@@ -145,11 +145,15 @@ class Lakehouse(dg.ConfigurableResource, ABC):
 
     def snapshot_id(self, identifier: str) -> int | None:
         """The table's current snapshot id; None if it has none yet or does not exist."""
+        table = self._loaded(identifier)
+        snap = table.current_snapshot() if table is not None else None
+        return snap.snapshot_id if snap else None
+
+    def _loaded(self, identifier: str) -> Table | None:
         try:
-            snap = self.catalog().load_table(identifier).current_snapshot()
+            return self.catalog().load_table(identifier)
         except NoSuchTableError:
             return None
-        return snap.snapshot_id if snap else None
 
     def current_files(self, identifier: str, row_filter: BooleanExpression = ALL_ROWS) -> list[str]:
         """Data files of the table's current snapshot only (older snapshots' files share the
@@ -227,8 +231,8 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         the schema is created on first write and evolved by name when new columns appear.
         With ``base_snapshot_id`` it commits only if the table is still at that snapshot
         (``EMPTY``: still has none; ``CommitFailedException`` otherwise: what was read from
-        it is stale). A failed write
-        removes the files it wrote (see ``failed_writes.undo_on_failure``).
+        it is stale). A failed write removes the files it wrote (see
+        ``failed_writes.undo_on_failure``).
 
         Write-audit-publish: ``audit`` judges the staged table before the commit; if one of
         its ERROR checks fails, nothing is committed (the table stays at its snapshot, the
@@ -236,12 +240,14 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
-        if base_snapshot_id is not None:  # a stale plan fails before its stream starts
-            _check_moved(identifier, self.snapshot_id(identifier), base_snapshot_id)
+        table = self._loaded(identifier)
+        _check_base(identifier, table, base_snapshot_id)  # a stale plan fails before its stream
         stream = iter(batches)
         first = next(stream, None)  # a query that fails at once creates no table
-        table, created = self._open_for_write(identifier, batches.schema)
-        _check_base(identifier, table, base_snapshot_id)
+        created = False
+        if table is None:
+            table, created = self._create(identifier, batches.schema)
+            _check_base(identifier, table, base_snapshot_id)  # another write may have been first
         props = dict(properties or {})
         if window is not None:
             props["asgard.window"] = str(window)
@@ -294,14 +300,11 @@ class Lakehouse(dg.ConfigurableResource, ABC):
             ).fetchall()
         ]
 
-    def _open_for_write(self, identifier: str, schema: pa.Schema) -> tuple[Table, bool]:
-        """The table, and whether this write created it. (pyiceberg's
-        ``create_table_if_not_exists`` writes a new metadata file before it finds the table
-        exists: an orphan per write.)"""
-        catalog = self.catalog()
-        if catalog.table_exists(identifier):
-            return catalog.load_table(identifier), False
-        table = catalog.create_table_if_not_exists(
+    def _create(self, identifier: str, schema: pa.Schema) -> tuple[Table, bool]:
+        """The new table, and whether this write created it (another may have been first).
+        Only for a table found missing: pyiceberg's ``create_table_if_not_exists`` writes a
+        new metadata file before it finds the table exists, an orphan per call."""
+        table = self.catalog().create_table_if_not_exists(
             identifier, schema=schema, properties=data_files.TABLE_PROPERTIES
         )
         return table, table.current_snapshot() is None
@@ -332,15 +335,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         return path
 
 
-def _check_moved(identifier: str, current: int | None, base_snapshot_id: int) -> None:
-    planned = None if base_snapshot_id == EMPTY else base_snapshot_id
-    if current != planned:
-        raise CommitFailedException(
-            f"{identifier} moved from snapshot {planned} to {current} since this write was planned"
-        )
-
-
-def _check_base(identifier: str, table: Table, base_snapshot_id: int | None) -> None:
+def _check_base(identifier: str, table: Table | None, base_snapshot_id: int | None) -> None:
     """Pin a write to the snapshot its caller read (a cursor, say; ``EMPTY``: no snapshot
     yet): fail now if the table has moved since, and at commit if it moves meanwhile.
     pyiceberg would rebase a conflicting commit onto the new snapshot and retry; for an
@@ -349,8 +344,16 @@ def _check_base(identifier: str, table: Table, base_snapshot_id: int | None) -> 
     writes do not retry inside pyiceberg (the caller reads again instead)."""
     if base_snapshot_id is None:
         return
-    snap = table.current_snapshot()
-    _check_moved(identifier, snap.snapshot_id if snap else None, base_snapshot_id)
+    snap = table.current_snapshot() if table is not None else None  # None: no table yet
+    current, planned = snap.snapshot_id if snap else None, base_snapshot_id
+    if planned == EMPTY:
+        planned = None
+    if current != planned:
+        raise CommitFailedException(
+            f"{identifier} moved from snapshot {planned} to {current} since this write was planned"
+        )
+    if table is None:
+        return  # pinned again once created
     props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
     table.metadata = table.metadata.model_copy(update={"properties": props})
 

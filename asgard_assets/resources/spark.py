@@ -122,11 +122,15 @@ class DuckDbSparkSql(SparkSqlEngine):
             con.close()
 
 
+def _failed(sql_path: Path, error: Exception) -> dg.Failure:
+    return dg.Failure(f"{sql_path.name} failed in DuckDB: {error}")
+
+
 def _run(con: duckdb.DuckDBPyConnection, sql: str, sql_path: Path) -> None:
     try:
         con.execute(sql)
     except duckdb.Error as e:
-        raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
+        raise _failed(sql_path, e) from e
 
 
 def _reader(
@@ -137,7 +141,7 @@ def _reader(
     try:
         reader = con.sql(sql).to_arrow_reader(batch_rows)
     except duckdb.Error as e:
-        raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
+        raise _failed(sql_path, e) from e
 
     def batches():
         try:
@@ -145,7 +149,7 @@ def _reader(
         except (duckdb.Error, OSError) as e:
             if isinstance(e, OSError) and e.errno is not None:  # the disk, not the SQL
                 raise
-            raise dg.Failure(f"{sql_path.name} failed in DuckDB: {e}") from e
+            raise _failed(sql_path, e) from e
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
@@ -153,13 +157,13 @@ def _reader(
 def _window_rows(
     con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, target: str, key: str, window: Window
 ) -> tuple[str, KeyReplace]:
-    """The result rows a window run writes, and the target rows it replaces besides the
-    window's: the keys that are in the window now (in the result) or were (in the target)
-    are written wherever their row lies now, and their rows elsewhere are replaced."""
+    """The result rows a window run writes into ``target`` (which has rows), and the target
+    rows it replaces besides the window's: the keys that are in the window now (in the
+    result) or were (in the target) are written wherever their row lies now, and their rows
+    elsewhere are replaced."""
     con.execute(f"CREATE TEMP TABLE _keys AS SELECT {key} FROM _result WHERE {window.sql()}")
-    if lakehouse.snapshot_id(target) is not None:
-        lakehouse.attach(con, [target])
-        con.execute(f"INSERT INTO _keys SELECT {key} FROM {target} WHERE {window.sql()}")
+    lakehouse.attach(con, [target])
+    con.execute(f"INSERT INTO _keys SELECT {key} FROM {target} WHERE {window.sql()}")
     moved = lakehouse.keys_outside(con, target, key, window, "_keys")
     rows = f"SELECT * FROM _result WHERE {window.sql()} OR {key} IN (SELECT {key} FROM _keys)"
     return rows, KeyReplace(key, moved)
