@@ -193,7 +193,7 @@ def load_demo(url: str) -> int:
 
     from . import demo_data
     from .contracts.sources import qualified_name
-    from .resources.ingestion import redact
+    from .resources.ingestion_interface import redact
 
     counts = demo_data.load(url)
     parsed = sa.engine.make_url(url)

@@ -14,7 +14,7 @@ import dagster as dg
 
 from .contracts.sources import SOURCES
 from .partitions import Window
-from .resources.lakehouse import bounded_duckdb
+from .resources.duckdb_bounds import bounded_duckdb
 from .resources.write_audit import Staged
 
 SAMPLE = 10  # keys named in a check's description and metadata

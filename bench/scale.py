@@ -201,7 +201,7 @@ def compare_spark(home: Path) -> list[tuple[str, int, float, float]]:
 
     from asgard_assets.contracts.sources import SOURCE_TABLES
     from asgard_assets.resources import resource
-    from asgard_assets.resources.lakehouse import bounded_duckdb
+    from asgard_assets.resources.duckdb_bounds import bounded_duckdb
     from asgard_assets.resources.spark import DuckDbSparkSql, transpile
     from asgard_assets.silver import spark_job
     from asgard_assets.silver.assets import sql_path

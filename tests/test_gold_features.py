@@ -173,7 +173,7 @@ def test_dbts_duckdb_is_bounded_like_asgards_own(tmp_path, monkeypatch):
     """The asgard_iceberg plugin gives dbt-duckdb's connection the memory limit and spill
     folder of every other DuckDB connection (DuckDB's own default is 80 % of the RAM)."""
     from asgard_assets.gold.dbt_iceberg_plugin import Plugin
-    from asgard_assets.resources.lakehouse import DUCKDB_MEMORY
+    from asgard_assets.resources.duckdb_bounds import DUCKDB_MEMORY
 
     monkeypatch.setenv("ASGARD_HOME", str(tmp_path))
     config = {"threads": 1}

@@ -9,7 +9,7 @@ import pytest
 from asgard_assets.resources import RESOURCES, profile_settings
 from asgard_assets.resources.deployer import Deployer
 from asgard_assets.resources.image_builder import ImageBuilder
-from asgard_assets.resources.ingestion import Ingestion
+from asgard_assets.resources.ingestion_interface import Ingestion
 from asgard_assets.resources.lakehouse import Lakehouse
 from asgard_assets.resources.spark import SparkSqlEngine
 
@@ -58,14 +58,16 @@ def test_building_one_resource_imports_only_its_module(tmp_path):
         "m.startswith('asgard_assets.resources.') "
         "or m.split('.')[0] in ('feast', 'mlflow', 'kubernetes', 'dagster_dbt')",
     )
-    # the lakehouse's own modules (its writer, reads, write-audit-publish, failed-write undo
-    # and file inventory), nothing of any other resource
+    # the lakehouse's own modules (its writer, reads, write-audit-publish, failed-write undo,
+    # write pins, file inventory and DuckDB bounds), nothing of any other resource
     lakehouse_modules = [
         "data_files",
+        "duckdb_bounds",
         "failed_writes",
         "lakehouse",
         "table_files",
         "table_reads",
         "write_audit",
+        "write_pins",
     ]
     assert out == [f"asgard_assets.resources.{m}" for m in lakehouse_modules]

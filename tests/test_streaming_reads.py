@@ -4,7 +4,7 @@ come a file at a time, and every DuckDB connection spills under ASGARD_HOME past
 import pyarrow as pa
 
 from asgard_assets.resources import resource
-from asgard_assets.resources.lakehouse import DUCKDB_MEMORY, bounded_duckdb
+from asgard_assets.resources.duckdb_bounds import DUCKDB_MEMORY, bounded_duckdb
 from asgard_assets.resources.write_audit import Staged
 
 TABLE = "bronze.stream_probe"

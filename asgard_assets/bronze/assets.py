@@ -7,7 +7,7 @@ from ..contracts.sources import SOURCE_TABLES
 from ..metadata import code_version, table_metadata
 from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
 from ..partitions import is_partitioned, partitions_of, window_of
-from ..resources.ingestion import Ingestion
+from ..resources.ingestion_interface import Ingestion
 from ..resources.lakehouse import Lakehouse
 from .checks import bronze_audit, bronze_check_specs
 

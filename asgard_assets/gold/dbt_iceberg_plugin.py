@@ -16,7 +16,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 
 from ..resources import resource
-from ..resources.lakehouse import duckdb_bounds
+from ..resources.duckdb_bounds import duckdb_bounds
 
 
 class Plugin(BasePlugin):

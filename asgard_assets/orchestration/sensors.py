@@ -17,7 +17,7 @@ from ..contracts.sources import SOURCE_TABLES
 from ..partitions import daily, days_in, is_partitioned, range_tags
 from ..resources.bronze_state import bronze_cursor
 from ..resources.deployer import Deployer
-from ..resources.ingestion import Ingestion
+from ..resources.ingestion_interface import Ingestion
 from ..resources.lakehouse import Lakehouse
 from ..resources.mlflow_tracking import MlflowTracking
 from ..settings import asgard_home

@@ -27,7 +27,8 @@ from dagster_airbyte.translator import AirbyteConnection
 from pydantic import Field, PrivateAttr
 
 from ..partitions import Window
-from .ingestion import EmbeddedIngestion, Ingestion, IngestResult
+from .ingestion import EmbeddedIngestion
+from .ingestion_interface import Ingestion, IngestResult
 from .lakehouse import Lakehouse
 from .write_audit import Audit, audit_published
 

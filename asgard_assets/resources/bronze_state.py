@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from ..contracts.sources import LOADED_AT
 from ..partitions import Window
-from .lakehouse import Lakehouse, bounded_duckdb
+from .duckdb_bounds import bounded_duckdb
+from .lakehouse import Lakehouse
 from .source_streams import SPOOL
 
 CURSOR_COLUMN = "updated_at"

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -44,7 +43,8 @@ from .bronze_state import (
     not_yet_loaded,
     same_time,
 )
-from .lakehouse import EMPTY, KeyReplace, Lakehouse, WriteResult
+from .ingestion_interface import Ingestion, IngestResult, redact
+from .lakehouse import KeyReplace, Lakehouse, WriteResult
 from .source_fits import misfit_table, sqlite_fits
 from .source_streams import (
     read_source,
@@ -53,63 +53,16 @@ from .source_streams import (
     with_load_columns,
 )
 from .write_audit import Audit
+from .write_pins import EMPTY
 
 QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
 # a concurrent load of the same table committed first: read again past its rows
 COMMIT_ATTEMPTS = 3
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    write: WriteResult
-    mode: str  # "incremental", "full_refresh" or "partition_overwrite"
-    cursor_from: datetime | None
-    source: str
-    quarantined: int = 0
-    attempts: int = 1
-
-
-def redact(url: str) -> str:
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
-
-
 def utc_now() -> datetime:
     """Now as the naive UTC timestamp source timestamps are read as."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-class Ingestion(dg.ConfigurableResource, ABC):
-    """Copies one source table into ``bronze.<table>``; returns what it wrote."""
-
-    @abstractmethod
-    def source_cursor(self, table: str) -> datetime | None:
-        """The greatest ``updated_at`` in the source table that is not in the future (what a
-        sensor compares)."""
-
-    @abstractmethod
-    def days(self, table: str, updated_after: datetime | None = None) -> list[str]:
-        """Days (``YYYY-MM-DD`` of the partition column) holding rows (updated after
-        ``updated_after``, when given)."""
-
-    @abstractmethod
-    def ingest(
-        self,
-        table: str,
-        lakehouse: Lakehouse,
-        *,
-        full_refresh: bool = False,
-        window: Window | None = None,
-        audit: Audit | None = None,
-    ) -> IngestResult:
-        """Without a window: rows past the bronze cursor (all of them on ``full_refresh``).
-        With one: the source's rows in the window, and every row of their keys, replace
-        bronze's rows in the window and of those keys. ``audit`` judges the staged table
-        before it is published."""
-
-    def unchanged(self, table: str, lakehouse: Lakehouse, window: Window) -> bool:
-        """Whether bronze already holds the source's rows of ``window`` (so a run of it
-        has nothing to do). Unknown is False: the run loads."""
-        return False
 
 
 class EmbeddedIngestion(Ingestion):

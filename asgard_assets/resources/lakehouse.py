@@ -25,14 +25,15 @@ import pyarrow.dataset as ds
 import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import BooleanExpression, In
-from pyiceberg.table import Table, TableProperties
+from pyiceberg.table import Table
 
 from .. import judged
 from ..partitions import Window
 from ..settings import asgard_home
 from . import data_files, table_files
+from .duckdb_bounds import bounded_duckdb
 from .failed_writes import undo_on_failure
 from .table_reads import (
     ALL_ROWS,
@@ -44,31 +45,13 @@ from .table_reads import (
     window_filter,
 )
 from .write_audit import Audit, Staged, publish_or_fail
+from .write_pins import check_base
 
 NAMESPACES = ("bronze", "silver", "gold")
 CATALOG_NAME = "asgard"
 SECRET_PROPERTIES = ("s3.access-key-id", "s3.secret-access-key", "token")
 # keys per Iceberg delete filter when a write replaces rows by key
 KEY_CHUNK = 1000
-# what one DuckDB connection may hold before it spills to disk (DuckDB's own default is
-# 80% of the machine's memory, so a query over a large table would grow with it)
-DUCKDB_MEMORY = "512MB"
-# ``base_snapshot_id`` of a write planned on a table that has no snapshot yet (Iceberg's
-# snapshot ids are never negative)
-EMPTY = -1
-
-
-def duckdb_bounds(memory_limit: str = DUCKDB_MEMORY) -> dict[str, str]:
-    """DuckDB settings: spill past ``memory_limit`` to ASGARD_HOME/tmp/duckdb. Every DuckDB
-    connection of Asgard's gets them, dbt's too (``gold/dbt_iceberg_plugin.py``)."""
-    spill = asgard_home() / "tmp" / "duckdb"
-    spill.mkdir(parents=True, exist_ok=True)
-    return {"memory_limit": memory_limit, "temp_directory": str(spill)}
-
-
-def bounded_duckdb(memory_limit: str = DUCKDB_MEMORY) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection within ``duckdb_bounds``."""
-    return duckdb.connect(config=duckdb_bounds(memory_limit))
 
 
 @dataclass(frozen=True)
@@ -241,13 +224,13 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
         table = self._loaded(identifier)
-        _check_base(identifier, table, base_snapshot_id)  # a stale plan fails before its stream
+        check_base(identifier, table, base_snapshot_id)  # a stale plan fails before its stream
         stream = iter(batches)
         first = next(stream, None)  # a query that fails at once creates no table
         created = False
         if table is None:
             table, created = self._create(identifier, batches.schema)
-            _check_base(identifier, table, base_snapshot_id)  # another write may have been first
+            check_base(identifier, table, base_snapshot_id)  # another write may have been first
         props = dict(properties or {})
         if window is not None:
             props["asgard.window"] = str(window)
@@ -333,29 +316,6 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         body = {"catalog": {CATALOG_NAME: props}}
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return path
-
-
-def _check_base(identifier: str, table: Table | None, base_snapshot_id: int | None) -> None:
-    """Pin a write to the snapshot its caller read (a cursor, say; ``EMPTY``: no snapshot
-    yet): fail now if the table has moved since, and at commit if it moves meanwhile.
-    pyiceberg would rebase a conflicting commit onto the new snapshot and retry; for an
-    append planned from a cursor that appends the same rows twice, and a first load that
-    replaced nothing would leave the other's rows of its keys beside its own, so these
-    writes do not retry inside pyiceberg (the caller reads again instead)."""
-    if base_snapshot_id is None:
-        return
-    snap = table.current_snapshot() if table is not None else None  # None: no table yet
-    current, planned = snap.snapshot_id if snap else None, base_snapshot_id
-    if planned == EMPTY:
-        planned = None
-    if current != planned:
-        raise CommitFailedException(
-            f"{identifier} moved from snapshot {planned} to {current} since this write was planned"
-        )
-    if table is None:
-        return  # pinned again once created
-    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
-    table.metadata = table.metadata.model_copy(update={"properties": props})
 
 
 def _schema_differs(table: Table, schema: pa.Schema) -> bool:

@@ -20,15 +20,10 @@ from pyiceberg.exceptions import CommitFailedException
 from sqlglot.errors import ParseError
 
 from ..partitions import Window
-from .lakehouse import (
-    DUCKDB_MEMORY,
-    EMPTY,
-    KeyReplace,
-    Lakehouse,
-    WriteResult,
-    bounded_duckdb,
-)
+from .duckdb_bounds import DUCKDB_MEMORY, bounded_duckdb
+from .lakehouse import KeyReplace, Lakehouse, WriteResult
 from .write_audit import Audit
+from .write_pins import EMPTY
 
 
 def transpile(sql_path: Path) -> str:
