@@ -129,6 +129,18 @@ def test_a_streamed_body_over_the_limit_gets_a_413(client):
     assert r.status_code == 413
 
 
+def test_a_body_not_sent_as_json_is_told_how_to_send_it(client):
+    """`curl -d` without a content type sends a form: the answer says what to set."""
+    body = json.dumps({"operator_ids": ["EMP-001"]})
+    form = post(client, body, **{"content-type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415
+    assert form.json()["detail"] == (
+        "send the body as JSON, with Content-Type: application/json "
+        "(not application/x-www-form-urlencoded)"
+    )
+    assert post(client, body, **{"content-type": "application/json; charset=utf-8"}).is_success
+
+
 def test_a_lying_content_length_is_refused(client):
     assert post(client, b"{}", **{"content-length": "abc"}).status_code == 413
 

@@ -254,6 +254,11 @@ class Prediction(BaseModel):
 
 @app.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: RequestValidationError):
+    sent = request.headers.get("content-type", "")
+    if sent and sent.split(";", 1)[0].strip().lower() != "application/json":
+        # e.g. curl -d without -H: FastAPI reads a form body as bytes ("should be a dictionary")
+        detail = f"send the body as JSON, with Content-Type: application/json (not {sent[:64]})"
+        return AsciiJSONResponse(status_code=415, content={"detail": detail})
     errors = [
         {
             "loc": [str(p)[:64] for p in e.get("loc", [])],
@@ -319,6 +324,7 @@ async def docs() -> HTMLResponse:
     responses={
         404: {"description": "none of the operator ids is in the online store"},
         413: {"description": "request body too large"},
+        415: {"description": "the body is not sent as JSON (Content-Type: application/json)"},
         422: {"description": "the body does not fit the model's input contract"},
     },
 )
