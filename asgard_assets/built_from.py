@@ -15,22 +15,57 @@ from collections.abc import Sequence
 import dagster as dg
 
 from . import judged
+from .metadata import skipped
+from .partitions import Window
 from .resources.lakehouse import Lakehouse, described
 from .resources.write_audit import Audit, Staged
 
 PROPERTY = "asgard.built-from"
 
 
-def inputs(lakehouse: Lakehouse, code: str | None, sources: list[str], **extra: str) -> str:
+def inputs(
+    lakehouse: Lakehouse, code: str | None, sources: list[str], window: Window | None = None
+) -> str:
     """The inputs of a build: the code version, the current snapshot of each source table,
-    and anything else that changes the result (a window), as one comparable string."""
+    and the window it wrote (a partition run), as one comparable string."""
     return json.dumps(
         {
             "code": code,
             "sources": {s: lakehouse.snapshot_id(s) for s in sorted(sources)},
-            **extra,
+            **({"window": _span(window)} if window is not None else {}),
         },
         sort_keys=True,
+    )
+
+
+def _span(window: Window) -> dict[str, str]:
+    return {
+        "column": window.column,
+        "days": [f"{window.start:%Y-%m-%d}", f"{window.end:%Y-%m-%d}"],
+        "partitions": [f"{window.first:%Y-%m-%d}", f"{window.last:%Y-%m-%d}"],
+    }
+
+
+def covers(recorded: str | None, built: str) -> bool:
+    """Whether the build recorded for a table's current snapshot already produced what
+    ``built`` would: the same code and source snapshots, over the same window or one holding
+    it (its days around these, the same partitions, so the same remainder). A window rebuilt
+    from an unchanged source writes exactly the rows the larger build wrote there: its SQL
+    reads the whole source, not the window."""
+    if recorded is None:
+        return False
+    was, now = json.loads(recorded), json.loads(built)
+    if (was.get("code"), was.get("sources")) != (now["code"], now["sources"]):
+        return False
+    before, after = was.get("window"), now.get("window")
+    if before == after:
+        return True
+    return (
+        isinstance(before, dict)
+        and isinstance(after, dict)
+        and (before["column"], before["partitions"]) == (after["column"], after["partitions"])
+        and before["days"][0] <= after["days"][0]
+        and after["days"][1] <= before["days"][1]
     )
 
 
@@ -61,7 +96,11 @@ def record(
 
 
 def unchanged(
-    lakehouse: Lakehouse, identifier: str, audit: Audit, source: str
+    context: dg.AssetExecutionContext,
+    lakehouse: Lakehouse,
+    identifier: str,
+    audit: Audit,
+    source: str,
 ) -> dg.MaterializeResult:
     """The result of a step that found nothing to do: the table as it is, the same data
     version, and the check results its snapshot was published with (judged again on the
@@ -76,7 +115,7 @@ def unchanged(
         metadata={
             "dagster/row_count": written.total_rows,
             "iceberg_snapshot_id": str(written.snapshot_id),
-            "skipped": f"nothing to do: {source} unchanged since this snapshot was written",
+            **skipped(context, f"{source} unchanged since this snapshot was written"),
         },
         check_results=checks,
     )

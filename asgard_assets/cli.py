@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from .instance import ROOT, instance_env
 from .settings import asgard_home
@@ -34,6 +35,8 @@ EVENT_LINE = re.compile(
 )
 STEP_TIME = re.compile(r" in (?P<time>[\d.]+m?s)\.?$")
 MATERIALIZED = re.compile(r"^Materialized value (?P<key>.+?)\.?$")
+# a step's own log line saying it found nothing to do (metadata.skipped writes it)
+SKIPPED = re.compile(r" - dagster - INFO - [^ ]+ - [0-9a-f-]{36} - (?P<step>[\w.]+) - skipped: ")
 
 
 def _bin(name: str) -> str:
@@ -64,6 +67,23 @@ def journey_command() -> list[str]:
 RUN_ENDED = {"RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED"}
 
 
+class Followed(NamedTuple):
+    run_id: str | None
+    ended: str | None  # the run's last event, None when the log ended before it
+    reported: set[str]  # the steps whose end was printed
+
+
+def step_line(word: str, key: str, took: str) -> str:
+    """One asset's line: ``ok`` (its step did work), ``same`` (it found nothing to do)."""
+    return f"  {word:<6}{key:<44} {took}"
+
+
+def took_of(message: str) -> str:
+    """The duration in Dagster's STEP_SUCCESS message ("... in 6.1s."), as written there."""
+    took = STEP_TIME.search(message)
+    return took["time"] if took else ""
+
+
 def lines_of(path: Path, process: subprocess.Popen) -> Iterator[str]:
     """The lines ``process`` writes to ``path``, as it writes them, until it exits."""
     with path.open() as file:
@@ -83,18 +103,20 @@ def lines_of(path: Path, process: subprocess.Popen) -> Iterator[str]:
                 partial += rest
 
 
-def follow(
-    lines: Iterable[str], on_start: Callable[[str], None] = lambda step: None
-) -> tuple[str | None, str | None]:
+def follow(lines: Iterable[str], on_start: Callable[[str], None] = lambda step: None) -> Followed:
     """Print one line per materialized asset (named by its key: the dbt step is
-    ``gold/operator_features``) and every failure from Dagster's event stream (``on_start``
-    is told of each step as it starts). Returns the run id and how the run ended, as soon as
-    it has."""
+    ``gold/operator_features``), ``ok`` when its step did work and ``same`` when it found
+    nothing to do, and every failure from Dagster's event stream (``on_start`` is told of
+    each step as it starts). Returns as soon as the run has ended."""
     run_id = None
     materialized: dict[str, dict[str, None]] = {}  # step -> its assets, in order
+    same: set[str] = set()
+    reported: set[str] = set()
     for line in lines:
         match = EVENT_LINE.search(line)
         if not match:
+            if skipped := SKIPPED.search(line):
+                same.add(skipped["step"])
             continue
         run_id = run_id or match["run"]
         step, event = match["step"], match["event"]
@@ -105,14 +127,20 @@ def follow(
             key = named["key"].replace(" ", "/") if named else step.replace("__", "/")
             materialized.setdefault(step, {})[key] = None
         elif event == "STEP_SUCCESS" and step in materialized:
-            took = STEP_TIME.search(match["message"])
+            word = "same" if step in same else "ok"
             for key in materialized[step]:
-                print(f"  ok    {key:<44} {took['time'] if took else ''}", flush=True)
-        elif event == "STEP_FAILURE":
-            print(f"  FAIL  {step}: {match['message'][:300]}", flush=True)
+                print(step_line(word, key, took_of(match["message"])), flush=True)
+            reported.add(step)
+        elif event == "STEP_FAILURE":  # why: printed from the run's events at its end
+            print(failure_line(step), flush=True)
+            reported.add(step)
         elif event in RUN_ENDED:
-            return run_id, event
-    return run_id, None
+            return Followed(run_id, event, reported)
+    return Followed(run_id, None, reported)
+
+
+def failure_line(step: str) -> str:
+    return f"  FAIL  {step.replace('__', '/')}"
 
 
 # Once the run is past gold (its memory peak at scale: dbt's process beside Dagster's), the
@@ -158,19 +186,24 @@ def demo() -> int:
         process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     summary = _SummaryImport()
     try:
-        run_id, ended = follow(lines_of(log_path, process), summary.on_start)
+        followed = follow(lines_of(log_path, process), summary.on_start)
     finally:  # never leave the interpreter with an import half done
         summary.join()
-    if ended == "RUN_SUCCESS":
-        from .summary import print_summary
+    succeeded, explained = followed.ended == "RUN_SUCCESS", False
+    if followed.run_id is not None:
+        from .summary import print_run_end
 
-        print_summary(run_id)
+        explained = print_run_end(followed.run_id, followed.reported, succeeded)
+    if succeeded:
         # the run is recorded as ended: the Dagster process's own exit (its interpreter's
         # teardown of dagster, dbt, Feast, MLflow: ~2 s) is not waited for
         return 0
     code = process.wait()
-    print(f"\nThe run failed (exit {code}); the last lines of {log_path}:", file=sys.stderr)
-    print("".join(log_path.read_text().splitlines(keepends=True)[-25:]), file=sys.stderr)
+    if explained:
+        print(f"\nThe run failed (exit {code}); the tracebacks are in {log_path}", file=sys.stderr)
+    else:  # no step failed: the run did not start, or failed around its steps
+        print(f"\nThe run failed (exit {code}); the last lines of {log_path}:", file=sys.stderr)
+        print("".join(log_path.read_text().splitlines(keepends=True)[-25:]), file=sys.stderr)
     return code or 1
 
 
@@ -213,7 +246,10 @@ def load_demo(url: str) -> int:
 def ui(port: int) -> int:
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
-    return subprocess.call(cmd, env=instance_env(), cwd=ROOT)
+    env = instance_env()
+    # started in the instance's folder: from the repository root, `dagster dev` warns that
+    # the dagster.yaml there is not used (DAGSTER_HOME's copy of it is)
+    return subprocess.call(cmd, env=env, cwd=env["DAGSTER_HOME"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,10 +52,11 @@ def apply_defaults() -> None:
     if os.path.basename(sys.argv[0]).startswith("dagster"):
         sys.excepthook = _one_line_cli_errors
         # Dagster's own notices on the commands the README uses, not about Asgard's code:
-        # `asset materialize` is "superseded" by the `dg` tool, and selecting `*` uses a
+        # `asset materialize` and `dev` are "superseded" by the `dg` tool, and selecting `*` uses a
         # beta parameter inside Dagster
         for message in (
             "Function `asset_materialize_command` is superseded",
+            "Function `dev_command` is superseded",
             "Parameter `include_sources` of function `AssetSelection.all` is currently in beta",
         ):
             warnings.filterwarnings("ignore", message=message)

@@ -22,6 +22,13 @@ def code_version(*paths: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def skipped(context: dg.AssetExecutionContext, reason: str) -> dict[str, str]:
+    """The metadata of a step that found nothing to do, its reason also logged as
+    ``skipped: <reason>`` (the line `asgard demo` shows as ``same``)."""
+    context.log.info(f"skipped: {reason}")
+    return {"skipped": reason}
+
+
 def table_schema(lakehouse: Lakehouse, identifier: str) -> dg.TableSchema:
     schema = lakehouse.table(identifier).schema()
     return dg.TableSchema(

@@ -11,6 +11,7 @@ key is there once whatever days a run covers. A range of days runs as one run an
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -41,7 +42,14 @@ def daily_partitions() -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=start, end_date=end, timezone="UTC")
 
 
-daily = daily_partitions()
+@functools.cache
+def daily() -> dg.DailyPartitionsDefinition:
+    """The daily partitions, built once per process on first use: their first day may be a
+    query to the source, which a process needing only ``Window`` (the demo's summary, a
+    script using the lakehouse) must not make."""
+    return daily_partitions()
+
+
 single_run = dg.BackfillPolicy.single_run()
 
 
@@ -100,7 +108,7 @@ def is_partitioned(table: str) -> bool:
 
 def partitions_of(table: str) -> dict:
     """The asset arguments that make ``table``'s bronze and silver assets daily-partitioned."""
-    return {"partitions_def": daily} if is_partitioned(table) else {}
+    return {"partitions_def": daily()} if is_partitioned(table) else {}
 
 
 def single_run_backfills(defs: dg.Definitions) -> dg.Definitions:
@@ -124,7 +132,7 @@ def window_of(context: dg.AssetExecutionContext, table: str) -> Window | None:
 
 def window_for(table: str, days: dg.TimeWindow) -> Window:
     """The window of ``days`` of ``table``, with the remainder outside every partition."""
-    first, last = daily.get_first_partition_window(), daily.get_last_partition_window()
+    first, last = daily().get_first_partition_window(), daily().get_last_partition_window()
     return Window(
         PARTITION_COLUMNS[table],
         _naive_utc(days.start),
@@ -145,7 +153,7 @@ def run_days(tags: dict[str, str]) -> list[str]:
     if PARTITION_NAME_TAG in tags:
         return [tags[PARTITION_NAME_TAG]]
     if ASSET_PARTITION_RANGE_START_TAG in tags:
-        return daily.get_partition_keys_in_range(
+        return daily().get_partition_keys_in_range(
             dg.PartitionKeyRange(
                 tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]
             )
@@ -162,5 +170,5 @@ def source_days(ingestion, updated_after: datetime | None = None) -> list[str]:
 
 def days_in(keys: list[str]) -> list[str]:
     """The keys that are partitions now (a day still in progress is not one yet)."""
-    valid = set(daily.get_partition_keys())
+    valid = set(daily().get_partition_keys())
     return sorted(k for k in keys if k in valid)

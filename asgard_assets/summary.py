@@ -15,6 +15,79 @@ from .resources.deployer import LocalDeployer
 from .resources.lakehouse import Lakehouse
 
 
+def print_run_end(run_id: str, reported: set[str], succeeded: bool) -> bool:
+    """The run's end, from its own events: the step lines the demo did not see, then what
+    the run built (it succeeded) or why each step failed. True when a failure was explained."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        return report_run_end(instance, run_id, reported, succeeded)
+
+
+def report_run_end(instance, run_id: str, reported: set[str], succeeded: bool) -> bool:
+    print_unreported(instance, run_id, reported)
+    if succeeded:
+        print_summary(instance, run_id)
+        return False
+    return print_failures(instance, run_id)
+
+
+def print_unreported(instance, run_id: str, reported: set[str]) -> None:
+    """The step ends `asgard demo` did not see in Dagster's stdout. Dagster mirrors the
+    output of a run's steps to stdout through `tail -F` on its captured log and stops that
+    tail as soon as the steps end: under load the last lines never reach the file."""
+    import dagster as dg
+
+    from .cli import failure_line, step_line, took_of
+
+    kinds = {
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+    }
+    materialized: dict[str, dict[str, None]] = {}
+    same: set[str] = set()
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        step, event = entry.step_key, entry.dagster_event
+        if step in reported:
+            continue
+        if event.is_step_materialization:
+            mat = event.step_materialization_data.materialization
+            materialized.setdefault(step, {})[mat.asset_key.to_user_string()] = None
+            same.update([step] if "skipped" in mat.metadata else [])
+        elif event.is_step_success:
+            for key in materialized.get(step, ()):
+                print(step_line("same" if step in same else "ok", key, took_of(event.message)))
+        elif event.is_step_failure:
+            print(failure_line(step))
+
+
+def failure_reason(failure) -> str:
+    """A step failure in one message: a `dg.Failure`'s description, else the first
+    exception under Dagster's wrappers (the step's own error, named by its type)."""
+    if failure.user_failure_data is not None and failure.user_failure_data.description:
+        return failure.user_failure_data.description.strip()
+    error = failure.error
+    while error.cause is not None and (
+        error.cls_name.startswith("Dagster") or error.cls_name == "RetryRequestedFromPolicy"
+    ):
+        error = error.cause
+    return error.message.strip()
+
+
+def print_failures(instance, run_id: str) -> bool:
+    """Each failed step and why; False when no step failed."""
+    import dagster as dg
+
+    failed = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    if failed:
+        print("\nWhy:")
+    for entry in failed:
+        reason = failure_reason(entry.dagster_event.event_specific_data)
+        print(f"  {entry.step_key.replace('__', '/')}: {reason}")
+    return bool(failed)
+
+
 def check_results(instance, run_id: str) -> dict[str, list[str]]:
     """The run's asset checks by outcome: passed, warned, failed (``asset:check`` names)."""
     import dagster as dg
@@ -56,15 +129,8 @@ def trained_metrics(instance, version: str) -> dict[str, float] | None:
     return None
 
 
-def print_summary(run_id: str | None = None) -> None:
-    """Tables, the served model, the service; then, with the run's id, its check results."""
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
-        _print_summary(instance, run_id)
-
-
-def _print_summary(instance, run_id: str | None) -> None:
+def print_summary(instance, run_id: str) -> None:
+    """Tables, the served model, the service, the run's check results."""
     lakehouse: Lakehouse = resource("lakehouse")
     catalog = lakehouse.catalog()
     print("\nIceberg tables (current snapshot):")
@@ -97,5 +163,4 @@ def _print_summary(instance, run_id: str | None) -> None:
             f"  curl -s -X POST {deployment.url}/predict -H 'content-type: application/json' -d '{body}'"
         )
         print("  stop it with: .venv/bin/asgard stop")
-    if run_id:
-        print_checks(instance, run_id)
+    print_checks(instance, run_id)

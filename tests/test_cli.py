@@ -156,9 +156,18 @@ def _line(step: str, event: str, message: str = "") -> str:
 
 
 def test_the_demo_follows_dagsters_log_and_imports_the_summary_once_past_gold(capsys, monkeypatch):
-    """One line per materialized step, a failure named, the run's end returned at once; the
-    summary's imports start on a thread at the first step after gold, once."""
+    """One line per materialized step (`same` when it found nothing to do), a failure named,
+    the run's end returned at once; the summary's imports start on a thread at the first
+    step after gold, once."""
+    run = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
     log = [
+        _line("silver__work_orders", "STEP_START"),
+        f"2026-11-29 22:00:00 +0000 - dagster - INFO - __ASSET_JOB - {run} - silver__work_orders"
+        " - skipped: bronze.work_orders unchanged since this snapshot was written\n",
+        _line(
+            "silver__work_orders", "ASSET_MATERIALIZATION", "Materialized value silver work_orders."
+        ),
+        _line("silver__work_orders", "STEP_SUCCESS", 'Finished execution of step "x" in 0.2s.'),
         _line("gold_dbt_assets", "STEP_START"),
         _line(
             "gold_dbt_assets", "ASSET_MATERIALIZATION", "Materialized value gold operator_features."
@@ -183,12 +192,18 @@ def test_the_demo_follows_dagsters_log_and_imports_the_summary_once_past_gold(ca
         return real_start(self)
 
     monkeypatch.setattr(cli.threading.Thread, "start", recording)
-    run_id, ended = cli.follow(iter(log), warm.on_start)
+    run_id, ended, reported = cli.follow(iter(log), warm.on_start)
     warm.join()
     assert (run_id, ended) == ("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "RUN_FAILURE")
     out = capsys.readouterr().out
     assert "ok    gold/operator_features" in out and "6.1s" in out  # the asset, not the op
-    assert "FAIL  models__operator_efficiency_predictor: MLflow unreachable" in out
+    assert "same  silver/work_orders" in out
+    assert "  FAIL  models/operator_efficiency_predictor\n" in out  # why: from the run's events
+    assert reported == {
+        "silver__work_orders",
+        "gold_dbt_assets",
+        "models__operator_efficiency_predictor",
+    }
     assert started == [warm.thread]  # one import thread, started at the features step
     assert warm.error is None and "asgard_assets.summary" in sys.modules
 
@@ -197,3 +212,31 @@ def test_the_demo_follows_dagsters_log_and_imports_the_summary_once_past_gold(ca
     failing.on_start("features__operator_efficiency")
     failing.join()
     assert isinstance(failing.error, ModuleNotFoundError)
+
+
+def test_the_runs_end_is_told_from_its_events_when_stdout_lost_its_lines(home, capsys):
+    """Dagster mirrors a step's output to stdout through a `tail` it stops when the steps end,
+    so `asgard demo` may never see the last step's line: the run's end prints, from the
+    run's own events, each step the demo did not report (`ok` when it did work, `same` when
+    it found nothing to do) and none twice."""
+    import dagster as dg
+    from conftest import materialize
+    from test_contract import ASSETS
+
+    from asgard_assets.summary import report_run_end
+
+    instance = dg.DagsterInstance.ephemeral()
+    selection = "bronze/materials bronze/quality_checks"
+    first = materialize(selection, assets=ASSETS, instance=instance)
+    assert report_run_end(instance, first.run_id, {"bronze__quality_checks"}, True) is False
+    out = capsys.readouterr().out
+    assert "  ok    bronze/materials " in out and "bronze/quality_checks " not in out
+    assert "bronze.materials                2,323 rows" in out  # then the summary
+
+    again = materialize(selection, assets=ASSETS, instance=instance)
+    report_run_end(instance, again.run_id, set(), True)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines if line.startswith("  same ")] == [
+        ["same", "bronze/materials"],
+        ["same", "bronze/quality_checks"],
+    ]

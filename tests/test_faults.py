@@ -120,13 +120,25 @@ def test_kill_during_a_write_then_rerun(layer, home, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(stable(target), expected)  # maintenance kept every file
 
 
-def test_unreachable_source_is_retried_then_fails_clearly_with_no_table(home, monkeypatch):
+def test_unreachable_source_is_retried_then_fails_clearly_with_no_table(home, monkeypatch, capsys):
+    from asgard_assets.summary import report_run_end
+
     monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://asgard:s3cret@127.0.0.1:1/x")
-    result = materialize("bronze/materials", assets=ASSETS, raise_on_error=False)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize("bronze/materials", assets=ASSETS, raise_on_error=False, instance=instance)
     message = failure(result)
     assert "cannot reach source database postgresql+psycopg2://asgard:***@127.0.0.1:1/x" in message
     assert retries(result) == 2  # a connection blip is worth retrying; then it fails
     assert not lakehouse().exists("bronze.materials")
+    # `asgard demo`'s end of a failed run: the step and why, from the run's own events (here
+    # none of its lines were seen in Dagster's stdout)
+    assert report_run_end(instance, result.run_id, set(), succeeded=False)
+    out = capsys.readouterr().out
+    assert "  FAIL  bronze/materials\n" in out
+    assert (
+        "\nWhy:\n  bronze/materials: cannot reach source database "
+        "postgresql+psycopg2://asgard:***@127.0.0.1:1/x: connection to server"
+    ) in out
 
 
 @pytest.fixture

@@ -1,7 +1,10 @@
 """No repeated work: a step whose inputs did not change notices it and does nothing else."""
 
+import sqlite3
+
 from conftest import journey_assets, materialize
 
+from asgard_assets.partitions import range_tags
 from asgard_assets.resources import resource
 
 GOLD = "gold.operator_features"
@@ -47,8 +50,15 @@ def test_gold_skips_dbt_when_silver_is_unchanged_and_rebuilds_when_it_changed(ho
     assert {e.check_name: e.passed for e in reported} == tested
     assert {e.metadata["judged_on_snapshot"].value for e in reported} == {str(built)}
 
-    # a new silver snapshot (one day rebuilt): dbt runs again and gold gets a new snapshot
-    assert materialize("silver/work_orders", assets=assets, partition_key="2025-03-01").success
+    # a new silver snapshot (one changed day rebuilt): dbt runs again, gold gets a new snapshot
+    with sqlite3.connect(home / "demo_factory.sqlite") as source:
+        source.execute(
+            "UPDATE work_orders SET quantity = quantity + 1, updated_at = '2025-07-02 00:00:00' "
+            "WHERE work_order_id = (SELECT min(work_order_id) FROM work_orders "
+            "WHERE start_time >= '2025-03-01' AND start_time < '2025-03-02')"
+        )
+    day = "bronze/work_orders silver/work_orders"
+    assert materialize(day, assets=assets, partition_key="2025-03-01").success
     rebuilt = materialize("gold/operator_features", assets=assets)
     mat = _gold_output(rebuilt)
     assert "skipped" not in mat.metadata
@@ -108,6 +118,18 @@ def test_an_unchanged_rerun_writes_nothing_and_one_changed_day_only_that_day(own
     rows = checks[("bronze/work_orders", "row_count_positive")]
     assert rows.metadata["judged_on_snapshot"].value == str(first["bronze.work_orders"])
     assert rows.metadata["rows"].value == 15_000
+
+    # a few days inside the range just built, nothing changed: silver's rows there are what
+    # the whole range wrote from this bronze snapshot (no rebuild, so gold keeps its snapshot)
+    days = materialize(
+        "bronze/work_orders silver/work_orders gold/operator_features",
+        assets=assets,
+        tags=range_tags(["2025-03-01", "2025-03-03"]),
+    )
+    assert days.success
+    assert _snapshots(lakehouse) == first
+    silver = days.asset_materializations_for_node("silver__work_orders")
+    assert len(silver) == 3 and all("skipped" in m.metadata for m in silver)
 
     engine = sa.create_engine(own_source)
     with engine.begin() as conn:

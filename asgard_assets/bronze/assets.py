@@ -4,7 +4,7 @@ import dagster as dg
 
 from ..built_from import unchanged
 from ..contracts.sources import SOURCE_TABLES
-from ..metadata import code_version, table_metadata
+from ..metadata import code_version, skipped, table_metadata
 from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
 from ..partitions import is_partitioned, partitions_of, window_of
 from ..resources.ingestion_interface import Ingestion
@@ -61,7 +61,11 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
             and ingestion.unchanged(table, lakehouse, window)
         ):
             return unchanged(
-                lakehouse, f"bronze.{table}", bronze_audit(table, window), "the source's window"
+                context,
+                lakehouse,
+                f"bronze.{table}",
+                bronze_audit(table, window),
+                "the source's window",
             )
         result = ingestion.ingest(
             table,
@@ -74,6 +78,7 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
             f"{result.mode}: {result.write.rows_written} rows from {result.source} "
             f"into bronze.{table} (snapshot {result.write.snapshot_id})"
         )
+        nothing_new = result.mode == "incremental" and result.write.rows_written == 0
         return dg.MaterializeResult(
             data_version=dg.DataVersion(str(result.write.snapshot_id)),
             metadata={
@@ -83,6 +88,7 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
                 "source": result.source,
                 "quarantined": result.quarantined,
                 "commit_attempts": result.attempts,
+                **(skipped(context, "no source rows past the cursor") if nothing_new else {}),
             },
             check_results=list(result.write.checks),
         )

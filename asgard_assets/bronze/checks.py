@@ -95,7 +95,7 @@ def volume_check(table: str) -> dg.AssetChecksDefinition:
         ),
     )
     def _volume(context: dg.AssetCheckExecutionContext, lakehouse: Lakehouse):
-        keys = run_days(context.run.tags) or [daily.get_last_partition_key()]
+        keys = run_days(context.run.tags) or [daily().get_last_partition_key()]
         days = [date.fromisoformat(k) for k in keys]
         counts = dict(
             lakehouse.query(

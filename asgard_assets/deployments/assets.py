@@ -3,7 +3,7 @@
 import dagster as dg
 
 from ..contracts.model import MODEL_NAME
-from ..metadata import code_version
+from ..metadata import code_version, skipped
 from ..models.assets import MODEL_KEY
 from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
 from ..resources.deployer import Deployer
@@ -23,7 +23,10 @@ from .bundle import MODEL_DIR, BundleSpec, write_bundle
     retry_policy=EXTERNAL_SYSTEM_RETRY,
 )
 def operator_efficiency_service(
-    mlflow_tracking: MlflowTracking, deployer: Deployer, image_builder: ImageBuilder
+    context: dg.AssetExecutionContext,
+    mlflow_tracking: MlflowTracking,
+    deployer: Deployer,
+    image_builder: ImageBuilder,
 ) -> dg.MaterializeResult:
     """The inference service for the `champion` version (blue/green locally, a Deployment +
     Service at scale), and the deploy bundle the k8s profile ships. Runs only after the
@@ -41,6 +44,7 @@ def operator_efficiency_service(
     ServedModel.save(spec.model_uri, bundle / MODEL_DIR)
     image = image_builder.build(bundle, spec.image)
     deployment, changed = deployer.deploy(MODEL_NAME, version, bundle)
+    context.log.info(f"version {version} serving at {deployment.url}/predict")
     return dg.MaterializeResult(
         metadata={
             "url": dg.MetadataValue.url(deployment.url),
@@ -50,6 +54,7 @@ def operator_efficiency_service(
             "port": deployment.port or 0,
             "pid": deployment.pid or 0,
             "changed": changed,
+            **({} if changed else skipped(context, f"version {version} is serving already")),
             "bundle": dg.MetadataValue.path(str(bundle)),
             "image": image,
         }

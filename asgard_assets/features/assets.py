@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from ..contracts.model import FEATURE_SERVICE, GOLD_TABLE, VIEW
-from ..metadata import code_version
+from ..metadata import code_version, skipped
 from ..resources.feature_store import FeatureStoreResource
 from ..resources.lakehouse import Lakehouse
 
@@ -26,10 +26,12 @@ def operator_efficiency(
     the registry already holds these definitions loaded from the current gold snapshot."""
     gold = lakehouse.describe(GOLD_TABLE)
     digest = feature_store.definitions_digest(str(gold.snapshot_id))
+    same = f"the registry holds these definitions from gold snapshot {gold.snapshot_id}"
     before = applied_before(context, digest)
     if before is not None:  # known without importing Feast
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(digest), metadata={**before.metadata, "skipped": True}
+            data_version=dg.DataVersion(digest),
+            metadata={**before.metadata, **skipped(context, same)},
         )
     applied = feature_store.apply_and_materialize(str(gold.snapshot_id))
     view = applied.store.get_feature_view(VIEW)
@@ -45,7 +47,7 @@ def operator_efficiency(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(digest),
         metadata={
-            "skipped": not applied.changed,
+            **({} if applied.changed else skipped(context, same)),
             "features": dg.MetadataValue.json([f.name for f in view.features]),
             "feature_service": FEATURE_SERVICE,
             "source": f"iceberg {GOLD_TABLE} (current snapshot, read in place)",

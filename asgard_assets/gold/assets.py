@@ -19,7 +19,7 @@ from dagster_dbt import (
 
 from .. import judged
 from ..built_from import built_from, inputs, record
-from ..metadata import table_metadata
+from ..metadata import skipped, table_metadata
 from ..resources.lakehouse import Lakehouse, described
 from ..settings import asgard_home
 from .project import DBT_DIR, dbt_project, prepare  # noqa: F401 - re-exported
@@ -109,7 +109,9 @@ def unchanged_output(
         metadata={
             "dagster/row_count": written.total_rows,
             "iceberg_snapshot_id": str(written.snapshot_id),
-            "skipped": "dbt not run: no silver input and no model SQL changed since this snapshot",
+            **skipped(
+                context, "dbt not run: no silver input and no model SQL changed since this snapshot"
+            ),
         },
         data_version=dg.DataVersion(str(written.snapshot_id)),
     )

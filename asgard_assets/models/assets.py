@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import Field, ValidationError
 
 from ..contracts.model import ENTITY_KEY, FEATURES, GOLD_TABLE, LABEL, MODEL_NAME, TIMESTAMP
-from ..metadata import code_version
+from ..metadata import code_version, skipped
 from ..orchestration.retries import EXTERNAL_SYSTEM_RETRY
 from ..resources.feature_store import FeatureStoreResource
 from ..resources.lakehouse import Lakehouse
@@ -99,14 +99,15 @@ def operator_efficiency_predictor(
     fp = fingerprint(gold_snapshot, config)
     existing = _existing_version(mlflow_tracking, fp)
     if existing is not None:
-        context.log.info(f"version {existing.version} was trained from exactly this: skipped")
+        reason = (
+            f"version {existing.version} was trained from exactly this (gold snapshot "
+            f"{gold_snapshot}, the same config and code)"
+        )
         return dg.MaterializeResult(
             data_version=dg.DataVersion(fp),
             metadata={
                 "model_version": str(existing.version),
-                "skipped": True,
-                "reason": f"gold snapshot {gold_snapshot}, config and code unchanged since "
-                f"version {existing.version}",
+                **skipped(context, reason),
                 "mlflow_run_id": existing.run_id,
                 "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(existing.run_id)),
                 "estimator": config.estimator.kind,
@@ -187,7 +188,6 @@ def _train_and_register(
         metadata={
             **{k: dg.MetadataValue.float(v) for k, v in trained.metrics.items()},
             "model_version": version.version,
-            "skipped": False,
             "estimator": config.estimator.kind,
             "hyperparameters": dg.MetadataValue.json(config.estimator.params()),
             "mlflow_run_id": run.info.run_id,

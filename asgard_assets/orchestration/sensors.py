@@ -56,7 +56,7 @@ def new_source_rows(
             days = days_in(ingestion.days(table, updated_after=loaded))
             # rows outside every partition (not started yet, far dates) have no day: the
             # latest day's run replaces them too
-            for day in days or [daily.get_last_partition_key()]:
+            for day in days or [daily().get_last_partition_key()]:
                 by_day.setdefault(day, {})[table] = source.isoformat()
                 context.log.info(f"{table}: rows changed on {day}")
     if unpartitioned:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -337,9 +337,10 @@ class EmbeddedIngestion(Ingestion):
         """The window's source rows, and every row of their keys, replace bronze's rows in
         the window and of those keys (a row whose day changed leaves its old day)."""
         identifier, key = f"bronze.{table}", SOURCES[table].key
-        with tempfile.TemporaryDirectory(dir=spool_dir()) as spool:
+        with ExitStack() as cleanup:
             reader, moved = self.read(table, window=window), []
             if base != EMPTY:  # rows bronze holds may have moved: spooled to learn their keys
+                spool = cleanup.enter_context(tempfile.TemporaryDirectory(dir=spool_dir()))
                 reader = spooled(reader, spool)
                 moved = keys_elsewhere(lakehouse, identifier, key, window, spool)
             return lakehouse.write(

@@ -24,6 +24,8 @@ HTTP_SETTINGS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
+# a download's progress bar is tqdm's carriage-return redraws in every step's log
+QUIET_SETTINGS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 # how MLflow says "no such model" (404) and "no such alias" (400) on every store
 NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
 
@@ -46,7 +48,7 @@ class MlflowTracking(dg.ConfigurableResource):
         from mlflow import MlflowClient
 
         if not self._ready:
-            for name, value in HTTP_SETTINGS.items():
+            for name, value in {**HTTP_SETTINGS, **QUIET_SETTINGS}.items():
                 os.environ.setdefault(name, value)
             (asgard_home() / "mlflow").mkdir(parents=True, exist_ok=True)
             mlflow.set_tracking_uri(self.uri())

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..built_from import built_from, inputs, record, unchanged
+from ..built_from import built_from, covers, inputs, record, unchanged
 from ..contracts.sources import SOURCE_TABLES, SOURCES
 from ..metadata import code_version, table_metadata
 from ..partitions import partitions_of, window_of
@@ -48,9 +48,9 @@ def silver_asset(table: str) -> dg.AssetsDefinition:
         identifier = f"silver.{table}"
         window = window_of(context, table)
         source = f"bronze.{table}"
-        built = inputs(lakehouse, code_version(sql_path(table)), [source], window=str(window))
-        if built_from(lakehouse, identifier) == built:
-            return unchanged(lakehouse, identifier, silver_audit(table), source)
+        built = inputs(lakehouse, code_version(sql_path(table)), [source], window)
+        if covers(built_from(lakehouse, identifier), built):
+            return unchanged(context, lakehouse, identifier, silver_audit(table), source)
         result = spark.build(
             sql_path(table),
             identifier,
