@@ -16,6 +16,7 @@ import argparse
 import importlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -249,7 +250,22 @@ def ui(port: int) -> int:
     env = instance_env()
     # started in the instance's folder: from the repository root, `dagster dev` warns that
     # the dagster.yaml there is not used (DAGSTER_HOME's copy of it is)
-    return subprocess.call(cmd, env=env, cwd=env["DAGSTER_HOME"])
+    child = subprocess.Popen(cmd, env=env, cwd=env["DAGSTER_HOME"], preexec_fn=_interruptible)
+    # SIGTERM (kill, a supervisor) stops it as Ctrl-C does: dagster dev's own shutdown of
+    # its webserver, daemon and code server, not an orphaned tree
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached dagster dev too: let it finish stopping
+            continue
+
+
+def _interruptible() -> None:
+    """SIGINT back to its default in the child: a process started in the background
+    inherits it ignored, and `dagster dev` then ignores SIGTERM too (it maps one to the
+    other)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:

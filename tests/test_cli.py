@@ -2,6 +2,7 @@
 (asgard.pth), and the daily partitions' bounds they run over."""
 
 import logging
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -240,3 +241,45 @@ def test_the_runs_end_is_told_from_its_events_when_stdout_lost_its_lines(home, c
         ["same", "bronze/materials"],
         ["same", "bronze/quality_checks"],
     ]
+
+
+def test_ui_stops_whole_on_sigterm_even_started_in_the_background(home):
+    """`kill <asgard ui>` stops dagster dev and everything it started, also when the UI was
+    started from a script (SIGINT ignored, which dagster dev would extend to SIGTERM)."""
+    import signal
+    import time
+
+    import httpx
+    import psutil
+
+    from asgard_assets.resources.deployer import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "asgard"), "ui", "--port", str(port)],
+        env={**clean_env(), "ASGARD_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as `cmd &` does
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "the UI did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).is_success:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        tree = psutil.Process(process.pid).children(recursive=True)
+        assert len(tree) >= 3  # dagster dev, its webserver, its daemon (and code servers)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        gone, alive = psutil.wait_procs(tree, timeout=30)
+        assert alive == [], [p.cmdline() for p in alive]
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
