@@ -82,12 +82,15 @@ def record(
     identifier: str,
     built: str,
     checks: Sequence[dg.AssetCheckResult] = (),
+    snapshot_id: int | None = None,
 ) -> None:
-    """Remember that the table's current snapshot was built from ``built``, and the
-    ``checks`` it passed the build with when given (table properties: a metadata commit, no
-    new snapshot)."""
+    """Remember that the table's snapshot ``snapshot_id`` (the one this build wrote; the
+    current one when not given) was built from ``built``, and the ``checks`` it passed the
+    build with when given (table properties: a metadata commit, no new snapshot). A record
+    names its snapshot: one another run wrote since never matches it."""
     table = lakehouse.table(identifier)
-    snapshot_id = table.current_snapshot().snapshot_id
+    if snapshot_id is None:
+        snapshot_id = table.current_snapshot().snapshot_id
     properties = {PROPERTY: json.dumps({"snapshot_id": snapshot_id, "inputs": built})}
     if checks:
         properties |= judged.as_property(snapshot_id, checks)

@@ -74,15 +74,42 @@ class Followed(NamedTuple):
     reported: set[str]  # the steps whose end was printed
 
 
-def step_line(word: str, key: str, took: str) -> str:
-    """One asset's line: ``ok`` (its step did work), ``same`` (it found nothing to do)."""
-    return f"  {word:<6}{key:<44} {took}"
+def asset_name(step: str) -> str:
+    """A step's asset as a user names it (``bronze__work_orders`` -> ``bronze/work_orders``)."""
+    return step.replace("__", "/")
 
 
 def took_of(message: str) -> str:
     """The duration in Dagster's STEP_SUCCESS message ("... in 6.1s."), as written there."""
     took = STEP_TIME.search(message)
     return took["time"] if took else ""
+
+
+class StepLines:
+    """One line per asset as its step ends: ``ok`` (it did work), ``same`` (it found nothing
+    to do), ``FAIL``; fed live from Dagster's log lines, or from the run's stored events."""
+
+    def __init__(self) -> None:
+        self.assets: dict[str, dict[str, None]] = {}  # step -> its assets, in order
+        self.same: set[str] = set()
+        self.reported: set[str] = set()
+
+    def materialized(self, step: str, key: str) -> None:
+        self.assets.setdefault(step, {})[key] = None
+
+    def skipped(self, step: str) -> None:
+        self.same.add(step)
+
+    def succeeded(self, step: str, took: str) -> None:
+        if step in self.assets:
+            word = "same" if step in self.same else "ok"
+            for key in self.assets[step]:
+                print(f"  {word:<6}{key:<44} {took}", flush=True)
+            self.reported.add(step)
+
+    def failed(self, step: str) -> None:  # why: printed from the run's events at its end
+        print(f"  FAIL  {asset_name(step)}", flush=True)
+        self.reported.add(step)
 
 
 def lines_of(path: Path, process: subprocess.Popen) -> Iterator[str]:
@@ -106,18 +133,14 @@ def lines_of(path: Path, process: subprocess.Popen) -> Iterator[str]:
 
 def follow(lines: Iterable[str], on_start: Callable[[str], None] = lambda step: None) -> Followed:
     """Print one line per materialized asset (named by its key: the dbt step is
-    ``gold/operator_features``), ``ok`` when its step did work and ``same`` when it found
-    nothing to do, and every failure from Dagster's event stream (``on_start`` is told of
-    each step as it starts). Returns as soon as the run has ended."""
-    run_id = None
-    materialized: dict[str, dict[str, None]] = {}  # step -> its assets, in order
-    same: set[str] = set()
-    reported: set[str] = set()
+    ``gold/operator_features``) and per failed step from Dagster's event stream
+    (``on_start`` is told of each step as it starts). Returns once the run has ended."""
+    run_id, out = None, StepLines()
     for line in lines:
         match = EVENT_LINE.search(line)
         if not match:
             if skipped := SKIPPED.search(line):
-                same.add(skipped["step"])
+                out.skipped(skipped["step"])
             continue
         run_id = run_id or match["run"]
         step, event = match["step"], match["event"]
@@ -125,23 +148,14 @@ def follow(lines: Iterable[str], on_start: Callable[[str], None] = lambda step: 
             on_start(step)
         elif event == "ASSET_MATERIALIZATION":
             named = MATERIALIZED.match(match["message"])
-            key = named["key"].replace(" ", "/") if named else step.replace("__", "/")
-            materialized.setdefault(step, {})[key] = None
-        elif event == "STEP_SUCCESS" and step in materialized:
-            word = "same" if step in same else "ok"
-            for key in materialized[step]:
-                print(step_line(word, key, took_of(match["message"])), flush=True)
-            reported.add(step)
-        elif event == "STEP_FAILURE":  # why: printed from the run's events at its end
-            print(failure_line(step), flush=True)
-            reported.add(step)
+            out.materialized(step, named["key"].replace(" ", "/") if named else asset_name(step))
+        elif event == "STEP_SUCCESS":
+            out.succeeded(step, took_of(match["message"]))
+        elif event == "STEP_FAILURE":
+            out.failed(step)
         elif event in RUN_ENDED:
-            return Followed(run_id, event, reported)
-    return Followed(run_id, None, reported)
-
-
-def failure_line(step: str) -> str:
-    return f"  FAIL  {step.replace('__', '/')}"
+            return Followed(run_id, event, out.reported)
+    return Followed(run_id, None, out.reported)
 
 
 # Once the run is past gold (its memory peak at scale: dbt's process beside Dagster's), the
@@ -192,16 +206,23 @@ def demo() -> int:
         summary.join()
     succeeded, explained = followed.ended == "RUN_SUCCESS", False
     if followed.run_id is not None:
-        from .summary import print_run_end
+        try:
+            from .summary import print_run_end
 
-        explained = print_run_end(followed.run_id, followed.reported, succeeded)
+            explained = print_run_end(followed.run_id, followed.reported, succeeded)
+        except Exception as e:  # noqa: BLE001 - the run's end is still told by its log below
+            print(f"\n(the run's record could not be read: {type(e).__name__}: {e})")
     if succeeded:
         # the run is recorded as ended: the Dagster process's own exit (its interpreter's
         # teardown of dagster, dbt, Feast, MLflow: ~2 s) is not waited for
         return 0
     code = process.wait()
     if explained:
-        print(f"\nThe run failed (exit {code}); the tracebacks are in {log_path}", file=sys.stderr)
+        print(
+            f"\nThe run failed (exit {code}). Each step's traceback: run {followed.run_id} in "
+            f"`asgard ui`; Dagster's log: {log_path}",
+            file=sys.stderr,
+        )
     else:  # no step failed: the run did not start, or failed around its steps
         print(f"\nThe run failed (exit {code}); the last lines of {log_path}:", file=sys.stderr)
         print("".join(log_path.read_text().splitlines(keepends=True)[-25:]), file=sys.stderr)
@@ -247,18 +268,21 @@ def load_demo(url: str) -> int:
 def ui(port: int) -> int:
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
-    env = instance_env()
-    # started in the instance's folder: from the repository root, `dagster dev` warns that
-    # the dagster.yaml there is not used (DAGSTER_HOME's copy of it is)
-    child = subprocess.Popen(cmd, env=env, cwd=env["DAGSTER_HOME"], preexec_fn=_interruptible)
-    # SIGTERM (kill, a supervisor) stops it as Ctrl-C does: dagster dev's own shutdown of
-    # its webserver, daemon and code server, not an orphaned tree
-    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
-    while True:
-        try:
-            return child.wait()
-        except KeyboardInterrupt:  # Ctrl-C reached dagster dev too: let it finish stopping
-            continue
+    child: subprocess.Popen | None = None
+
+    def stop(signum, frame) -> None:
+        if child is not None:
+            child.send_signal(signal.SIGINT)
+
+    # Ctrl-C, kill (SIGTERM) and a closed terminal each become one SIGINT to dagster dev:
+    # its own shutdown of its webserver, daemon and code server, not an orphaned tree. In
+    # its own process group, a terminal's Ctrl-C reaches it only this way, once.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+    child = subprocess.Popen(
+        cmd, env=instance_env(), cwd=ROOT, process_group=0, preexec_fn=_interruptible
+    )
+    return child.wait()
 
 
 def _interruptible() -> None:

@@ -11,6 +11,7 @@ it imports the code, so this cannot live in the code itself.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -60,6 +61,11 @@ def apply_defaults() -> None:
             "Parameter `include_sources` of function `AssetSelection.all` is currently in beta",
         ):
             warnings.filterwarnings("ignore", message=message)
+        # `dagster dev` from the repository root warns that the dagster.yaml there is not
+        # used: DAGSTER_HOME holds the copy of it that is (dagster_home puts it there)
+        logging.getLogger("dagster").addFilter(
+            lambda record: "will not be used to configure Dagster" not in record.getMessage()
+        )
 
 
 def _one_line_cli_errors(kind, error, tb) -> None:

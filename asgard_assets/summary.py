@@ -38,28 +38,27 @@ def print_unreported(instance, run_id: str, reported: set[str]) -> None:
     tail as soon as the steps end: under load the last lines never reach the file."""
     import dagster as dg
 
-    from .cli import failure_line, step_line, took_of
+    from .cli import StepLines, took_of
 
     kinds = {
         dg.DagsterEventType.ASSET_MATERIALIZATION,
         dg.DagsterEventType.STEP_SUCCESS,
         dg.DagsterEventType.STEP_FAILURE,
     }
-    materialized: dict[str, dict[str, None]] = {}
-    same: set[str] = set()
+    out = StepLines()
     for entry in instance.all_logs(run_id, of_type=kinds):
         step, event = entry.step_key, entry.dagster_event
         if step in reported:
             continue
         if event.is_step_materialization:
             mat = event.step_materialization_data.materialization
-            materialized.setdefault(step, {})[mat.asset_key.to_user_string()] = None
-            same.update([step] if "skipped" in mat.metadata else [])
+            out.materialized(step, mat.asset_key.to_user_string())
+            if "skipped" in mat.metadata:
+                out.skipped(step)
         elif event.is_step_success:
-            for key in materialized.get(step, ()):
-                print(step_line("same" if step in same else "ok", key, took_of(event.message)))
+            out.succeeded(step, took_of(event.message))
         elif event.is_step_failure:
-            print(failure_line(step))
+            out.failed(step)
 
 
 def failure_reason(failure) -> str:
@@ -68,6 +67,8 @@ def failure_reason(failure) -> str:
     if failure.user_failure_data is not None and failure.user_failure_data.description:
         return failure.user_failure_data.description.strip()
     error = failure.error
+    if error is None:
+        return "failed (Dagster recorded no error)"
     while error.cause is not None and (
         error.cls_name.startswith("Dagster") or error.cls_name == "RetryRequestedFromPolicy"
     ):
@@ -79,12 +80,14 @@ def print_failures(instance, run_id: str) -> bool:
     """Each failed step and why; False when no step failed."""
     import dagster as dg
 
+    from .cli import asset_name
+
     failed = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     if failed:
         print("\nWhy:")
     for entry in failed:
         reason = failure_reason(entry.dagster_event.event_specific_data)
-        print(f"  {entry.step_key.replace('__', '/')}: {reason}")
+        print(f"  {asset_name(entry.step_key)}: {reason}")
     return bool(failed)
 
 

@@ -2,7 +2,6 @@
 (asgard.pth), and the daily partitions' bounds they run over."""
 
 import logging
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -243,9 +242,11 @@ def test_the_runs_end_is_told_from_its_events_when_stdout_lost_its_lines(home, c
     ]
 
 
-def test_ui_stops_whole_on_sigterm_even_started_in_the_background(home):
-    """`kill <asgard ui>` stops dagster dev and everything it started, also when the UI was
-    started from a script (SIGINT ignored, which dagster dev would extend to SIGTERM)."""
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_ui_stops_whole_on_kill_or_ctrl_c_even_started_in_the_background(home, signum):
+    """`kill <asgard ui>` and Ctrl-C (SIGINT to asgard) stop dagster dev and everything it
+    started, also when the UI was started from a script (SIGINT ignored, which dagster dev
+    would extend to SIGTERM)."""
     import signal
     import time
 
@@ -254,7 +255,7 @@ def test_ui_stops_whole_on_sigterm_even_started_in_the_background(home):
 
     from asgard_assets.resources.deployer import free_port
 
-    port = free_port()
+    port, tree = free_port(), []
     process = subprocess.Popen(
         [str(BIN / "asgard"), "ui", "--port", str(port)],
         env={**clean_env(), "ASGARD_HOME": str(home)},
@@ -274,12 +275,14 @@ def test_ui_stops_whole_on_sigterm_even_started_in_the_background(home):
                 time.sleep(1)
         tree = psutil.Process(process.pid).children(recursive=True)
         assert len(tree) >= 3  # dagster dev, its webserver, its daemon (and code servers)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(getattr(signal, signum))
         assert process.wait(timeout=60) == 0
         gone, alive = psutil.wait_procs(tree, timeout=30)
         assert alive == [], [p.cmdline() for p in alive]
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        process.kill()
+        for leftover in tree:
+            try:
+                leftover.kill()
+            except psutil.NoSuchProcess:
+                pass

@@ -66,10 +66,19 @@ def once(identifier: str, key: str, value: str) -> pd.DataFrame:
 
 
 def test_readme_backfill_keeps_keys_unique(own_source):
-    """The README's backfill example after a full run: no key twice, every check passes."""
+    """The README's backfill example after a full run, the days reloaded (`full_refresh`: an
+    unchanged source would skip them): no key twice, every check passes."""
     assert materialize(f"{WO} {ML}").success
-    result = materialize(f"{WO} {ML}", tags=range_tags(["2025-03-01", "2025-03-03"]))
+    reload = {"config": {"full_refresh": True}}
+    result = materialize(
+        f"{WO} {ML}",
+        tags=range_tags(["2025-03-01", "2025-03-03"]),
+        run_config={"ops": {"bronze__work_orders": reload, "bronze__machine_logs": reload}},
+    )
     assert result.success
+    for step in ("bronze__work_orders", "silver__work_orders", "silver__machine_logs"):
+        (mat, *_) = result.asset_materializations_for_node(step)
+        assert "skipped" not in mat.metadata, step  # the days were written again
     assert rows("silver.machine_logs") == 24_751 and rows("silver.work_orders") == 14_850
     assert rows("bronze.machine_logs") == 25_000 and rows("bronze.work_orders") == 15_000
     silver = checks(result, "silver")

@@ -158,3 +158,40 @@ def _day_of(lakehouse, work_order_id: str) -> str:
         "bronze.work_orders",
     ).fetchone()
     return day.isoformat()
+
+
+def test_a_build_covers_the_same_inputs_over_the_days_inside_its_window_only():
+    """What silver's skip trusts: the same code and bronze snapshot, over the recorded window
+    or days inside it with the same partitions (so the same remainder); nothing else."""
+    from datetime import datetime
+
+    from asgard_assets.built_from import covers, inputs
+    from asgard_assets.partitions import Window
+
+    class Snapshots:  # the one thing inputs() asks a lakehouse
+        def __init__(self, snapshot: int):
+            self.snapshot = snapshot
+
+        def snapshot_id(self, identifier: str) -> int:
+            return self.snapshot
+
+    def window(start: int, end: int, last: int = 7) -> Window:
+        day = lambda d: datetime(2025, 7, d)  # noqa: E731
+        return Window("start_time", day(start), day(end), day(1), day(last))
+
+    def built(start=1, end=7, snapshot=1, code="a", last=7) -> str:
+        return inputs(Snapshots(snapshot), code, ["bronze.work_orders"], window(start, end, last))
+
+    whole = built()
+    assert covers(whole, whole)
+    assert covers(whole, built(3, 5)) and covers(whole, built(1, 2)) and covers(whole, built(6, 7))
+    assert not covers(built(3, 5), whole)  # more days than were built
+    assert not covers(built(1, 4), built(3, 6))  # overlapping only
+    assert not covers(whole, built(3, 5, snapshot=2))  # bronze moved
+    assert not covers(whole, built(3, 5, code="b"))  # the SQL changed
+    assert not covers(built(1, 7, last=8), built(3, 5))  # another remainder
+    assert not covers(None, whole)
+    old = '{"code": "a", "sources": {"bronze.work_orders": 1}, "window": "start_time in [...)"}'
+    assert not covers(old, built(3, 5))  # a record from before windows were spans
+    unpartitioned = inputs(Snapshots(1), "a", ["bronze.materials"])
+    assert covers(unpartitioned, unpartitioned) and not covers(unpartitioned, whole)

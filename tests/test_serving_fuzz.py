@@ -139,6 +139,9 @@ def test_a_body_not_sent_as_json_is_told_how_to_send_it(client):
         "(not application/x-www-form-urlencoded)"
     )
     assert post(client, body, **{"content-type": "application/json; charset=utf-8"}).is_success
+    # a JSON type FastAPI reads, with a body that breaks the contract: the contract's 422
+    empty = post(client, '{"operator_ids": []}', **{"content-type": "application/vnd.x+json"})
+    assert empty.status_code == 422 and "operator_ids" in empty.text
 
 
 def test_a_lying_content_length_is_refused(client):

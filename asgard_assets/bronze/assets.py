@@ -78,7 +78,11 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
             f"{result.mode}: {result.write.rows_written} rows from {result.source} "
             f"into bronze.{table} (snapshot {result.write.snapshot_id})"
         )
-        nothing_new = result.mode == "incremental" and result.write.rows_written == 0
+        nothing_new = (
+            result.mode == "incremental"
+            and result.write.rows_written == 0
+            and result.quarantined == 0
+        )
         return dg.MaterializeResult(
             data_version=dg.DataVersion(str(result.write.snapshot_id)),
             metadata={

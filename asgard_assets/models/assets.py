@@ -107,10 +107,10 @@ def operator_efficiency_predictor(
             data_version=dg.DataVersion(fp),
             metadata={
                 "model_version": str(existing.version),
-                **skipped(context, reason),
                 "mlflow_run_id": existing.run_id,
                 "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(existing.run_id)),
                 "estimator": config.estimator.kind,
+                **skipped(context, reason),  # last: logged once the rest is known
             },
         )
     return _train_and_register(

@@ -178,6 +178,15 @@ def _json_body(scope: Scope) -> bool:
     return False
 
 
+def _json_media_type(content_type: str) -> bool:
+    """A Content-Type FastAPI reads the body of as JSON: application/json or
+    application/<anything>+json."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
     sent = False
 
@@ -255,7 +264,7 @@ class Prediction(BaseModel):
 @app.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: RequestValidationError):
     sent = request.headers.get("content-type", "")
-    if sent and sent.split(";", 1)[0].strip().lower() != "application/json":
+    if sent and not _json_media_type(sent):
         # e.g. curl -d without -H: FastAPI reads a form body as bytes ("should be a dictionary")
         detail = f"send the body as JSON, with Content-Type: application/json (not {sent[:64]})"
         return AsciiJSONResponse(status_code=415, content={"detail": detail})

@@ -60,7 +60,7 @@ def silver_asset(table: str) -> dg.AssetsDefinition:
             key=SOURCES[table].key,
             audit=silver_audit(table),
         )
-        record(lakehouse, identifier, built)
+        record(lakehouse, identifier, built, snapshot_id=result.snapshot_id)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(str(result.snapshot_id)),
             metadata={
