@@ -71,7 +71,7 @@ RUN_ENDED = {"RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED"}
 class Followed(NamedTuple):
     run_id: str | None
     ended: str | None  # the run's last event, None when the log ended before it
-    reported: set[str]  # the steps whose end was printed
+    reported: set[str]  # the steps whose end was seen (and printed when it has assets)
 
 
 def asset_name(step: str) -> str:
@@ -101,11 +101,10 @@ class StepLines:
         self.same.add(step)
 
     def succeeded(self, step: str, took: str) -> None:
-        if step in self.assets:
-            word = "same" if step in self.same else "ok"
-            for key in self.assets[step]:
-                print(f"  {word:<6}{key:<44} {took}", flush=True)
-            self.reported.add(step)
+        word = "same" if step in self.same else "ok"
+        for key in self.assets.get(step, ()):
+            print(f"  {word:<6}{key:<44} {took}", flush=True)
+        self.reported.add(step)
 
     def failed(self, step: str) -> None:  # why: printed from the run's events at its end
         print(f"  FAIL  {asset_name(step)}", flush=True)

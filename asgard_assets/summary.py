@@ -45,10 +45,14 @@ def print_unreported(instance, run_id: str, reported: set[str]) -> None:
         dg.DagsterEventType.STEP_SUCCESS,
         dg.DagsterEventType.STEP_FAILURE,
     }
+    ended = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    missed = {e.step_key for e in instance.all_logs(run_id, of_type=ended)} - reported
+    if not missed:  # the usual case: the run's many materializations are not read
+        return
     out = StepLines()
     for entry in instance.all_logs(run_id, of_type=kinds):
         step, event = entry.step_key, entry.dagster_event
-        if step in reported:
+        if step not in missed:
             continue
         if event.is_step_materialization:
             mat = event.step_materialization_data.materialization
