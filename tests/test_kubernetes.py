@@ -184,6 +184,28 @@ def test_every_secret_the_manifests_name_is_created_by_the_guide(bundle):
     assert "dagster-postgresql-secret" in guide
 
 
+def test_the_guide_and_the_config_map_set_what_the_k8s_profile_requires():
+    """Following docs/kubernetes.md gives the k8s profile every setting it refuses to start
+    without: the Airbyte secret's variables, Spark's required settings in the ConfigMap."""
+    from asgard_assets.resources import spark_operator
+
+    guide = (ROOT / "docs" / "kubernetes.md").read_text()
+    airbyte = guide.split("create secret generic asgard-airbyte", 1)[1].split("\n#", 1)[0]
+    for var in (
+        "AIRBYTE_REST_API_URL",
+        "AIRBYTE_CONFIGURATION_API_URL",
+        "AIRBYTE_WORKSPACE_ID",
+        "AIRBYTE_CONNECTION_ID",
+    ):
+        assert f"--from-literal={var}=" in airbyte, var
+    config = yaml.safe_load((ROOT / "deploy/k8s/config.yaml").read_text())["data"]
+    for field in spark_operator.REQUIRED:
+        assert config.get(spark_operator.ENV[field]), spark_operator.ENV[field]
+    # every endpoint in the ConfigMap is a service of the namespaces the guide creates
+    hosts = re.findall(r"//([a-z0-9-]+)\.([a-z0-9-]+)\.svc", "\n".join(config.values()))
+    assert hosts and {ns for _, ns in hosts} == {"data-platform"}, hosts
+
+
 def test_images_install_the_runtime_lock_without_dev_tools(bundle):
     runtime = (ROOT / "requirements.runtime.lock").read_text()
     pins = dict(re.findall(r"^([a-z0-9_.-]+)==(\S+)", runtime, re.M))
