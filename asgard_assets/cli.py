@@ -249,7 +249,17 @@ def load_demo(url: str) -> int:
     from .contracts.sources import qualified_name
     from .resources.ingestion_interface import redact
 
-    counts = demo_data.load(url)
+    try:
+        counts = demo_data.load(url)
+    except (sa.exc.DBAPIError, sa.exc.ArgumentError) as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        hint = (
+            f" (create it first, e.g. psql -h HOST -U USER -c 'CREATE DATABASE {database}')"
+            if "does not exist" in reason and (database := sa.engine.make_url(url).database)
+            else ""
+        )
+        print(f"asgard load-demo: cannot load into {redact(url)}: {reason}{hint}", file=sys.stderr)
+        return 1
     parsed = sa.engine.make_url(url)
     dialect = parsed.get_backend_name()
     where = sorted({".".join(filter(None, qualified_name(t, dialect))) for t in counts})

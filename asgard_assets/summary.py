@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 # what printing needs, imported with this module (on the demo's warm-up thread, while the
 # run's last steps go): the Dagster instance's storage and the SQL catalog (~0.4 s)
@@ -13,6 +15,7 @@ from .orchestration import dagster_instance  # noqa: F401
 from .resources import resource
 from .resources.deployer import LocalDeployer
 from .resources.lakehouse import Lakehouse
+from .settings import asgard_home
 
 
 def print_run_end(run_id: str, reported: set[str], succeeded: bool) -> bool:
@@ -95,6 +98,15 @@ def print_failures(instance, run_id: str) -> bool:
     return bool(failed)
 
 
+def stop_command() -> str:
+    """`asgard stop`, with ASGARD_HOME when it is not the default one (another home's
+    service would be stopped instead)."""
+    home = asgard_home()
+    if home == (Path.cwd() / ".asgard").resolve():
+        return ".venv/bin/asgard stop"
+    return f"ASGARD_HOME={shlex.quote(str(home))} .venv/bin/asgard stop"
+
+
 def check_results(instance, run_id: str) -> dict[str, list[str]]:
     """The run's asset checks by outcome: passed, warned, failed (``asset:check`` names)."""
     import dagster as dg
@@ -169,5 +181,5 @@ def print_summary(instance, run_id: str) -> None:
         print(
             f"  curl -s -X POST {deployment.url}/predict -H 'content-type: application/json' -d '{body}'"
         )
-        print("  stop it with: .venv/bin/asgard stop")
+        print(f"  stop it with: {stop_command()}")
     print_checks(instance, run_id)

@@ -286,3 +286,23 @@ def test_ui_stops_whole_on_kill_or_ctrl_c_even_started_in_the_background(home, s
                 leftover.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_load_demo_into_a_database_that_does_not_exist_says_how_to_create_it(capsys):
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/asgard_no_such_database"
+    assert cli.main(["load-demo", url]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f'asgard load-demo: cannot load into {url}: connection to server at "127.0.0.1", '
+        'port 5432 failed: FATAL:  database "asgard_no_such_database" does not exist (create it '
+        "first, e.g. psql -h HOST -U USER -c 'CREATE DATABASE asgard_no_such_database')"
+    ]
+
+
+def test_the_stop_hint_names_a_home_that_is_not_the_default(home, monkeypatch, tmp_path):
+    from asgard_assets.summary import stop_command
+
+    assert stop_command() == f"ASGARD_HOME={home} .venv/bin/asgard stop"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASGARD_HOME", ".asgard")
+    assert stop_command() == ".venv/bin/asgard stop"
