@@ -169,6 +169,21 @@ def test_source_breaking_the_contract_fails_before_any_write(sqlite_source, chan
     assert lakehouse().snapshot_id("bronze.work_orders") == before
 
 
+def test_a_column_retyped_in_place_fails_though_no_row_changed(sqlite_source):
+    """The window's rows are the same (count, latest updated_at): the run would skip them,
+    but the source no longer meets the contract, and says so."""
+    create_source_table(sqlite_source, "work_orders", [order(1)])
+    assert materialize("bronze/work_orders", assets=ASSETS).success
+    before = lakehouse().snapshot_id("bronze.work_orders")
+    columns = {c.name: c.type for c in resource_table("work_orders").columns}
+    create_source_table(
+        sqlite_source, "work_orders", [order(1)], {**columns, "start_time": sa.String(32)}
+    )
+    result = materialize("bronze/work_orders", assets=ASSETS, raise_on_error=False)
+    assert "column start_time is VARCHAR(32), the contract says timestamp" in failure(result)
+    assert lakehouse().snapshot_id("bronze.work_orders") == before
+
+
 def test_added_column_evolves_bronze_and_silver_columns_check(sqlite_source):
     create_source_table(sqlite_source, "materials", [material(1)])
     assert materialize("bronze/materials", assets=ASSETS).success

@@ -113,6 +113,23 @@ def test_moved_order_is_once_after_rerunning_its_new_day(source):
     assert rows("bronze.work_orders") == 15_000 and rows("silver.work_orders") == 14_850
 
 
+def test_rerunning_the_day_a_row_left_keeps_it_on_its_new_day(source):
+    """The order moved from 2025-05-01 to 2025-05-03 in the source; re-running only its old
+    day brings its row along to the new day instead of dropping it until that day runs."""
+    assert materialize(WO).success
+    move(source, "WO-000001", datetime(2025, 5, 3, 9))
+    result = materialize(WO, partition_key="2025-05-01")
+    assert result.success
+    for table in ("bronze.work_orders", "silver.work_orders"):
+        found = once(table, "work_order_id", "WO-000001")
+        assert found["start_time"].iloc[0] == pd.Timestamp("2025-05-03 09:00")
+    assert rows("bronze.work_orders") == 15_000 and rows("silver.work_orders") == 14_850
+    # and its new day run afterwards changes nothing more
+    assert materialize(WO, partition_key="2025-05-03").success
+    once("bronze.work_orders", "work_order_id", "WO-000001")
+    assert rows("bronze.work_orders") == 15_000 and rows("silver.work_orders") == 14_850
+
+
 def test_moved_order_is_once_after_the_sensors_runs(own_source):
     from asgard_assets.definitions import defs
 

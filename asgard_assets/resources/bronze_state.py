@@ -45,10 +45,15 @@ def not_yet_loaded(
     return pa.RecordBatchReader.from_batches(out.schema, batches())
 
 
-def keys_elsewhere(
+def moved_keys(
     lakehouse: Lakehouse, identifier: str, key: str, window: Window, folder: str
-) -> list:
-    """Keys of the spooled rows that bronze holds outside the window (rows that moved)."""
+) -> tuple[list, list]:
+    """Keys whose rows moved, between the spooled source rows of a window and bronze:
+    (keys of the spooled rows that bronze holds outside the window: they moved in,
+    keys bronze holds in the window that the source's window no longer has: they moved
+    out to another day, or were deleted in the source). Blank keys are not keys."""
+    if lakehouse.snapshot_id(identifier) is None:
+        return [], []
     rows = pa.ipc.open_file(pa.OSFile(f"{folder}/{SPOOL}"))
     keys = pa.RecordBatchReader.from_batches(
         pa.schema([rows.schema.field(key)]),
@@ -58,7 +63,16 @@ def keys_elsewhere(
     try:
         con.register("_incoming", keys)
         con.execute(f"CREATE TEMP TABLE _keys AS SELECT DISTINCT {key} FROM _incoming")
-        return lakehouse.keys_outside(con, identifier, key, window, "_keys")
+        moved_in = lakehouse.keys_outside(con, identifier, key, window, "_keys")
+        moved_out = [
+            k
+            for (k,) in con.execute(
+                f"SELECT DISTINCT {key} FROM {identifier} WHERE {window.sql()} "
+                f"AND {key} NOT IN (SELECT {key} FROM _keys WHERE {key} IS NOT NULL) "
+                f"AND trim(CAST({key} AS VARCHAR)) <> '' ORDER BY 1"
+            ).fetchall()
+        ]
+        return moved_in, moved_out
     finally:
         con.close()
 

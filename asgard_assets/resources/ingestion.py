@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ from .bronze_state import (
     CURSOR_COLUMN,
     TS_FORMAT,
     bronze_cursor,
-    keys_elsewhere,
+    moved_keys,
     not_yet_loaded,
     same_time,
 )
@@ -47,6 +48,7 @@ from .ingestion_interface import Ingestion, IngestResult, redact
 from .lakehouse import KeyReplace, Lakehouse, WriteResult
 from .source_fits import misfit_table, sqlite_fits
 from .source_streams import (
+    chained,
     read_source,
     spool_dir,
     spooled,
@@ -58,6 +60,13 @@ from .write_pins import EMPTY
 QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
 # a concurrent load of the same table committed first: read again past its rows
 COMMIT_ATTEMPTS = 3
+
+
+def _literal(value) -> str:
+    """A key as a SQL literal: integers as they are, text quoted."""
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def utc_now() -> datetime:
@@ -173,6 +182,23 @@ class EmbeddedIngestion(Ingestion):
             query += f" ORDER BY {window.column}"
         return read_source(self.url(), query, self.batch_rows, self.adbc_batch_bytes)
 
+    def read_keys(self, table: str, keys: list) -> Iterator[pa.RecordBatchReader]:
+        """The source rows of ``keys`` (few: a window's keys whose rows moved to other days),
+        a query per 1,000 keys."""
+        with self._connect() as conn:
+            where = self._qualified(table, conn)
+            columns = self._columns(table, conn)
+        key = SOURCES[table].key
+        for start in range(0, len(keys), 1000):
+            listed = ", ".join(_literal(k) for k in keys[start : start + 1000])
+            scope = self._scope(columns, None, f"{key} IN ({listed})")
+            yield read_source(
+                self.url(),
+                f"SELECT * FROM {where} WHERE {scope}",
+                self.batch_rows,
+                self.adbc_batch_bytes,
+            )
+
     def _scope(
         self,
         columns: dict[str, sa.types.TypeEngine],
@@ -197,13 +223,16 @@ class EmbeddedIngestion(Ingestion):
     def unchanged(self, table: str, lakehouse: Lakehouse, window: Window) -> bool:
         """Bronze already holds the window's source rows: the same number of rows and the
         same latest ``updated_at`` in the window on both sides (every change to a row moves
-        its ``updated_at``: the contract's cursor). One aggregate query on each side."""
+        its ``updated_at``: the contract's cursor). One aggregate query on each side; a source
+        that no longer meets the contract fails here too, as a load would."""
         identifier = f"bronze.{table}"
         if lakehouse.snapshot_id(identifier) is None:
             return False
         fingerprint = f"SELECT count(*), max({CURSOR_COLUMN}) FROM {{}} WHERE {window.sql()}"
         with self._connect() as conn:
-            source = conn.execute(sa.text(fingerprint.format(self._qualified(table, conn)))).one()
+            where = self._qualified(table, conn)
+            self._columns(table, conn)  # a type changed in place moves no row's updated_at
+            source = conn.execute(sa.text(fingerprint.format(where))).one()
         loaded = lakehouse.query(fingerprint.format(identifier), identifier).fetchone()
         return source[0] == loaded[0] and same_time(source[1], loaded[1])
 
@@ -342,7 +371,10 @@ class EmbeddedIngestion(Ingestion):
             if base != EMPTY:  # rows bronze holds may have moved: spooled to learn their keys
                 spool = cleanup.enter_context(tempfile.TemporaryDirectory(dir=spool_dir()))
                 reader = spooled(reader, spool)
-                moved = keys_elsewhere(lakehouse, identifier, key, window, spool)
+                moved, departed = moved_keys(lakehouse, identifier, key, window, spool)
+                if departed:  # their rows now on other days come too, or they would be lost
+                    reader = chained(reader, self.read_keys(table, departed))
+                    moved = sorted({*moved, *departed}, key=str)
             return lakehouse.write(
                 identifier,
                 with_load_columns(reader, load_id, datetime.now(UTC)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterable
 from datetime import datetime
 
 import adbc_driver_postgresql.dbapi as adbc_postgres
@@ -142,3 +143,18 @@ def spooled(reader: pa.RecordBatchReader, folder: str) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(
         file.schema, (file.get_batch(i) for i in range(file.num_record_batches))
     )
+
+
+def chained(
+    first: pa.RecordBatchReader, more: Iterable[pa.RecordBatchReader]
+) -> pa.RecordBatchReader:
+    """``first``'s batches, then those of each reader in ``more`` (opened as reached), in
+    ``first``'s schema."""
+
+    def batches():
+        yield from first
+        for reader in more:
+            for batch in reader:
+                yield batch.cast(first.schema)
+
+    return pa.RecordBatchReader.from_batches(first.schema, batches())
