@@ -77,8 +77,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def dagster_ui(demo_clone, tmp_path_factory):
-    """`asgard ui` in the repository copy where `make demo` ran, nothing exported."""
+def ui_process(demo_clone, tmp_path_factory):
+    """`asgard ui` in the repository copy where `make demo` ran, nothing exported, started
+    as a script's `cmd &` starts it (SIGINT ignored): (its URL, the process)."""
     clone, _ = demo_clone
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -91,12 +92,18 @@ def dagster_ui(demo_clone, tmp_path_factory):
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, to stop it whole
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
     try:
         _wait_until_loaded(url, process, log)
-        yield url
+        yield url, process
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(ui_process) -> str:
+    return ui_process[0]
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +234,17 @@ def test_graphql_launches_a_materialization_that_succeeds(dagster_ui):
     assert {"dagster/row_count", "iceberg_snapshot_id"} <= {
         e["label"] for e in latest["metadataEntries"]
     }
+
+
+def test_kill_stops_the_ui_and_everything_it_started(ui_process):
+    """Last in this module: `kill <asgard ui>` (SIGTERM), on a UI started from a script,
+    stops dagster dev and its webserver, daemon and code server (each a process)."""
+    import psutil
+
+    _, process = ui_process
+    tree = psutil.Process(process.pid).children(recursive=True)
+    assert len(tree) >= 4, [p.cmdline() for p in tree]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    assert alive == [], [p.cmdline() for p in alive]
