@@ -52,8 +52,6 @@ def moved_keys(
     (keys of the spooled rows that bronze holds outside the window: they moved in,
     keys bronze holds in the window that the source's window no longer has: they moved
     out to another day, or were deleted in the source). Blank keys are not keys."""
-    if lakehouse.snapshot_id(identifier) is None:
-        return [], []
     rows = pa.ipc.open_file(pa.OSFile(f"{folder}/{SPOOL}"))
     keys = pa.RecordBatchReader.from_batches(
         pa.schema([rows.schema.field(key)]),
@@ -63,16 +61,7 @@ def moved_keys(
     try:
         con.register("_incoming", keys)
         con.execute(f"CREATE TEMP TABLE _keys AS SELECT DISTINCT {key} FROM _incoming")
-        moved_in = lakehouse.keys_outside(con, identifier, key, window, "_keys")
-        moved_out = [
-            k
-            for (k,) in con.execute(
-                f"SELECT DISTINCT {key} FROM {identifier} WHERE {window.sql()} "
-                f"AND {key} NOT IN (SELECT {key} FROM _keys WHERE {key} IS NOT NULL) "
-                f"AND trim(CAST({key} AS VARCHAR)) <> '' ORDER BY 1"
-            ).fetchall()
-        ]
-        return moved_in, moved_out
+        return lakehouse.keys_moved(con, identifier, key, window, "_keys")
     finally:
         con.close()
 

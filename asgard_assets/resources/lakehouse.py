@@ -271,17 +271,38 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         too, so that a key whose partition column changed is there once. Computed in DuckDB,
         so only these (few) keys become Iceberg filter literals. Blank keys are not keys:
         their rows go by their day only."""
+        return self.keys_moved(con, identifier, key, window, keys, left=False)[0]
+
+    def keys_moved(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        identifier: str,
+        key: str,
+        window: Window,
+        keys: str,
+        left: bool = True,
+    ) -> tuple[list, list]:
+        """(``keys_outside``: the keys that moved into the window, and with ``left`` the keys
+        ``identifier`` holds in ``window`` that relation ``keys`` lacks: they moved out of the
+        window, or were deleted at the source). Blank keys are not keys."""
         if self.snapshot_id(identifier) is None:
-            return []
+            return [], []
         self.attach(con, [identifier])
-        return [
-            k
-            for (k,) in con.execute(
-                f"SELECT DISTINCT {key} FROM {identifier} WHERE NOT {window.sql()} "
-                f"AND {key} IN (SELECT {key} FROM {keys}) "
-                f"AND trim(CAST({key} AS VARCHAR)) <> '' ORDER BY 1"
-            ).fetchall()
-        ]
+
+        def held(where: str) -> list:
+            return [
+                k
+                for (k,) in con.execute(
+                    f"SELECT DISTINCT {key} FROM {identifier} WHERE {where} "
+                    f"AND trim(CAST({key} AS VARCHAR)) <> '' ORDER BY 1"
+                ).fetchall()
+            ]
+
+        moved_in = held(f"NOT {window.sql()} AND {key} IN (SELECT {key} FROM {keys})")
+        if not left:
+            return moved_in, []
+        listed = f"SELECT {key} FROM {keys} WHERE {key} IS NOT NULL"
+        return moved_in, held(f"{window.sql()} AND {key} NOT IN ({listed})")
 
     def _create(self, identifier: str, schema: pa.Schema) -> tuple[Table, bool]:
         """The new table, and whether this write created it (another may have been first).
