@@ -2,12 +2,15 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 from conftest import journey_assets, materialize
@@ -16,15 +19,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asgard_assets.contracts.model import FEATURES, MODEL_NAME, VIEW
+from asgard_assets.deployments.bundle import MODEL_DIR
 from asgard_assets.models.checks import Gate
 from asgard_assets.resources import resource
 from asgard_assets.resources.deployer import (
     Deployment,
     LocalDeployer,
     is_service,
+    package_code,
     process_start,
     service_env,
 )
+from asgard_assets.serving.model import MODEL_META
 
 ROW = {
     "total_work_orders": 87,
@@ -315,17 +321,74 @@ def test_by_operator_id_equals_features_given(service):
     assert service.get("/health").json()["status"] == "ok"
 
 
-def test_redeploy_is_blue_green(journey_home, tmp_path, monkeypatch):
-    """A new deployment starts beside the old one, and the old stops only once the new is healthy."""
+def _bundle_of(home: Path, version: str, tmp_path: Path, as_version: str) -> Path:
+    """A bundle whose model copy says it is ``as_version`` (the same ONNX model): a second
+    version to deploy without training one."""
+    bundle = tmp_path / f"v{as_version}"
+    shutil.copytree(
+        home / "deployments" / MODEL_NAME / f"v{version}" / MODEL_DIR, bundle / MODEL_DIR
+    )
+    meta_path = bundle / MODEL_DIR / MODEL_META
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(
+        json.dumps({**meta, "version": as_version, "uri": f"models:/{MODEL_NAME}/{as_version}"})
+    )
+    return bundle
+
+
+def test_a_new_version_is_swapped_into_the_running_service(journey_home, tmp_path):
+    """Same process, same URL, not one request refused while it loads; a version that does
+    not load fails the deploy and the serving one stays."""
     deployer = LocalDeployer()
     old = deployer.current(MODEL_NAME)
-    unchanged, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
+    own = journey_home / "deployments" / MODEL_NAME / f"v{old.version}"
+    unchanged, changed = deployer.deploy(MODEL_NAME, old.version, own)
     assert not changed and unchanged == old
-    # force a replacement of the same version (as a new version would be)
 
+    answers, done = [], threading.Event()
+
+    def traffic():
+        with httpx.Client(timeout=10) as client:
+            while not done.is_set():
+                r = client.post(f"{old.url}/predict", json={"instances": [ROW]})
+                answers.append((r.status_code, r.json().get("version")))
+
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(traffic)
+        try:
+            new, changed = deployer.deploy(
+                MODEL_NAME, "7", _bundle_of(journey_home, old.version, tmp_path, "7")
+            )
+        finally:
+            done.set()
+        sent.result()
+    assert changed and (new.pid, new.port, new.url) == (old.pid, old.port, old.url)
+    assert is_service(new) and deployer.current(MODEL_NAME) == new
+    assert httpx.get(f"{old.url}/health", timeout=5).json()["version"] == "7"
+    assert answers and {code for code, _ in answers} == {200}
+    assert {version for _, version in answers} <= {old.version, "7"}
+
+    broken = _bundle_of(journey_home, old.version, tmp_path / "broken", "8")
+    (broken / MODEL_DIR / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(dg.Failure, match=r"version 8 did not load .*; version 7 keeps serving"):
+        deployer.deploy(MODEL_NAME, "8", broken)
+    health = httpx.get(f"{old.url}/health", timeout=5).json()
+    assert health["version"] == "7" and "model.onnx" in health["reload_error"]["error"]
+    assert deployer.current(MODEL_NAME).version == "7"
+
+    back, changed = deployer.deploy(MODEL_NAME, old.version, own)
+    assert changed and back.pid == old.pid and deployer.healthy(back)
+    assert "reload_error" not in httpx.get(f"{old.url}/health", timeout=5).json()
+
+
+def test_a_service_from_other_code_is_replaced_blue_green(journey_home, tmp_path, monkeypatch):
+    """A service started from other code is not reloaded: a new one starts beside it, and
+    the old stops only once the new is healthy."""
+    deployer = LocalDeployer()
+    old = deployer.current(MODEL_NAME)
     state = journey_home / "deployments" / f"{MODEL_NAME}.json"
     saved = json.loads(state.read_text())
-    state.write_text(json.dumps({**saved, "version": "0"}))
+    state.write_text(json.dumps({**saved, "version": "0", "code": "older"}))
     # as after a Dagster run: Feast's metrics folder of the (gone) parent is in the env
     for var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "feast_metrics_gone"))
@@ -333,7 +396,7 @@ def test_redeploy_is_blue_green(journey_home, tmp_path, monkeypatch):
     monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql://asgard:s3cret@db/factory")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
     new, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
-    assert changed and new.port != old.port and new.pid != old.pid
+    assert changed and new.port != old.port and new.pid != old.pid and new.code == package_code()
     assert httpx.get(f"{new.url}/health", timeout=5).json()["version"] == old.version
     by_id = httpx.post(f"{new.url}/predict", json={"operator_ids": ["EMP-001"]}, timeout=30)
     assert by_id.status_code == 200 and by_id.json()["operator_ids"] == ["EMP-001"]
@@ -400,7 +463,8 @@ def test_concurrent_deploys_record_one_live_service(journey_home, tmp_path):
     deployer = LocalDeployer()
     state = journey_home / "deployments" / f"{MODEL_NAME}.json"
     serving = deployer.current(MODEL_NAME)
-    state.write_text(json.dumps({**asdict(serving), "version": "0"}))  # force a replacement
+    # force a replacement: a new process, the race the lock is for
+    state.write_text(json.dumps({**asdict(serving), "version": "0", "code": "older"}))
     with ThreadPoolExecutor(2) as pool:
         results = list(
             pool.map(lambda _: deployer.deploy(MODEL_NAME, serving.version, tmp_path), range(2))

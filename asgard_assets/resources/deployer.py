@@ -1,8 +1,11 @@
 """Model deployment, behind one resource.
 
-``LocalDeployer`` runs the inference service on loopback, blue/green: the new version
-starts on the other port, must answer /health with its version, and only then is the
-previous one stopped. State (url, port, pid, the process's start time, version) is kept in
+``LocalDeployer`` runs the inference service on loopback. A new version is swapped into the
+running service (SIGHUP, ``serving/swap.py``): same URL, no request refused, the old version
+serving until the new one has loaded. A service started from other code (or not answering)
+is replaced blue/green instead: the new process starts on the other port, must answer
+/health with its version, and only then is the previous one stopped. State (url, port,
+pid, the process's start time, version, the service's code) is kept in
 ``<ASGARD_HOME>/deployments/<model>.json``; deploys of one model hold a file lock, and a pid
 is signalled only while it is still the service this deployer started (same start time,
 same command). The service gets an allow-listed environment, never the source's URL. The k8s profile's
@@ -19,10 +22,11 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,6 +48,7 @@ class Deployment:
     pid: int | None = None
     started_at: str = ""
     process_start: int | None = None  # the pid's start time (clock ticks after boot)
+    code: str | None = None  # the package's code version the process started with
 
 
 class Deployer(dg.ConfigurableResource, ABC):
@@ -145,11 +150,8 @@ class LocalDeployer(Deployer):
         return Deployment(**json.loads(path.read_text())) if path.exists() else None
 
     def healthy(self, deployment: Deployment) -> bool:
-        try:
-            r = httpx.get(f"{deployment.url}/health", timeout=5)
-            return r.status_code == 200 and r.json().get("version") == deployment.version
-        except httpx.HTTPError:
-            return False
+        health = _health(deployment.url)
+        return health is not None and health.get("version") == deployment.version
 
     def deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         with self._lock(model):
@@ -157,13 +159,59 @@ class LocalDeployer(Deployer):
 
     def _deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         previous = self.current(model)
-        if (
-            previous
-            and previous.version == version
-            and is_service(previous)
-            and self.healthy(previous)
-        ):
+        health = _health(previous.url) if is_service(previous) else None
+        if health is not None and health.get("version") == version == previous.version:
             return previous, False
+        code = package_code()
+        if health is not None and previous.code == code:
+            return self._swap(previous, version, bundle), True
+        return self._start(previous, model, version, bundle, code), True
+
+    def _reload_file(self, model: str) -> Path:
+        return self._state(model).with_suffix(".reload.json")
+
+    def _wanted(self, model: str, version: str, bundle: Path) -> dict[str, str]:
+        """The version to serve, as the service loads it (``serving/swap.py``)."""
+        folder = bundle / MODEL_DIR
+        return {
+            "uri": f"models:/{model}/{version}",
+            "model_dir": str(folder) if folder.is_dir() else "",
+            "request": uuid.uuid4().hex,
+        }
+
+    def _swap(self, previous: Deployment, version: str, bundle: Path) -> Deployment:
+        """``version`` loaded into the running service: same process, same URL."""
+        wanted = self._wanted(previous.model, version, bundle)
+        reload_file = self._reload_file(previous.model)
+        staged = reload_file.with_suffix(".tmp")
+        staged.write_text(json.dumps(wanted))
+        staged.replace(reload_file)  # whole, never half-written, when the service reads it
+        os.kill(previous.pid, signal.SIGHUP)
+        deadline = time.monotonic() + self.health_timeout_s
+        while True:
+            health = _health(previous.url) or {}
+            if health.get("version") == version:
+                break
+            error = health.get("reload_error") or {}
+            if error.get("request") == wanted["request"]:
+                raise dg.Failure(
+                    f"version {version} did not load in the service at {previous.url}: "
+                    f"{error.get('error')}; version {previous.version} keeps serving"
+                )
+            if not is_service(previous) or time.monotonic() > deadline:
+                raise dg.Failure(
+                    f"version {version} was not serving at {previous.url} within "
+                    f"{self.health_timeout_s:.0f} s of the reload"
+                )
+            time.sleep(0.05)
+        new = replace(previous, version=version, started_at=datetime.now(UTC).isoformat())
+        self._state(previous.model).write_text(json.dumps(asdict(new), indent=2))
+        return new
+
+    def _start(
+        self, previous: Deployment | None, model: str, version: str, bundle: Path, code: str
+    ) -> Deployment:
+        """A new service process for ``version``, blue/green beside ``previous``."""
         port = next(
             (
                 p
@@ -180,6 +228,7 @@ class LocalDeployer(Deployer):
             dict(os.environ),
             ASGARD_MODEL_URI=f"models:/{model}/{version}",
             ASGARD_HOME=str(asgard_home()),
+            ASGARD_RELOAD_FILE=str(self._reload_file(model)),
         )
         env.pop("ASGARD_MODEL_DIR", None)  # only this version's copy, never one inherited
         if (bundle / MODEL_DIR).is_dir():  # the version resolved already: no MLflow at start
@@ -208,6 +257,7 @@ class LocalDeployer(Deployer):
             proc.pid,
             datetime.now(UTC).isoformat(),
             process_start(proc.pid),
+            code,
         )
         deadline = time.monotonic() + self.health_timeout_s
         while not self.healthy(new):
@@ -221,7 +271,7 @@ class LocalDeployer(Deployer):
         self._state(model).write_text(json.dumps(asdict(new), indent=2))
         if previous and previous.pid != new.pid:
             _stop(previous)
-        return new, True
+        return new
 
     def stop(self, model: str) -> None:
         with self._lock(model):
@@ -229,6 +279,24 @@ class LocalDeployer(Deployer):
             if current:
                 _stop(current)
                 self._state(model).unlink(missing_ok=True)
+                self._reload_file(model).unlink(missing_ok=True)
+
+
+def _health(url: str) -> dict | None:
+    """The service's /health answer, or None when it does not answer."""
+    try:
+        r = httpx.get(f"{url}/health", timeout=5)
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def package_code() -> str:
+    """The code version of the whole package: a running service swaps in a new model
+    version only while it runs the code here (else it is restarted)."""
+    from ..metadata import PACKAGE, code_version
+
+    return code_version(*sorted(PACKAGE.rglob("*.py")))
 
 
 def _stop_child(proc: subprocess.Popen, timeout: float = 10.0) -> None:

@@ -35,6 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
+from . import swap
 from .model import MAX_BATCH, InvalidInput, ServedModel
 
 MAX_BODY_BYTES = int(os.environ.get("ASGARD_MAX_BODY_BYTES", 4 * 1024 * 1024))
@@ -56,6 +57,7 @@ async def lifespan(app: FastAPI):
     from ..resources import resource
 
     STATE["model"] = ServedModel.load()
+    swap.install(STATE)  # SIGHUP: a new version swapped in place (the local deployer)
     STATE["feature_store"] = resource("feature_store")
     # Feast's import and the feature service's resolution (~4 s) run beside the service,
     # not before it: rows by value are answered (and /health is ready) at once; lookups by
@@ -298,7 +300,10 @@ async def health() -> dict:
 def _health() -> dict:
     # trivial, on the event loop: answered between predictions, never behind a store read
     m = _model()
-    return {"status": "ok", "model": m.name, "version": m.version, "uri": m.uri}
+    health = {"status": "ok", "model": m.name, "version": m.version, "uri": m.uri}
+    if "reload_error" in STATE:  # the version asked for could not load; this one serves on
+        health["reload_error"] = STATE["reload_error"]
+    return health
 
 
 @app.get("/metadata")

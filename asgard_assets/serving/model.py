@@ -47,12 +47,12 @@ class ServedModel:
     session: object  # onnxruntime.InferenceSession
 
     @classmethod
-    def load(cls, uri: str | None = None) -> ServedModel:
-        """The version ``ASGARD_MODEL_URI`` names, from its local copy when
-        ``ASGARD_MODEL_DIR`` holds one (``save``: no MLflow import at start, ~2 s), else
-        from the MLflow registry."""
+    def load(cls, uri: str | None = None, folder: str | None = None) -> ServedModel:
+        """The version ``uri`` (default ``ASGARD_MODEL_URI``) names, from its local copy in
+        ``folder`` (default ``ASGARD_MODEL_DIR``; ``""`` for none) when there is one
+        (``save``: no MLflow import at start, ~2 s), else from the MLflow registry."""
         uri = uri or os.environ.get("ASGARD_MODEL_URI")
-        folder = os.environ.get("ASGARD_MODEL_DIR")
+        folder = os.environ.get("ASGARD_MODEL_DIR") if folder is None else folder
         if folder:
             meta = json.loads((Path(folder) / MODEL_META).read_text())
             if uri and uri not in (meta["uri"], f"models:/{meta['name']}/{meta['version']}"):
