@@ -26,9 +26,9 @@ from asgard_assets.resources.deployer import (
     Deployment,
     LocalDeployer,
     is_service,
-    package_code,
     process_start,
     service_env,
+    service_identity,
 )
 from asgard_assets.serving.model import MODEL_META
 
@@ -345,38 +345,44 @@ def test_a_new_version_is_swapped_into_the_running_service(journey_home, tmp_pat
     unchanged, changed = deployer.deploy(MODEL_NAME, old.version, own)
     assert not changed and unchanged == old
 
-    answers, done = [], threading.Event()
+    answers, answered, done = [], threading.Event(), threading.Event()
 
-    def traffic():
+    def traffic():  # from before the deploy until 20 requests after it
         with httpx.Client(timeout=10) as client:
-            while not done.is_set():
+            while not done.is_set() or len(answers) < after + 20:
                 r = client.post(f"{old.url}/predict", json={"instances": [ROW]})
                 answers.append((r.status_code, r.json().get("version")))
+                answered.set()
 
+    after = 10**9
     with ThreadPoolExecutor(1) as pool:
         sent = pool.submit(traffic)
+        answered.wait(30)
         try:
             new, changed = deployer.deploy(
                 MODEL_NAME, "7", _bundle_of(journey_home, old.version, tmp_path, "7")
             )
         finally:
+            after = len(answers)
             done.set()
-        sent.result()
-    assert changed and (new.pid, new.port, new.url) == (old.pid, old.port, old.url)
-    assert is_service(new) and deployer.current(MODEL_NAME) == new
-    assert httpx.get(f"{old.url}/health", timeout=5).json()["version"] == "7"
-    assert answers and {code for code, _ in answers} == {200}
-    assert {version for _, version in answers} <= {old.version, "7"}
+            sent.result()
+    try:
+        assert changed and (new.pid, new.port, new.url) == (old.pid, old.port, old.url)
+        assert is_service(new) and deployer.current(MODEL_NAME) == new
+        assert httpx.get(f"{old.url}/health", timeout=5).json()["version"] == "7"
+        assert {code for code, _ in answers} == {200}
+        versions = [version for _, version in answers]
+        assert versions[0] == old.version and set(versions[after:]) == {"7"}
 
-    broken = _bundle_of(journey_home, old.version, tmp_path / "broken", "8")
-    (broken / MODEL_DIR / "model.onnx").write_bytes(b"not a model")
-    with pytest.raises(dg.Failure, match=r"version 8 did not load .*; version 7 keeps serving"):
-        deployer.deploy(MODEL_NAME, "8", broken)
-    health = httpx.get(f"{old.url}/health", timeout=5).json()
-    assert health["version"] == "7" and "model.onnx" in health["reload_error"]["error"]
-    assert deployer.current(MODEL_NAME).version == "7"
-
-    back, changed = deployer.deploy(MODEL_NAME, old.version, own)
+        broken = _bundle_of(journey_home, old.version, tmp_path / "broken", "8")
+        (broken / MODEL_DIR / "model.onnx").write_bytes(b"not a model")
+        with pytest.raises(dg.Failure, match=r"version 8 did not load .*; version 7 keeps serving"):
+            deployer.deploy(MODEL_NAME, "8", broken)
+        health = httpx.get(f"{old.url}/health", timeout=5).json()
+        assert health["version"] == "7" and "model.onnx" in health["reload_error"]["error"]
+        assert deployer.current(MODEL_NAME).version == "7"
+    finally:  # the shared journey's service serves its own version again
+        back, changed = deployer.deploy(MODEL_NAME, old.version, own)
     assert changed and back.pid == old.pid and deployer.healthy(back)
     assert "reload_error" not in httpx.get(f"{old.url}/health", timeout=5).json()
 
@@ -388,7 +394,9 @@ def test_a_service_from_other_code_is_replaced_blue_green(journey_home, tmp_path
     old = deployer.current(MODEL_NAME)
     state = journey_home / "deployments" / f"{MODEL_NAME}.json"
     saved = json.loads(state.read_text())
-    state.write_text(json.dumps({**saved, "version": "0", "code": "older"}))
+    # as left by a service from before the swap (no "code"): a SIGHUP would have stopped it
+    saved.pop("code")
+    state.write_text(json.dumps({**saved, "version": "0"}))
     # as after a Dagster run: Feast's metrics folder of the (gone) parent is in the env
     for var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "feast_metrics_gone"))
@@ -396,7 +404,12 @@ def test_a_service_from_other_code_is_replaced_blue_green(journey_home, tmp_path
     monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql://asgard:s3cret@db/factory")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
     new, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
-    assert changed and new.port != old.port and new.pid != old.pid and new.code == package_code()
+    assert (
+        changed
+        and new.port != old.port
+        and new.pid != old.pid
+        and new.code == service_identity(os.environ)
+    )
     assert httpx.get(f"{new.url}/health", timeout=5).json()["version"] == old.version
     by_id = httpx.post(f"{new.url}/predict", json={"operator_ids": ["EMP-001"]}, timeout=30)
     assert by_id.status_code == 200 and by_id.json()["operator_ids"] == ["EMP-001"]

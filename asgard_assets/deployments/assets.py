@@ -19,7 +19,13 @@ from .bundle import MODEL_DIR, BundleSpec, write_bundle
     deps=[MODEL_KEY],
     group_name="deployments",
     kinds={"fastapi", "kubernetes"},
-    code_version=code_version("serving/app.py", "serving/model.py", "deployments/bundle.py"),
+    code_version=code_version(
+        "serving/app.py",
+        "serving/model.py",
+        "serving/swap.py",
+        "deployments/bundle.py",
+        "resources/deployer.py",
+    ),  # fmt: skip
     retry_policy=EXTERNAL_SYSTEM_RETRY,
 )
 def operator_efficiency_service(

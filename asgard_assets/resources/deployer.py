@@ -15,6 +15,7 @@ same command). The service gets an allow-listed environment, never the source's 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -48,7 +49,7 @@ class Deployment:
     pid: int | None = None
     started_at: str = ""
     process_start: int | None = None  # the pid's start time (clock ticks after boot)
-    code: str | None = None  # the package's code version the process started with
+    code: str | None = None  # service_identity() of the process: what it started from
 
 
 class Deployer(dg.ConfigurableResource, ABC):
@@ -160,48 +161,56 @@ class LocalDeployer(Deployer):
     def _deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         previous = self.current(model)
         health = _health(previous.url) if is_service(previous) else None
-        if health is not None and health.get("version") == version == previous.version:
-            return previous, False
-        code = package_code()
-        if health is not None and previous.code == code:
-            return self._swap(previous, version, bundle), True
-        return self._start(previous, model, version, bundle, code), True
+        identity = service_identity(os.environ)
+        if health is not None and previous.code == identity:
+            if health.get("version") == version == previous.version:
+                return previous, False
+            swapped = self._swap(previous, health, version, bundle)
+            if swapped is not None:
+                return swapped, True
+        return self._start(previous, model, version, bundle, identity), True
 
     def _reload_file(self, model: str) -> Path:
         return self._state(model).with_suffix(".reload.json")
 
-    def _wanted(self, model: str, version: str, bundle: Path) -> dict[str, str]:
-        """The version to serve, as the service loads it (``serving/swap.py``)."""
+    def _swap(
+        self, previous: Deployment, health: dict, version: str, bundle: Path
+    ) -> Deployment | None:
+        """``version`` loaded into the running service: same process, same URL. None when
+        the process went away before it was asked (a new one is started instead)."""
         folder = bundle / MODEL_DIR
-        return {
-            "uri": f"models:/{model}/{version}",
+        wanted = {
+            "uri": f"models:/{previous.model}/{version}",
             "model_dir": str(folder) if folder.is_dir() else "",
             "request": uuid.uuid4().hex,
         }
-
-    def _swap(self, previous: Deployment, version: str, bundle: Path) -> Deployment:
-        """``version`` loaded into the running service: same process, same URL."""
-        wanted = self._wanted(previous.model, version, bundle)
         reload_file = self._reload_file(previous.model)
         staged = reload_file.with_suffix(".tmp")
         staged.write_text(json.dumps(wanted))
         staged.replace(reload_file)  # whole, never half-written, when the service reads it
-        os.kill(previous.pid, signal.SIGHUP)
-        deadline = time.monotonic() + self.health_timeout_s
-        while True:
-            health = _health(previous.url) or {}
-            if health.get("version") == version:
-                break
+        if not is_service(previous):
+            return None
+        try:
+            os.kill(previous.pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return None
+        serving, deadline = health.get("version"), time.monotonic() + self.health_timeout_s
+        while (health := _health(previous.url) or {}).get("version") != version:
             error = health.get("reload_error") or {}
             if error.get("request") == wanted["request"]:
                 raise dg.Failure(
                     f"version {version} did not load in the service at {previous.url}: "
-                    f"{error.get('error')}; version {previous.version} keeps serving"
+                    f"{error['error']}; version {serving} keeps serving"
                 )
             if not is_service(previous) or time.monotonic() > deadline:
+                # withdrawn: a load still under way is not applied once it ends
+                reload_file.unlink(missing_ok=True)
+                if (_health(previous.url) or {}).get("version") == version:
+                    break  # it was applied just before
                 raise dg.Failure(
                     f"version {version} was not serving at {previous.url} within "
-                    f"{self.health_timeout_s:.0f} s of the reload"
+                    f"{self.health_timeout_s:.0f} s of the reload (last reload error: "
+                    f"{error.get('error', 'none')}); version {serving} keeps serving"
                 )
             time.sleep(0.05)
         new = replace(previous, version=version, started_at=datetime.now(UTC).isoformat())
@@ -212,6 +221,7 @@ class LocalDeployer(Deployer):
         self, previous: Deployment | None, model: str, version: str, bundle: Path, code: str
     ) -> Deployment:
         """A new service process for ``version``, blue/green beside ``previous``."""
+        self._reload_file(model).unlink(missing_ok=True)  # a stray SIGHUP reloads nothing
         port = next(
             (
                 p
@@ -291,12 +301,24 @@ def _health(url: str) -> dict | None:
         return None
 
 
-def package_code() -> str:
-    """The code version of the whole package: a running service swaps in a new model
-    version only while it runs the code here (else it is restarted)."""
+# the settings a service reads once, at start (its model version it swaps in place)
+STARTED_WITH = (
+    "ASGARD_PROFILE", "ASGARD_MAX_BODY_BYTES", "ASGARD_REDIS", "ASGARD_FEAST_REGISTRY",
+    "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL",
+)  # fmt: skip
+
+
+def service_identity(environ: Mapping[str, str]) -> str:
+    """What a service process is started from: the package's code, the pinned requirements,
+    the Feast repo and the settings it reads. A running service swaps in a new model version
+    only while this is unchanged; otherwise a new process replaces it."""
     from ..metadata import PACKAGE, code_version
 
-    return code_version(*sorted(PACKAGE.rglob("*.py")))
+    files = [*sorted(PACKAGE.rglob("*.py")), ROOT / "requirements.lock"]
+    files += sorted((ROOT / "feature_repo").iterdir())
+    settings = {k: environ.get(k) for k in STARTED_WITH} | {"home": str(asgard_home())}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return f"{code_version(*files)}-{digest[:8]}"
 
 
 def _stop_child(proc: subprocess.Popen, timeout: float = 10.0) -> None:

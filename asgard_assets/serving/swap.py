@@ -5,7 +5,10 @@ The local deployer writes the version to serve to the file ``ASGARD_RELOAD_FILE`
 worker thread while the current one keeps answering, then replaces it in one assignment: the
 URL stays, no request is refused. A version that fails to load leaves the current one
 serving; /health reports it as ``reload_error`` (with the request's id), and the deploy
-fails with it. Only the service's own user can signal it: there is no HTTP way in.
+fails with it. A load is applied only if the file still names its request when it ends
+(the deployer withdraws one it stopped waiting for). Only the service's own user can signal
+it: there is no HTTP way in. The version's log lines go on in the log the process started
+with (``deployments/logs/<model>-v<first version>.log``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ def install(state: dict[str, Any]) -> None:
                 log.error("reload of %s failed, keeping version %s: %s",
                           wanted.get("uri", path), state["model"].version, error)  # fmt: skip
                 return
+            if _requested(path) != wanted.get("request"):
+                # withdrawn (the deployer gave up waiting) or superseded by a newer request
+                log.info("reload of %s withdrawn, keeping version %s",
+                         wanted["uri"], state["model"].version)  # fmt: skip
+                return
             state["model"] = model
             state.pop("reload_error", None)
             log.info("now serving %s (version %s)", model.uri, model.version)
@@ -59,3 +67,11 @@ def install(state: dict[str, Any]) -> None:
         task.add_done_callback(running.discard)
 
     loop.add_signal_handler(signal.SIGHUP, requested)
+
+
+def _requested(path: str) -> str | None:
+    """The request the reload file names now (None when it is gone)."""
+    try:
+        return json.loads(Path(path).read_text()).get("request")
+    except (OSError, ValueError):
+        return None
