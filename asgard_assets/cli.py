@@ -61,7 +61,7 @@ def journey_command() -> list[str]:
         "--select",
         "*",
         "--partition-range",
-        all_days_range(),
+        all_days_range(strict=True),
     ]
 
 
@@ -189,7 +189,11 @@ class _SummaryImport:
 
 def demo() -> int:
     env = instance_env()
-    cmd = journey_command()
+    try:
+        cmd = journey_command()
+    except ValueError as e:  # the source cannot be read, or no day has ended yet
+        print(f"asgard demo: {e}", file=sys.stderr)
+        return 1
     logs = asgard_home() / "logs"
     logs.mkdir(exist_ok=True)
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
@@ -247,12 +251,12 @@ def load_demo(url: str) -> int:
 
     from . import demo_data
     from .contracts.sources import qualified_name
-    from .resources.ingestion_interface import redact
+    from .source_url import error_line, redact
 
     try:
         counts = demo_data.load(url)
     except (sa.exc.DBAPIError, sa.exc.ArgumentError) as e:
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        reason = error_line(e)
         hint = (
             f" (create it first, e.g. psql -h HOST -U USER -c 'CREATE DATABASE {database}')"
             if "does not exist" in reason and (database := sa.engine.make_url(url).database)

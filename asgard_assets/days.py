@@ -21,8 +21,9 @@ def _first_source_day(url: str) -> str:
     import sqlalchemy as sa
 
     from .contracts.sources import PARTITIONED_TABLES, SOURCES, qualified_name
+    from .source_url import source_engine
 
-    engine = sa.create_engine(url)
+    engine = source_engine(url)
     try:
         with engine.connect() as conn:
             firsts = []
@@ -39,13 +40,19 @@ def _first_source_day(url: str) -> str:
     return min(days)
 
 
-def partition_bounds() -> tuple[str, str | None]:
+class SourceUnreadable(ValueError):
+    """The source cannot be read (not reachable, not a working URL); the message says why."""
+
+
+def partition_bounds(strict: bool = False) -> tuple[str, str | None]:
     """(first day, day after the last) of the daily partitions; None: up to the day that
     just ended. ``ASGARD_PARTITION_START`` / ``ASGARD_PARTITION_END`` (last day) win.
 
     The demo database is generated and never grows: its partitions are exactly its days,
     so a finished demo has no Missing day. A real source is live: partitions run from its
     first day (read once when the definitions load) to yesterday, like the daily schedule.
+    A source that cannot be read raises ``SourceUnreadable`` when ``strict`` (`asgard
+    demo`: nothing to run); the definitions still load, from a stand-in first day.
     """
     end = partition_end()
     end = f"{datetime.strptime(end, DAY) + timedelta(days=1):{DAY}}" if end else None
@@ -58,19 +65,26 @@ def partition_bounds() -> tuple[str, str | None]:
     try:
         return _first_source_day(url), end
     except Exception as e:  # noqa: BLE001 - the definitions must load with the source down
+        from .source_url import error_line, redact
+
+        reason = error_line(e)
+        if strict:
+            raise SourceUnreadable(
+                f"cannot read the source database (ASGARD_SOURCE_URL={redact(url)}): {reason}"
+            ) from e
         fallback = f"{DEMO_START:{DAY}}"
         logging.getLogger("asgard").warning(
-            f"could not read the source's first day ({type(e).__name__}: {e}); daily "
-            f"partitions start at {fallback}: set ASGARD_PARTITION_START to the first day"
+            f"cannot read the source ({reason}): until it can be read, daily partitions "
+            f"start at {fallback} (ASGARD_PARTITION_START sets the first day)"
         )
         return fallback, end
 
 
-def all_days_range() -> str:
+def all_days_range(strict: bool = False) -> str:
     """``FIRST...LAST``: every daily partition, for ``--partition-range``. As in Dagster's
     daily partitions, the last is the day before the end, and never later than the day that
     just ended (UTC)."""
-    first, end = partition_bounds()
+    first, end = partition_bounds(strict)
     today = datetime.now(UTC).replace(tzinfo=None)
     after_last = min(datetime.strptime(end, DAY), today) if end else today
     last = f"{after_last - timedelta(days=1):{DAY}}"

@@ -111,12 +111,34 @@ def test_a_real_source_starts_on_its_first_day_and_runs_to_yesterday(own_source,
     assert partition_bounds() == ("2025-02-01", None)
 
 
-def test_an_unreachable_source_still_loads_and_says_what_to_set(home, monkeypatch, caplog):
+def test_an_unreachable_source_still_loads_and_says_why(home, monkeypatch, caplog):
     monkeypatch.delenv("ASGARD_PARTITION_START", raising=False)
-    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://nobody:pw@127.0.0.1:1/none")
     with caplog.at_level(logging.WARNING, logger="asgard"):
         assert partition_bounds() == ("2025-01-01", None)
-    assert "set ASGARD_PARTITION_START" in caplog.text
+    assert "cannot read the source (connection to server at" in caplog.text
+    assert "Connection refused" in caplog.text and "until it can be read" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("postgresql+psycopg2://nobody:pw@127.0.0.1:1/none", "port 1 failed: Connection refused"),
+        ("postgres://nobody:pw@127.0.0.1/none", "SQLAlchemy has no dialect 'postgres'"),
+        ("sqlite:///{tmp}/nope.sqlite", "the file {tmp}/nope.sqlite does not exist"),
+    ],
+)
+def test_demo_from_a_source_it_cannot_read_says_why_and_runs_nothing(
+    home, tmp_path, monkeypatch, capsys, url, says
+):
+    monkeypatch.delenv("ASGARD_PARTITION_START", raising=False)
+    monkeypatch.setenv("ASGARD_SOURCE_URL", url.format(tmp=tmp_path))
+    assert cli.main(["demo"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, (out, err)  # one line
+    assert err.startswith("asgard demo: cannot read the source database (ASGARD_SOURCE_URL=")
+    assert says.format(tmp=tmp_path) in err and ":pw@" not in err
+    assert not (home / "logs").exists()  # no run was launched
 
 
 def run(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:

@@ -141,6 +141,28 @@ def test_unreachable_source_is_retried_then_fails_clearly_with_no_table(home, mo
     ) in out
 
 
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("not a url", "not a database URL (expected postgresql+psycopg2://"),
+        ("postgres://asgard:s3cret@127.0.0.1/x", "SQLAlchemy has no dialect 'postgres'"),
+        ("sqlite:///{tmp}/nope.sqlite", "the file {tmp}/nope.sqlite does not exist"),
+    ],
+)
+def test_a_source_url_that_cannot_work_fails_at_once_naming_why(
+    home, tmp_path, monkeypatch, url, says
+):
+    """Bad input, not a blip: no retry, one line, no password, no file made, no table."""
+    monkeypatch.setenv("ASGARD_SOURCE_URL", url.format(tmp=tmp_path))
+    result = materialize("bronze/materials", assets=ASSETS, raise_on_error=False)
+    message = failure(result)
+    assert says.format(tmp=tmp_path) in message and "s3cret" not in message
+    assert "Failure: source database " in message
+    assert retries(result) == 0
+    assert not (tmp_path / "nope.sqlite").exists()  # SQLite would have created it empty
+    assert not lakehouse().exists("bronze.materials")
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MB tmpfs as the warehouse: a disk that can really fill up (needs root)."""

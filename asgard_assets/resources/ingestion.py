@@ -36,6 +36,7 @@ from ..contracts.sources import (
 )
 from ..partitions import PARTITION_COLUMNS, Window
 from ..settings import demo_source_path
+from ..source_url import SourceUrlError, redact, source_engine
 from .bronze_state import (
     CURSOR_COLUMN,
     TS_FORMAT,
@@ -44,7 +45,7 @@ from .bronze_state import (
     not_yet_loaded,
     same_time,
 )
-from .ingestion_interface import Ingestion, IngestResult, redact
+from .ingestion_interface import Ingestion, IngestResult
 from .lakehouse import KeyReplace, Lakehouse, WriteResult
 from .source_fits import misfit_table, sqlite_fits
 from .source_streams import (
@@ -92,7 +93,14 @@ class EmbeddedIngestion(Ingestion):
         """A connection to the source; an unreachable source fails with a clear message
         (only connecting is translated: a failing query keeps its own error)."""
         url = self.url()
-        engine = sa.create_engine(url)
+        try:
+            engine = source_engine(url)
+        except SourceUrlError as e:
+            raise dg.Failure(
+                f"source database {redact(url)}: {e}",
+                metadata={"source": redact(url)},
+                allow_retries=False,  # bad input: retrying cannot help
+            ) from e
         try:
             try:
                 conn = engine.connect()

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
-import sqlalchemy as sa
 
 from ..partitions import Window
 from .lakehouse import Lakehouse, WriteResult
@@ -24,10 +23,6 @@ class IngestResult:
     source: str
     quarantined: int = 0
     attempts: int = 1
-
-
-def redact(url: str) -> str:
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
 
 
 class Ingestion(dg.ConfigurableResource, ABC):
