@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .instance import ROOT, instance_env
-from .settings import asgard_home
+from .settings import asgard_home, home_prefix
 
 # a Dagster log line: "<time> - dagster - <LEVEL> - <job> - <run id> - <pid> - <step> - <EVENT> - <message>"
 EVENT_LINE = re.compile(
@@ -198,7 +198,7 @@ def demo() -> int:
     logs.mkdir(exist_ok=True)
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     print(f"ASGARD_HOME={env['ASGARD_HOME']}  (Dagster instance: {env['DAGSTER_HOME']})")
-    print("$ " + shlex.join(cmd), flush=True)
+    print(f"$ {home_prefix()}{shlex.join(cmd)}", flush=True)
     print(f"Dagster's event log: {log_path}", flush=True)
     with log_path.open("w") as log:  # Dagster writes its event log there itself
         process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -223,7 +223,7 @@ def demo() -> int:
     if explained:
         print(
             f"\nThe run failed (exit {code}). Each step's traceback: run {followed.run_id} in "
-            f"`asgard ui`; Dagster's log: {log_path}",
+            f"`{home_prefix()}.venv/bin/asgard ui`; Dagster's log: {log_path}",
             file=sys.stderr,
         )
     else:  # no step failed: the run did not start, or failed around its steps

@@ -17,6 +17,19 @@ def asgard_home() -> Path:
     return home
 
 
+def home_prefix() -> str:
+    """``ASGARD_HOME=<home> `` to put before a command printed for the user to copy, when
+    the home is not the default one (the command would otherwise act on ./.asgard)."""
+    import shlex
+
+    home = asgard_home()
+    return (
+        ""
+        if home == (Path.cwd() / ".asgard").resolve()
+        else f"ASGARD_HOME={shlex.quote(str(home))} "
+    )
+
+
 def profile() -> str:
     name = os.environ.get("ASGARD_PROFILE", "local")
     if name not in PROFILES:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-from pathlib import Path
 
 # what printing needs, imported with this module (on the demo's warm-up thread, while the
 # run's last steps go): the Dagster instance's storage and the SQL catalog (~0.4 s)
@@ -15,7 +13,7 @@ from .orchestration import dagster_instance  # noqa: F401
 from .resources import resource
 from .resources.deployer import LocalDeployer
 from .resources.lakehouse import Lakehouse
-from .settings import asgard_home
+from .settings import home_prefix
 
 
 def print_run_end(run_id: str, reported: set[str], succeeded: bool) -> bool:
@@ -92,19 +90,37 @@ def print_failures(instance, run_id: str) -> bool:
     failed = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     if failed:
         print("\nWhy:")
+    blocked = failed_checks(instance, run_id) if failed else {}
     for entry in failed:
-        reason = failure_reason(entry.dagster_event.event_specific_data)
-        print(f"  {asset_name(entry.step_key)}: {reason}")
+        failure = entry.dagster_event.event_specific_data
+        if failure.error and failure.error.cls_name == "DagsterAssetCheckFailedError":
+            # "1 blocking asset check failed": the checks' own descriptions say why
+            for line in blocked.get(entry.step_key, []):
+                print(f"  {line}")
+            if entry.step_key in blocked:
+                continue
+        print(f"  {asset_name(entry.step_key)}: {failure_reason(failure)}")
     return bool(failed)
 
 
+def failed_checks(instance, run_id: str) -> dict[str, list[str]]:
+    """The run's failed ERROR-severity checks by step, each as ``asset check: why``."""
+    import dagster as dg
+
+    out: dict[str, list[str]] = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        check = entry.dagster_event.event_specific_data
+        if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
+            why = check.description or "failed"
+            out.setdefault(entry.step_key, []).append(
+                f"{check.asset_key.to_user_string()} {check.check_name}: {why}"
+            )
+    return out
+
+
 def stop_command() -> str:
-    """`asgard stop`, with ASGARD_HOME when it is not the default one (another home's
-    service would be stopped instead)."""
-    home = asgard_home()
-    if home == (Path.cwd() / ".asgard").resolve():
-        return ".venv/bin/asgard stop"
-    return f"ASGARD_HOME={shlex.quote(str(home))} .venv/bin/asgard stop"
+    """`asgard stop`, for this home (another home's service would be stopped instead)."""
+    return f"{home_prefix()}.venv/bin/asgard stop"
 
 
 def check_results(instance, run_id: str) -> dict[str, list[str]]:

@@ -150,17 +150,21 @@ def test_gate_rules():
     assert len(gate.evaluate({"accuracy": 0.5, "f1": 0.3}, None)) == 2
 
 
-def test_gate_blocks_a_model_trained_on_shuffled_labels(journey_home):
+def test_gate_blocks_a_model_trained_on_shuffled_labels(journey_home, capsys):
+    from asgard_assets.summary import print_failures
+
     before, _ = champion_metrics()
     deployed = LocalDeployer().current(MODEL_NAME)
     config = {
         "ops": {"models__operator_efficiency_predictor": {"config": {"shuffle_labels": True}}}
     }
+    instance = dg.DagsterInstance.ephemeral()
     result = materialize(
         "models/operator_efficiency_predictor deployments/operator_efficiency_predictor",
         run_config=config,
         assets=journey_assets(),
         raise_on_error=False,
+        instance=instance,
     )
     evaluation = next(
         e.asset_check_evaluation_data
@@ -177,6 +181,12 @@ def test_gate_blocks_a_model_trained_on_shuffled_labels(journey_home):
     assert not result.asset_materializations_for_node("deployments__operator_efficiency_predictor")
     assert LocalDeployer().current(MODEL_NAME) == deployed
     assert httpx.get(f"{deployed.url}/health", timeout=5).json()["version"] == str(before.version)
+    # `asgard demo`'s "Why:" gives the gate's own reason, not "1 blocking asset check failed"
+    assert print_failures(instance, result.run_id)
+    why = capsys.readouterr().out.split("Why:\n", 1)[1]
+    assert why.startswith(f"  models/{MODEL_NAME} quality_gate: {evaluation.description}")
+    assert why.startswith(f"  models/{MODEL_NAME} quality_gate: version {bad_version} refused: ")
+    assert f"(version {before.version} stays champion)" in why and "blocking" not in why
 
 
 HOSTILE = [

@@ -76,7 +76,12 @@ def quality_gate(
             "champion_now": version if passed else (str(champion.version) if champion else "none"),
             "reasons": "; ".join(reasons) or "passed",
         },
-        description="; ".join(reasons) or f"version {version} is {CHAMPION}",
+        description=(
+            f"version {version} refused: {'; '.join(reasons)} "
+            f"({f'version {champion.version} stays {CHAMPION}' if champion else f'no {CHAMPION}'})"
+            if reasons
+            else f"version {version} is {CHAMPION}"
+        ),
     )
 
 
