@@ -1,9 +1,11 @@
 """No repeated work: a step whose inputs did not change notices it and does nothing else."""
 
+import json
 import sqlite3
 
 from conftest import journey_assets, materialize
 
+from asgard_assets.built_from import PROPERTY
 from asgard_assets.partitions import range_tags
 from asgard_assets.resources import resource
 
@@ -49,6 +51,17 @@ def test_gold_skips_dbt_when_silver_is_unchanged_and_rebuilds_when_it_changed(ho
     reported = _dbt_tests(again)
     assert {e.check_name: e.passed for e in reported} == tested
     assert {e.metadata["judged_on_snapshot"].value for e in reported} == {str(built)}
+
+    # dbt run again on the same silver (the record of what gold was built from lost): the
+    # same rows, so nothing is committed; gold's snapshot, its data version, stays, and the
+    # feature view and the model downstream see no change
+    with lakehouse.table(GOLD).transaction() as txn:
+        txn.set_properties({PROPERTY: json.dumps({"snapshot_id": 0, "inputs": "lost"})})
+    same = materialize("gold/operator_features", assets=assets)
+    mat = _gold_output(same)
+    assert "skipped" not in mat.metadata  # dbt ran
+    assert lakehouse.snapshot_id(GOLD) == built
+    assert mat.tags["dagster/data_version"] == str(built)
 
     # a new silver snapshot (one changed day rebuilt): dbt runs again, gold gets a new snapshot
     with sqlite3.connect(home / "demo_factory.sqlite") as source:

@@ -3,7 +3,10 @@
 ``load`` exposes a source as an Arrow dataset over the table's current snapshot files,
 local or on S3 (DuckDB scans them in place). ``store`` takes the Parquet file that dbt-duckdb's
 ``external`` materialization wrote and overwrites the Iceberg table in one commit, so a
-failed model never touches the table and the previous snapshot stays readable.
+failed model never touches the table and the previous snapshot stays readable. A rebuild
+whose rows are exactly the current snapshot's commits nothing: the snapshot, gold's data
+version, stays, and the feature view and the model see no change (a silver rebuilt with
+the same rows retrained the model before).
 """
 
 from __future__ import annotations
@@ -17,6 +20,21 @@ from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 
 from ..resources import resource
 from ..resources.duckdb_bounds import duckdb_bounds
+
+# gold is one row per operator: a model this small is compared before it is written
+COMPARED_UP_TO = 1_000_000
+
+
+def same_rows(current: pa.Table, new: pa.Table) -> bool:
+    """The same columns and the same rows in any order (values compared exactly)."""
+    if current.num_rows != new.num_rows or sorted(current.column_names) != sorted(new.column_names):
+        return False
+    try:  # the table's Arrow types (large strings, required fields) as dbt's file has them
+        current = current.select(new.column_names).cast(new.schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        return False
+    order = [(name, "ascending") for name in new.column_names]
+    return current.sort_by(order).equals(new.sort_by(order))
 
 
 class Plugin(BasePlugin):
@@ -42,6 +60,9 @@ class Plugin(BasePlugin):
         relation = target_config.relation
         identifier = f"{relation.schema}.{relation.identifier}"
         parquet = pq.ParquetFile(target_config.location.path)
+        if parquet.metadata.num_rows <= COMPARED_UP_TO and self.lakehouse.exists(identifier):
+            if same_rows(self.lakehouse.dataset(identifier).to_table(), parquet.read()):
+                return
         reader = pa.RecordBatchReader.from_batches(parquet.schema_arrow, parquet.iter_batches())
         self.lakehouse.write(
             identifier,

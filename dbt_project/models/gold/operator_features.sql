@@ -6,7 +6,7 @@ with orders as (
         product_id,
         status,
         quantity,
-        duration_hours,
+        cast(duration_hours as decimal(38, 12)) as hours,
         updated_at,
         case when quality_flag = 'VALID' then 1 else 0 end as is_valid,
         case when quality_flag = 'VALID' and status = 'completed' then 1 else 0 end as is_valid_completed
@@ -20,8 +20,10 @@ per_operator as (
         cast(sum(is_valid) as {{ dbt.type_bigint() }}) as total_work_orders,
         cast(sum(is_valid_completed) as {{ dbt.type_bigint() }}) as completed_orders,
         cast(sum(case when is_valid_completed = 1 then quantity end) as {{ dbt.type_bigint() }}) as total_units,
-        cast(sum(case when is_valid_completed = 1 then duration_hours end) as {{ type_double() }}) as total_hours,
-        cast(avg(case when is_valid_completed = 1 then duration_hours end) as {{ type_double() }}) as avg_duration_hours,
+        -- summed as decimals: exact, so the same rows give the same gold in any order the
+        -- engine adds them (a float sum's last digits move with its threads)
+        cast(sum(case when is_valid_completed = 1 then hours end) as {{ type_double() }}) as total_hours,
+        cast(avg(case when is_valid_completed = 1 then hours end) as {{ type_double() }}) as avg_duration_hours,
         cast(count(distinct case when is_valid = 1 then product_id end) as {{ dbt.type_bigint() }}) as products_handled,
         cast(sum(is_valid) as {{ type_double() }}) / count(*) as data_quality_score,
         max(updated_at) as feature_timestamp
