@@ -5,6 +5,7 @@ started.
   asgard ui                the Dagster UI on the same instance
   asgard stop              stop the inference service the demo started
   asgard load-demo URL     load the demo factory data into any SQLAlchemy database
+  asgard add-day           one more day in the demo database, to watch it flow through
 
 State lives in $ASGARD_HOME (default ./.asgard); the Dagster instance in
 $ASGARD_HOME/dagster unless DAGSTER_HOME says otherwise.
@@ -278,6 +279,36 @@ def load_demo(url: str) -> int:
     return 0
 
 
+def add_day() -> int:
+    from . import demo_data
+    from .contracts.sources import PARTITIONED_TABLES
+    from .settings import demo_source_path, source_url
+
+    if source_url() is not None:
+        print(
+            "asgard add-day: ASGARD_SOURCE_URL is set; only the demo database grows this way "
+            "(your own database gets its new rows from its application)",
+            file=sys.stderr,
+        )
+        return 1
+    path = demo_source_path()
+    demo_data.ensure_sqlite(path)
+    day, added = demo_data.add_day(path)
+    rows = ", ".join(f"{n:,} {table.replace('_', ' ')}" for table, n in added.items())
+    print(f"added {day} to the demo database {path}: {rows} (its last day again, new ids)")
+    dagster = f"{home_prefix()}.venv/bin/dagster asset materialize -m asgard_assets.definitions"
+    tables = ",".join(f"{layer}/{t}" for t in PARTITIONED_TABLES for layer in ("bronze", "silver"))
+    print(
+        f"that day only, then gold and what follows it (a new model version when gold "
+        f"changed, swapped into the running service):\n"
+        f"  {dagster} --select '{tables}' --partition {day}\n"
+        f"  {dagster} --select 'gold/operator_features*'\n"
+        f"or every day again: {home_prefix()}.venv/bin/asgard demo; in `asgard ui` (its "
+        f"definitions reloaded) the new_source_rows sensor and the automation do the same"
+    )
+    return 0
+
+
 def ui(port: int) -> int:
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
@@ -316,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop", help="stop the inference service the demo started")
     load = sub.add_parser("load-demo", help="load the demo factory database into a SQLAlchemy URL")
     load.add_argument("url", help="e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/factory")
+    sub.add_parser("add-day", help="one more day in the demo database (its last day again)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -326,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         return stop()
     if args.command == "load-demo":
         return load_demo(args.url)
+    if args.command == "add-day":
+        return add_day()
     return ui(args.port)
 
 

@@ -6,21 +6,43 @@ would add a second to every journey). ``partitions.py`` builds Dagster's
 from __future__ import annotations
 
 import logging
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
-from .settings import partition_end, partition_start, source_url
+from .contracts.sources import PARTITIONED_TABLES, SOURCES
+from .settings import demo_source_path, partition_end, partition_start, source_url
 
 DAY = "%Y-%m-%d"
-# the generated demo database's days (demo_data.py)
+# the generated demo database's days (demo_data.py); `asgard add-day` adds more
 DEMO_START = datetime(2025, 1, 1)
 DEMO_DAYS = 181  # 2025-01-01 .. 2025-06-30
+
+
+def last_day(conn: sqlite3.Connection) -> datetime:
+    """The latest day any partitioned table of a SQLite demo database has rows on."""
+    days = [
+        conn.execute(f"SELECT max(date({SOURCES[t].partition_column})) FROM {t}").fetchone()[0]
+        for t in PARTITIONED_TABLES
+    ]
+    return datetime.strptime(max(d for d in days if d), DAY)
+
+
+def demo_last_day() -> datetime:
+    """The demo database's last day: the generated days' last until ``asgard add-day``
+    adds one (read from the file once it is made; one small query per table)."""
+    path = demo_source_path()
+    if not path.exists():
+        return DEMO_START + timedelta(days=DEMO_DAYS - 1)
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        return last_day(conn)
 
 
 def _first_source_day(url: str) -> str:
     """The earliest day of any partitioned table in the source (one MIN query per table)."""
     import sqlalchemy as sa
 
-    from .contracts.sources import PARTITIONED_TABLES, SOURCES, qualified_name
+    from .contracts.sources import qualified_name
     from .source_url import source_engine
 
     engine = source_engine(url)
@@ -48,8 +70,8 @@ def partition_bounds(strict: bool = False) -> tuple[str, str | None]:
     """(first day, day after the last) of the daily partitions; None: up to the day that
     just ended. ``ASGARD_PARTITION_START`` / ``ASGARD_PARTITION_END`` (last day) win.
 
-    The demo database is generated and never grows: its partitions are exactly its days,
-    so a finished demo has no Missing day. A real source is live: partitions run from its
+    The demo database grows only by ``asgard add-day``: its partitions are exactly its
+    days, so a finished demo has no Missing day. A real source is live: partitions run from its
     first day (read once when the definitions load) to yesterday, like the daily schedule.
     A source that cannot be read raises ``SourceUnreadable`` when ``strict`` (`asgard
     demo`: nothing to run); the definitions still load, from a stand-in first day.
@@ -58,7 +80,7 @@ def partition_bounds(strict: bool = False) -> tuple[str, str | None]:
     end = f"{datetime.strptime(end, DAY) + timedelta(days=1):{DAY}}" if end else None
     url = source_url()
     if url is None:
-        last = DEMO_START + timedelta(days=DEMO_DAYS)
+        last = demo_last_day() + timedelta(days=1)
         return partition_start() or f"{DEMO_START:{DAY}}", end or f"{last:{DAY}}"
     if partition_start():
         return partition_start(), end

@@ -10,15 +10,24 @@ operators with both classes of ``is_high_performer`` well represented.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from .contracts.sources import INTEGER, SOURCES, STRING, TIMESTAMP, qualified_name
-from .days import DEMO_DAYS, DEMO_START
+from .contracts.sources import (
+    INTEGER,
+    PARTITIONED_TABLES,
+    SOURCES,
+    STRING,
+    TIMESTAMP,
+    qualified_name,
+)
+from .days import DEMO_DAYS, DEMO_START, last_day
 
 SEED = 42
 N_WORK_ORDERS = 15_000
@@ -261,3 +270,40 @@ def ensure_sqlite(path: Path) -> str:
         load(f"sqlite:///{tmp}")
         os.replace(tmp, path)
     return f"sqlite:///{path}"
+
+
+# the columns moved with a copied day besides the partition column
+MOVED_WITH_DAY = {"work_orders": ("end_time",)}
+
+
+def add_day(path: Path) -> tuple[str, dict[str, int]]:
+    """One more ordinary day in the demo database (SQLite at ``path``): the rows of its last
+    day again, one day later, with new ids (``<id>-day<YYYYMMDD>``; blank ids stay blank)
+    and ``updated_at`` now, as a new day arriving in an ERP would. Returns the day and the
+    rows added per table; one transaction."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        last = last_day(conn)
+        day = last + timedelta(days=1)
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        added = {}
+        for table in PARTITIONED_TABLES:
+            source = SOURCES[table]
+            key, column = source.key, source.partition_column
+            names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            # the id before any earlier copy's suffix, unpadded
+            base = (
+                f"TRIM(CASE WHEN instr({key}, '-day') > 0 "
+                f"THEN substr({key}, 1, instr({key}, '-day') - 1) ELSE {key} END)"
+            )
+            values = {
+                key: f"CASE WHEN TRIM({key}) = '' THEN {key} ELSE {base} || '-day{day:%Y%m%d}' END",
+                "updated_at": "?",
+                **{c: f"datetime({c}, '+1 day')" for c in (column, *MOVED_WITH_DAY.get(table, ()))},
+            }
+            select = ", ".join(values.get(name, name) for name in names)
+            added[table] = conn.execute(
+                f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM {table} "
+                f"WHERE date({column}) = ?",
+                (now, f"{last:%Y-%m-%d}"),
+            ).rowcount
+    return f"{day:%Y-%m-%d}", added

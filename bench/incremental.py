@@ -1,8 +1,9 @@
 """One new day of source rows, end to end, against the cold journey measured in the same run.
 
 Builds a home with `asgard demo` on a private copy of the demo database (the cold
-baseline), then adds one day of work orders and machine logs to the source and times what
-the automation does for it, step by step, as the daemon would: the `new_source_rows`
+baseline), then adds one day of work orders and machine logs to the source (as `asgard
+add-day` does: its last day again, one day later) and times what the automation does for
+it, step by step, as the daemon would: the `new_source_rows`
 sensor's tick and its ingest run (that day only), the automation's evaluation and the
 silver partitions + gold it requests, then `train_and_deploy` only if gold's snapshot
 changed. Runs execute in this process (a daemon would start a process per run on top).
@@ -13,47 +14,13 @@ changed. Runs execute in this process (a daemon would start a process per run on
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 from journey import run_demo, settle
 
 NEW_DAY = "2025-07-01"  # the day after the demo data ends
-COPIED_DAY = "2025-06-30"
-
-
-def add_day(source: Path) -> dict[str, int]:
-    """The rows of COPIED_DAY again, one day later, with new ids: one more ordinary day."""
-    now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    added = {}
-    with sqlite3.connect(source) as conn:
-        for table, key, column, cols in (
-            (
-                "work_orders",
-                "work_order_id",
-                "start_time",
-                "product_id, operator_id, machine_id, status, quantity",
-            ),
-            (
-                "machine_logs",
-                "log_id",
-                "event_time",
-                "machine_id, operator_id, event_type, temperature_c, vibration_mm_s",
-            ),
-        ):
-            extra = ", end_time" if table == "work_orders" else ""
-            shifted = ", datetime(end_time, '+1 day')" if extra else ""
-            cur = conn.execute(
-                f"INSERT INTO {table} ({key}, {cols}, {column}{extra}, updated_at) "
-                f"SELECT {key} || '-N', {cols}, datetime({column}, '+1 day'){shifted}, ? "
-                f"FROM {table} WHERE date({column}) = ?",
-                (now, COPIED_DAY),
-            )
-            added[table] = cur.rowcount
-    return added
 
 
 def timed(label: str, steps: list, fn):
@@ -97,7 +64,8 @@ def main() -> None:
         with dg.DagsterInstance.get() as instance:
             baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
             gold_before = resource("lakehouse").snapshot_id("gold.operator_features")
-            added = add_day(source)
+            day, added = demo_data.add_day(source)  # what `asgard add-day` adds
+            assert day == NEW_DAY, day
 
             def sensor_tick():
                 context = dg.build_sensor_context(

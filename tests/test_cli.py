@@ -2,8 +2,10 @@
 (asgard.pth), and the daily partitions' bounds they run over."""
 
 import logging
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,13 +43,55 @@ def test_load_demo_into_mysql_says_where_the_tables_go(mysql_url, capsys):
     assert f"URL, {sa.engine.make_url(mysql_url).database}, only opens the connection" in out
 
 
-def test_demo_partitions_are_exactly_the_demo_days(monkeypatch):
+def test_demo_partitions_are_exactly_the_demo_days(home, monkeypatch):
     monkeypatch.delenv("ASGARD_SOURCE_URL", raising=False)
     monkeypatch.delenv("ASGARD_PARTITION_START", raising=False)
     monkeypatch.delenv("ASGARD_PARTITION_END", raising=False)
     assert partition_bounds() == ("2025-01-01", "2025-07-01")  # end exclusive: 181 days
     monkeypatch.setenv("ASGARD_PARTITION_END", "2025-03-31")
     assert partition_bounds() == ("2025-01-01", "2025-04-01")
+
+
+def test_add_day_grows_the_demo_by_its_last_day_and_the_partitions_follow(home, capsys):
+    assert partition_bounds() == ("2025-01-01", "2025-07-01")
+    for day in ("2025-07-01", "2025-07-02"):
+        assert cli.main(["add-day"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"added {day} to the demo database {home / 'demo_factory.sqlite'}: ")
+        assert (
+            f"ASGARD_HOME={home} .venv/bin/dagster asset materialize -m asgard_assets.definitions"
+            " --select 'bronze/work_orders,silver/work_orders,bronze/machine_logs,"
+            f"silver/machine_logs' --partition {day}\n"
+        ) in out
+    with closing(sqlite3.connect(home / "demo_factory.sqlite")) as conn:
+        for table, key, column in (
+            ("work_orders", "work_order_id", "start_time"),
+            ("machine_logs", "log_id", "event_time"),
+        ):
+
+            def rows(where: str, what: str = "count(*)", table: str = table):
+                return conn.execute(f"SELECT {what} FROM {table} WHERE {where}").fetchone()
+
+            last = rows(f"date({column}) = '2025-06-30'")[0]
+            assert last > 0
+            for day in ("2025-07-01", "2025-07-02"):  # the last day again, each time
+                assert rows(f"date({column}) = '{day}'")[0] == last
+            # new ids (blank ones stay blank), never stacked suffixes; updated after all else
+            new = f"date({column}) > '2025-06-30'"
+            assert rows(f"{new} AND {key} LIKE '%-day%-day%'")[0] == 0
+            clash = f"{new} AND TRIM({key}) <> '' AND {key} IN (SELECT {key} FROM {table} WHERE NOT {new})"
+            assert rows(clash)[0] == 0
+            stamped = rows(new, "min(updated_at)")[0]
+            assert stamped > rows(f"NOT {new}", "max(updated_at)")[0]
+    assert partition_bounds() == ("2025-01-01", "2025-07-03")
+    assert all_days_range() == "2025-01-01...2025-07-02"
+
+
+def test_add_day_leaves_your_own_database_alone(home, monkeypatch, capsys):
+    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://postgres@127.0.0.1/factory")
+    assert cli.main(["add-day"]) == 1
+    assert "only the demo database grows this way" in capsys.readouterr().err
+    assert not (home / "demo_factory.sqlite").exists()
 
 
 def _dagster_range() -> str:

@@ -117,10 +117,11 @@ def test_every_run_landed_in_the_instance_make_ui_shows(demo_clone, ran_blocks):
         runs = instance.get_runs()
         assert len(runs) >= 1 + dagster_runs
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        from asgard_assets.partitions import daily
+        from asgard_assets.partitions import daily_partitions
 
-        days = set(daily().get_partition_keys())
-        assert len(days) == 181
+        with asgard_home_env(clone / ".asgard"):  # the demo's days, and the README's new one
+            days = set(daily_partitions().get_partition_keys())
+        assert len(days) == 181 + sum(block.count(".venv/bin/asgard add-day") for block in RUN)
         for table in ("work_orders", "machine_logs"):
             for layer in ("bronze", "silver"):
                 key = dg.AssetKey([layer, table])

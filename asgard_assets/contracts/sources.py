@@ -10,8 +10,10 @@ all read this registry, so a table is added or changed in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
+if TYPE_CHECKING:  # SQLAlchemy is imported where types are judged: the registry loads light
+    import sqlalchemy as sa
 
 # logical column types; a source may use any physical type that reads as one of these
 STRING, INTEGER, DOUBLE, TIMESTAMP = "string", "integer", "double", "timestamp"
@@ -132,6 +134,8 @@ PARTITIONED_TABLES = tuple(t for t in SOURCE_TABLES if SOURCES[t].partitioned)
 
 def physical_type(sql_type: sa.types.TypeEngine) -> str | None:
     """The logical type a source column's SQL type reads as (None: none Asgard reads)."""
+    import sqlalchemy as sa
+
     if isinstance(sql_type, sa.Integer) or (
         isinstance(sql_type, sa.Numeric) and getattr(sql_type, "scale", None) == 0
     ):
