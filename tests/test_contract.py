@@ -246,6 +246,10 @@ def test_values_that_do_not_fit_are_quarantined_with_their_key(sqlite_source):
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["quarantined"].value == 2
     assert check.metadata["keys"].value == ["MAT-2", "MAT-4"]
+    assert check.description.startswith(
+        "2 source rows did not fit their column types (keys ['MAT-2', 'MAT-4']): kept as text "
+        "in bronze.materials__quarantine"
+    )
 
 
 def test_registry_names_what_silver_reads_and_the_docs_show_it():

@@ -66,6 +66,10 @@ def test_a_row_stamped_in_the_future_is_flagged_and_does_not_freeze_the_cursor(s
     assert not check.passed
     assert check.metadata["future_rows"].value == 1
     assert check.metadata["keys"].value == ["MAT-4"]
+    assert check.description == (
+        "1 rows of bronze.materials updated after their load (keys ['MAT-4']): loaded, "
+        "but the cursor ignores them"
+    )
     # the cursor stayed at the last row that was not in the future
     assert bronze_cursor(resource("lakehouse"), "bronze.materials") == DAY + timedelta(minutes=3)
     assert resource("ingestion").source_cursor("materials") == DAY + timedelta(minutes=3)

@@ -79,6 +79,10 @@ def contract_checks(table: str) -> list[dg.AssetChecksDefinition]:
         return dg.AssetCheckResult(
             passed=count == 0,
             severity=dg.AssetCheckSeverity.WARN,
+            description=f"{count} rows of {identifier} updated after their load (keys "
+            f"{keys}): loaded, but the cursor ignores them"
+            if count
+            else None,
             metadata={"future_rows": count, "keys": keys},
         )
 
@@ -98,6 +102,10 @@ def contract_checks(table: str) -> list[dg.AssetChecksDefinition]:
         return dg.AssetCheckResult(
             passed=count == 0,
             severity=dg.AssetCheckSeverity.WARN,
+            description=f"{count} source rows did not fit their column types (keys {keys}): "
+            f"kept as text in {identifier}{QUARANTINE}, not loaded"
+            if count
+            else None,
             metadata={"quarantined": count, "keys": keys, "table": identifier + QUARANTINE},
         )
 
