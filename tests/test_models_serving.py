@@ -247,6 +247,21 @@ def test_hostile_bodies_get_a_4xx_with_a_message(service, body):
     assert service.post("/predict", json={"instances": [ROW]}).status_code == 200  # still serving
 
 
+def test_a_body_of_the_wrong_shape_is_told_the_forms_predict_takes(service):
+    forms = "instances (rows by feature name), inputs (columns) or operator_ids"
+    unknown = service.post("/predict", json={"foo": 1})
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"] == [
+        {
+            "loc": ["body", "foo"],
+            "msg": f"Extra inputs are not permitted: the body takes one of {forms}",
+        }
+    ]
+    empty = service.post("/predict", content=b"", headers={"content-type": "application/json"})
+    assert empty.status_code == 422
+    assert empty.json()["detail"][0]["msg"] == f"a JSON body is required, with one of {forms}"
+
+
 @pytest.mark.parametrize(
     "raw", ['{"instances": [', "not json", '{"instances": [{"units_per_hour": NaN}]}', "\x00\xff"]
 )

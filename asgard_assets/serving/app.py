@@ -280,11 +280,21 @@ async def _invalid(request: Request, exc: RequestValidationError):
     return AsciiJSONResponse(status_code=422, content={"detail": errors})
 
 
+FORMS = "instances (rows by feature name), inputs (columns) or operator_ids"
+
+
 def _message(error: dict) -> str:
-    """Pydantic's message; for a body that is not JSON, with the parser's reason."""
+    """Pydantic's message; for a body that is not JSON, with the parser's reason; for a
+    body with an unknown field or none at all, with the forms /predict takes."""
     reason = (error.get("ctx") or {}).get("error")
-    msg = str(error.get("msg", ""))
-    return f"{msg}: {reason}" if error.get("type") == "json_invalid" and reason else msg
+    msg, kind, loc = str(error.get("msg", "")), error.get("type"), tuple(error.get("loc", ()))
+    if kind == "json_invalid" and reason:
+        return f"{msg}: {reason}"
+    if kind == "extra_forbidden" and len(loc) == 2:  # ("body", field)
+        return f"{msg}: the body takes one of {FORMS}"
+    if kind == "missing" and loc == ("body",):
+        return f"a JSON body is required, with one of {FORMS}"
+    return msg
 
 
 def _model() -> ServedModel:
