@@ -38,7 +38,7 @@ def demo_last_day() -> datetime:
     if not path.exists():
         return generated
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
             return last_day(conn)
     except (sqlite3.Error, ValueError) as e:  # the definitions must load all the same
         logging.getLogger("asgard").warning(f"cannot read the demo database {path}'s days: {e}")
@@ -89,10 +89,11 @@ def partition_bounds(strict: bool = False) -> tuple[str, str | None]:
     if url is None:
         last = demo_last_day() + timedelta(days=1)
         return partition_start() or f"{DEMO_START:{DAY}}", end or f"{last:{DAY}}"
-    if partition_start():
+    if partition_start() and not strict:
         return partition_start(), end
-    try:
-        return _first_source_day(url), end
+    try:  # strict (`asgard demo`): the source is read even with a first day set
+        first = _first_source_day(url)
+        return partition_start() or first, end
     except Exception as e:  # noqa: BLE001 - the definitions must load with the source down
         from .source_url import error_line, redact
 

@@ -284,7 +284,7 @@ def add_day(path: Path) -> tuple[str, dict[str, int]]:
     with closing(sqlite3.connect(path)) as conn, conn:
         last = last_day(conn)
         day = last + timedelta(days=1)
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # as the table writes them
         added = {}
         for table in PARTITIONED_TABLES:
             source = SOURCES[table]
@@ -298,7 +298,11 @@ def add_day(path: Path) -> tuple[str, dict[str, int]]:
             values = {
                 key: f"CASE WHEN TRIM({key}) = '' THEN {key} ELSE {base} || '-day{day:%Y%m%d}' END",
                 "updated_at": "?",
-                **{c: f"datetime({c}, '+1 day')" for c in (column, *MOVED_WITH_DAY.get(table, ()))},
+                # a day later, keeping the value's own fraction of a second ('.000000')
+                **{
+                    c: f"datetime({c}, '+1 day') || substr({c}, 20)"
+                    for c in (column, *MOVED_WITH_DAY.get(table, ()))
+                },
             }
             select = ", ".join(values.get(name, name) for name in names)
             added[table] = conn.execute(

@@ -33,6 +33,7 @@ from pyiceberg.expressions import (
 
 from .contracts.sources import PARTITIONED_TABLES, SOURCES
 from .days import partition_bounds
+from .settings import source_url
 
 PARTITION_COLUMNS = {t: SOURCES[t].partition_column for t in PARTITIONED_TABLES}
 
@@ -48,6 +49,22 @@ def daily() -> dg.DailyPartitionsDefinition:
     query to the source, which a process needing only ``Window`` (the demo's summary, a
     script using the lakehouse) must not make."""
     return daily_partitions()
+
+
+def stale_partitions() -> str | None:
+    """Why this process's daily partitions no longer match the demo database's days (a day
+    was added since the definitions loaded), or None. A real source's partitions end with
+    time, not with its rows: never stale this way."""
+    if source_url() is not None:
+        return None
+    loaded, (_, end) = daily(), partition_bounds()
+    if loaded.end is None or f"{loaded.end:%Y-%m-%d}" == end:
+        return None
+    return (
+        f"the demo database's days now end before {end}, these definitions' daily partitions "
+        f"before {loaded.end:%Y-%m-%d}: reload the definitions (the UI's Deployment page, "
+        "Reload) so the new day is a partition"
+    )
 
 
 single_run = dg.BackfillPolicy.single_run()

@@ -11,8 +11,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 EXAMPLES = "postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB, mysql+pymysql://USER@HOST/DB or sqlite:///PATH"
-# user:password@ in a URL SQLAlchemy could not parse
-_CREDENTIALS = re.compile(r"(?<=://)([^/@:]*):[^/@]*@")
+# user:password@ anywhere in a URL SQLAlchemy could not parse (a mistyped scheme too)
+_CREDENTIALS = re.compile(r"([^\s:/@]*):[^\s@]*@")
 
 
 class SourceUrlError(ValueError):
@@ -23,7 +23,7 @@ def redact(url: str) -> str:
     """``url`` with its password as ``***``, parseable or not."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return _CREDENTIALS.sub(r"\1:***@", url)
 
 
@@ -32,7 +32,8 @@ def source_engine(url: str) -> sa.Engine:
     message leaves the URL to the caller, who names it redacted)."""
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as e:
+        parsed.port  # noqa: B018 - a port that is not a number fails here, not in the driver
+    except (sa.exc.ArgumentError, ValueError) as e:
         raise SourceUrlError(f"not a database URL (expected {EXAMPLES})") from e
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database

@@ -52,7 +52,11 @@ def test_demo_partitions_are_exactly_the_demo_days(home, monkeypatch):
     assert partition_bounds() == ("2025-01-01", "2025-04-01")
 
 
-def test_add_day_grows_the_demo_by_its_last_day_and_the_partitions_follow(home, capsys):
+def test_add_day_grows_the_demo_by_its_last_day_and_the_partitions_follow(
+    home, monkeypatch, capsys
+):
+    monkeypatch.delenv("ASGARD_PARTITION_START", raising=False)
+    monkeypatch.delenv("ASGARD_PARTITION_END", raising=False)
     assert partition_bounds() == ("2025-01-01", "2025-07-01")
     for day in ("2025-07-01", "2025-07-02"):
         assert cli.main(["add-day"]) == 0
@@ -83,6 +87,9 @@ def test_add_day_grows_the_demo_by_its_last_day_and_the_partitions_follow(home, 
             assert rows(clash)[0] == 0
             stamped = rows(new, "min(updated_at)")[0]
             assert stamped > rows(f"NOT {new}", "max(updated_at)")[0]
+            # written as the table writes timestamps (a text cursor compares them)
+            assert rows(new, f"count(*) FILTER (WHERE length({column}) <> 26)")[0] == 0
+            assert len(stamped) == 26
     assert partition_bounds() == ("2025-01-01", "2025-07-03")
     assert all_days_range() == "2025-01-01...2025-07-02"
 
@@ -358,3 +365,11 @@ def test_the_stop_hint_names_a_home_that_is_not_the_default(home, monkeypatch, t
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ASGARD_HOME", ".asgard")
     assert stop_command() == ".venv/bin/asgard stop"
+
+
+def test_demo_reads_the_source_even_with_its_first_day_set(home, monkeypatch, capsys):
+    monkeypatch.setenv("ASGARD_PARTITION_START", "2025-01-01")
+    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://nobody:pw@127.0.0.1:1/none")
+    assert partition_bounds() == ("2025-01-01", None)  # the definitions need no source
+    assert cli.main(["demo"]) == 1
+    assert "port 1 failed: Connection refused" in capsys.readouterr().err

@@ -145,6 +145,8 @@ def test_unreachable_source_is_retried_then_fails_clearly_with_no_table(home, mo
     "url, says",
     [
         ("not a url", "not a database URL (expected postgresql+psycopg2://"),
+        ("asgard:s3cret@127.0.0.1/x", "source database asgard:***@127.0.0.1/x: not a database"),
+        ("postgresql://asgard:s3cret@127.0.0.1:abc/x", "not a database URL"),
         ("postgres://asgard:s3cret@127.0.0.1/x", "SQLAlchemy has no dialect 'postgres'"),
         ("sqlite:///{tmp}/nope.sqlite", "the file {tmp}/nope.sqlite does not exist"),
     ],

@@ -439,16 +439,24 @@ def test_a_service_from_other_code_is_replaced_blue_green(journey_home, tmp_path
     by_id = httpx.post(f"{new.url}/predict", json={"operator_ids": ["EMP-001"]}, timeout=30)
     assert by_id.status_code == 200 and by_id.json()["operator_ids"] == ["EMP-001"]
 
-    # the old one is stopped: no longer that process, no longer answering
+    # the old one is stopped: no longer that process, no longer answering, its Feast metrics
+    # folder gone with it (uvicorn's re-raised SIGTERM skips Feast's own clean-up of /tmp)
     assert not is_service(old)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{old.url}/health", timeout=5)
+    metrics = journey_home / "deployments" / "metrics"
+    assert not (metrics / f"{MODEL_NAME}-{old.port}").exists()
+    assert (metrics / f"{MODEL_NAME}-{new.port}").is_dir()
     environ = dict(
         kv.split(b"=", 1) for kv in Path(f"/proc/{new.pid}/environ").read_bytes().split(b"\0") if kv
     )
     assert b"s3cret" not in b"".join(environ.values())
     assert environ[b"ASGARD_MODEL_URI"] == f"models:/{MODEL_NAME}/{old.version}".encode()
     assert environ[b"ASGARD_HOME"] == str(journey_home).encode()
+    assert (
+        environ[b"PROMETHEUS_MULTIPROCESS_DIR"]
+        == str(metrics / f"{MODEL_NAME}-{new.port}").encode()
+    )
 
 
 def test_service_env_is_an_allow_list():

@@ -3,6 +3,7 @@
 import json
 import sqlite3
 
+import pyarrow as pa
 from conftest import journey_assets, materialize
 
 from asgard_assets.built_from import PROPERTY
@@ -208,3 +209,19 @@ def test_a_build_covers_the_same_inputs_over_the_days_inside_its_window_only():
     assert not covers(old, built(3, 5))  # a record from before windows were spans
     unpartitioned = inputs(Snapshots(1), "a", ["bronze.materials"])
     assert covers(unpartitioned, unpartitioned) and not covers(unpartitioned, whole)
+
+
+def test_a_rebuild_is_the_same_only_with_the_same_columns_types_and_rows():
+    from asgard_assets.gold.dbt_iceberg_plugin import same_rows
+
+    new = pa.table({"k": ["a", "b", None], "v": pa.array([1, 2, None], pa.int32())})
+    # read back from Iceberg: other row order, large strings
+    back = pa.table({"k": pa.array([None, "b", "a"], pa.large_string()), "v": [None, 2, 1]})
+    assert same_rows(back.cast(pa.schema([("k", pa.large_string()), ("v", pa.int32())])), new)
+    assert not same_rows(new.cast(pa.schema([("k", pa.string()), ("v", pa.int64())])), new)
+    assert not same_rows(new.select(["v", "k"]), new)  # columns reordered
+    assert not same_rows(new.slice(0, 2), new)
+    changed = pa.table({"k": ["a", "b", None], "v": pa.array([1, 3, None], pa.int32())})
+    assert not same_rows(changed, new)
+    lists = pa.table({"k": [[1], [2]]})  # cannot be sorted: written, not compared
+    assert not same_rows(lists, lists)

@@ -15,7 +15,7 @@ from test_ingestion import metadata, rows, stable
 
 from asgard_assets import demo_data
 from asgard_assets.orchestration import sensors as s
-from asgard_assets.partitions import range_tags
+from asgard_assets.partitions import range_tags, stale_partitions
 from asgard_assets.resources import resource
 
 WO = "bronze/work_orders silver/work_orders"
@@ -191,6 +191,21 @@ def test_new_source_rows_sensor_requests_the_changed_days(source):
     assert request.run_key == f"work_orders@{DAY}:{LATER.isoformat()}"
     assert materialize("bronze/work_orders", partition_key=DAY).success
     assert "up to date" in evaluate_new_rows()
+
+
+def test_a_day_added_after_the_definitions_loaded_asks_for_a_reload(home):
+    """`asgard add-day` while `asgard ui` runs: the sensor's partitions end a day early, the
+    run's would not, so the new rows would fall between; the tick says to reload instead."""
+    from asgard_assets.partitions import daily
+    from asgard_assets.settings import demo_source_path
+
+    daily()  # the partitions of the definitions loaded before the day is added
+    assert stale_partitions() is None
+    demo_data.ensure_sqlite(demo_source_path())
+    demo_data.add_day(demo_source_path())
+    message = evaluate_new_rows()
+    assert message.startswith("the demo database's days now end before 2025-07-02, these ")
+    assert "before 2025-07-01: reload the definitions" in message
 
 
 def test_automation_rebuilds_only_the_changed_silver_partition(source):

@@ -26,15 +26,22 @@ COMPARED_UP_TO = 1_000_000
 
 
 def same_rows(current: pa.Table, new: pa.Table) -> bool:
-    """The same columns and the same rows in any order (values compared exactly)."""
-    if current.num_rows != new.num_rows or sorted(current.column_names) != sorted(new.column_names):
+    """The same columns in the same order, of the same types (a table read back may hold
+    large strings where dbt's file has strings), and the same rows in any order, compared
+    exactly. Anything else, a type changed alone included, is a change to write."""
+    if current.num_rows != new.num_rows or current.column_names != new.column_names:
         return False
-    try:  # the table's Arrow types (large strings, required fields) as dbt's file has them
-        current = current.select(new.column_names).cast(new.schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+    if [_plain(f.type) for f in current.schema] != [_plain(f.type) for f in new.schema]:
         return False
-    order = [(name, "ascending") for name in new.column_names]
-    return current.sort_by(order).equals(new.sort_by(order))
+    try:
+        order = [(name, "ascending") for name in new.column_names]
+        return current.cast(new.schema).sort_by(order).equals(new.sort_by(order))
+    except (pa.ArrowException, TypeError, ValueError):  # e.g. a column that cannot be sorted
+        return False
+
+
+def _plain(kind: pa.DataType) -> pa.DataType:
+    return {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}.get(kind, kind)
 
 
 class Plugin(BasePlugin):
@@ -60,8 +67,11 @@ class Plugin(BasePlugin):
         relation = target_config.relation
         identifier = f"{relation.schema}.{relation.identifier}"
         parquet = pq.ParquetFile(target_config.location.path)
-        if parquet.metadata.num_rows <= COMPARED_UP_TO and self.lakehouse.exists(identifier):
-            if same_rows(self.lakehouse.dataset(identifier).to_table(), parquet.read()):
+        rows = parquet.metadata.num_rows
+        if rows <= COMPARED_UP_TO and self.lakehouse.snapshot_id(identifier) is not None:
+            if self.lakehouse.describe(identifier).total_rows == rows and same_rows(
+                self.lakehouse.dataset(identifier).to_table(), parquet.read()
+            ):
                 return
         reader = pa.RecordBatchReader.from_batches(parquet.schema_arrow, parquet.iter_batches())
         self.lakehouse.write(

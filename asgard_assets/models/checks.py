@@ -77,8 +77,7 @@ def quality_gate(
             "reasons": "; ".join(reasons) or "passed",
         },
         description=(
-            f"version {version} refused: {'; '.join(reasons)} "
-            f"({f'version {champion.version} stays {CHAMPION}' if champion else f'no {CHAMPION}'})"
+            f"version {version} refused: {'; '.join(reasons)} ({_stays(champion, version)})"
             if reasons
             else f"version {version} is {CHAMPION}"
         ),
@@ -117,3 +116,12 @@ def feature_drift(lakehouse: Lakehouse, mlflow_tracking: MlflowTracking) -> dg.A
         if drifted
         else f"all features within PSI {PSI_WARN} of champion v{champion.version}",
     )
+
+
+def _stays(champion, version: str) -> str:
+    """Who serves after ``version`` was refused."""
+    if champion is None:
+        return f"no {CHAMPION} yet"
+    if str(champion.version) == version:
+        return f"it keeps the {CHAMPION} alias it had"
+    return f"version {champion.version} stays {CHAMPION}"

@@ -14,7 +14,7 @@ import dagster as dg
 
 from ..contracts.model import MODEL_NAME
 from ..contracts.sources import SOURCE_TABLES
-from ..partitions import daily, days_in, is_partitioned, range_tags
+from ..partitions import daily, days_in, is_partitioned, range_tags, stale_partitions
 from ..resources.bronze_state import bronze_cursor
 from ..resources.deployer import Deployer
 from ..resources.ingestion_interface import Ingestion
@@ -37,6 +37,9 @@ TRIGGER = "asgard/trigger"
 def new_source_rows(
     context: dg.SensorEvaluationContext, ingestion: Ingestion, lakehouse: Lakehouse
 ):
+    if stale := stale_partitions():
+        # the run would see the new day, this tick would not: its rows would fall between
+        return dg.SkipReason(stale)
     requests = []
     by_day: dict[str, dict[str, str]] = {}  # day -> {table changed on it: its source cursor}
     unpartitioned = []

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -241,6 +242,13 @@ class LocalDeployer(Deployer):
             ASGARD_RELOAD_FILE=str(self._reload_file(model)),
         )
         env.pop("ASGARD_MODEL_DIR", None)  # only this version's copy, never one inherited
+        # Feast's Prometheus files: in a folder of the deployer's (removed with the service),
+        # since uvicorn re-raises SIGTERM after its shutdown and Feast's exit hook for the
+        # /tmp folder it would make never runs
+        metrics = _metrics_dir(model, port)
+        shutil.rmtree(metrics, ignore_errors=True)
+        metrics.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROCESS_DIR"] = env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
         if (bundle / MODEL_DIR).is_dir():  # the version resolved already: no MLflow at start
             env["ASGARD_MODEL_DIR"] = str(bundle / MODEL_DIR)
         cmd = [
@@ -273,6 +281,7 @@ class LocalDeployer(Deployer):
         while not self.healthy(new):
             if proc.poll() is not None or time.monotonic() > deadline:
                 _stop_child(proc)
+                shutil.rmtree(metrics, ignore_errors=True)
                 tail = log.read_text()[-2000:]
                 raise dg.Failure(
                     f"version {version} did not become healthy on port {port}; the previous deployment keeps serving. Log tail:\n{tail}"
@@ -332,9 +341,14 @@ def _stop_child(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait()
 
 
+def _metrics_dir(model: str, port: int | None) -> Path:
+    return asgard_home() / "deployments" / "metrics" / f"{model}-{port}"
+
+
 def _stop(deployment: Deployment, timeout: float = 10.0) -> None:
     """Stop the deployment's service, and only it: each signal goes out only while the pid
-    is still that service (a pid from an old state file may belong to anything by now)."""
+    is still that service (a pid from an old state file may belong to anything by now).
+    Its metrics folder goes with it."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not is_service(deployment):
             break
@@ -342,6 +356,8 @@ def _stop(deployment: Deployment, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not _exited(deployment) and time.monotonic() < deadline:
             time.sleep(0.1)
+    if _exited(deployment):
+        shutil.rmtree(_metrics_dir(deployment.model, deployment.port), ignore_errors=True)
 
 
 def _exited(deployment: Deployment) -> bool:
