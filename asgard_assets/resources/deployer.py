@@ -348,15 +348,18 @@ def _metrics_dir(model: str, port: int | None) -> Path:
 def _stop(deployment: Deployment, timeout: float = 10.0) -> None:
     """Stop the deployment's service, and only it: each signal goes out only while the pid
     is still that service (a pid from an old state file may belong to anything by now).
-    Its metrics folder goes with it."""
+    Its metrics folder goes with it (only when it was running: a service found gone may
+    have left its port, and so its folder's name, to the one that replaced it)."""
+    signalled = False
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not is_service(deployment):
             break
         os.killpg(deployment.pid, sig)  # started with its own session: it leads its group
+        signalled = True
         deadline = time.monotonic() + timeout
         while not _exited(deployment) and time.monotonic() < deadline:
             time.sleep(0.1)
-    if _exited(deployment):
+    if signalled and _exited(deployment):
         shutil.rmtree(_metrics_dir(deployment.model, deployment.port), ignore_errors=True)
 
 
