@@ -44,7 +44,7 @@ def source_engine(url: str) -> sa.Engine:
             and not path.startswith("file:")
             and not Path(path).is_file()
         ):
-            raise SourceUrlError(f"the file {path} does not exist")
+            raise SourceUrlError(f"the file {Path(path).resolve()} does not exist")
     try:
         return sa.create_engine(parsed)
     except sa.exc.NoSuchModuleError as e:
