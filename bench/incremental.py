@@ -96,26 +96,25 @@ def main() -> None:
                     defs=defs, instance=instance, cursor=baseline
                 ),
             )
-            silver = {
-                k: auto.get_requested_partitions(k)
-                for k in (
-                    dg.AssetKey(["silver", "work_orders"]),
-                    dg.AssetKey(["silver", "machine_logs"]),
+            # the requested silver partitions, one run per day for the assets of that day,
+            # as the automation's run requests group them (same partitions, same key)
+            by_day: dict[str, list[dg.AssetKey]] = {}
+            for key in (dg.AssetKey(["silver", t]) for t in ("work_orders", "machine_logs")):
+                for day in auto.get_requested_partitions(key):
+                    if day:
+                        by_day.setdefault(day, []).append(key)
+            for day, keys in sorted(by_day.items()):
+                timed(
+                    f"{','.join(k.to_user_string() for k in keys)} [{day}]",
+                    steps,
+                    lambda keys=keys, day=day: dg.materialize(
+                        everything,
+                        resources=resources,
+                        instance=instance,
+                        selection=keys,
+                        partition_key=day,
+                    ),
                 )
-            }
-            for key, days in silver.items():
-                for day in sorted(d for d in days if d):
-                    timed(
-                        f"{key.to_user_string()} [{day}]",
-                        steps,
-                        lambda key=key, day=day: dg.materialize(
-                            everything,
-                            resources=resources,
-                            instance=instance,
-                            selection=[key],
-                            partition_key=day,
-                        ),
-                    )
             # the next tick sees silver updated: gold is requested
             auto = timed(
                 "automation (next tick)",
