@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
@@ -457,6 +458,24 @@ def test_a_service_from_other_code_is_replaced_blue_green(journey_home, tmp_path
         environ[b"PROMETHEUS_MULTIPROCESS_DIR"]
         == str(metrics / f"{MODEL_NAME}-{new.port}").encode()
     )
+
+
+def test_resolving_a_version_leaves_no_temporary_folder(journey_home, tmp_path, monkeypatch):
+    """The deploy step's copy and a service started from the registry download the ONNX
+    file into a folder of their own and remove it (MLflow's own download folder was left in
+    /tmp, one per deploy)."""
+    from asgard_assets.serving.model import MODEL_FILE, ServedModel
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    uri = f"models:/{MODEL_NAME}@champion"
+    ServedModel.save(uri, tmp_path / "copy")
+    assert (tmp_path / "copy" / MODEL_FILE).stat().st_size > 0
+    served = ServedModel.load(uri, "")
+    labels, _ = served.predict(served.matrix_from_rows([ROW]))
+    assert labels in ([0], [1])
+    assert list(temp.iterdir()) == []
 
 
 def test_service_env_is_an_allow_list():

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
@@ -60,18 +61,20 @@ class ServedModel:
                     f"ASGARD_MODEL_DIR {folder} holds {meta['uri']} (version "
                     f"{meta['version']}), not ASGARD_MODEL_URI {uri}"
                 )
-            onnx_path = str(Path(folder) / MODEL_FILE)
-        else:
-            meta, onnx_path = _from_registry(uri or DEFAULT_MODEL_URI)
-        return cls(**meta, session=_session(onnx_path))
+            return cls(**meta, session=_session(str(Path(folder) / MODEL_FILE)))
+        # the session holds the model once made: the downloaded file goes with its folder
+        with tempfile.TemporaryDirectory(prefix="asgard-model-") as tmp:
+            meta, onnx_path = _from_registry(uri or DEFAULT_MODEL_URI, Path(tmp))
+            return cls(**meta, session=_session(onnx_path))
 
     @staticmethod
     def save(uri: str, folder: Path) -> Path:
         """Resolve ``uri`` in the MLflow registry once, into ``folder``: the ONNX model and
         what the service needs of the version (its number, run, input contract)."""
-        meta, onnx_path = _from_registry(uri)
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(onnx_path, folder / MODEL_FILE)
+        with tempfile.TemporaryDirectory(prefix="asgard-model-") as tmp:
+            meta, onnx_path = _from_registry(uri, Path(tmp))
+            shutil.copyfile(onnx_path, folder / MODEL_FILE)
         (folder / MODEL_META).write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -141,9 +144,10 @@ class ServedModel:
         return labels.astype(int).tolist(), proba[:, 1].astype(float).tolist()
 
 
-def _from_registry(uri: str) -> tuple[dict, str]:
+def _from_registry(uri: str, into: Path) -> tuple[dict, str]:
     """``uri``'s version in the MLflow registry: the service's fields and the local path
-    of the version's ONNX artifact."""
+    of the version's ONNX artifact, downloaded into ``into`` (MLflow would otherwise make a
+    temporary folder of its own per download and leave it behind)."""
     import mlflow
 
     from ..resources import resource
@@ -163,7 +167,7 @@ def _from_registry(uri: str) -> tuple[dict, str]:
     signature = mlflow.models.get_model_info(f"models:/{name}/{mv.version}").signature
     inputs = signature.inputs.to_dict()
     onnx_path = mlflow.artifacts.download_artifacts(
-        run_id=mv.run_id, artifact_path="onnx/model.onnx"
+        run_id=mv.run_id, artifact_path="onnx/model.onnx", dst_path=str(into)
     )
     meta = {
         "name": name,
