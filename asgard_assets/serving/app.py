@@ -11,14 +11,14 @@ load; /docs serves Swagger UI from the package (no CDN).
 
 Fast: /health and well-formed /predict bodies skip FastAPI's per-request machinery
 (``FastPath``), their answers built by the same code as the routes'; an online lookup is
-a check of the store's version and a dict read while the store is unchanged.
+a check of the store's version and a dict read while the store is unchanged. The HTTP
+plumbing that knows nothing of models (JSON responses, orjson bodies, the body limit) is in
+``asgi.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -28,28 +28,28 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from . import swap
+from .asgi import (
+    AsciiJSONResponse,
+    BodyLimit,
+    OrjsonRoute,
+    json_body,
+    json_media_type,
+    replay_body,
+    send_json,
+)
 from .model import MAX_BATCH, InvalidInput, ServedModel
 
 MAX_BODY_BYTES = int(os.environ.get("ASGARD_MAX_BODY_BYTES", 4 * 1024 * 1024))
 MAX_ECHO = 20  # unknown ids echoed back: the count, and this many of them
 INLINE_ROWS = 256  # requests up to this many rows run on the event loop (~0.1-1 ms)
 STATE: dict[str, Any] = {}
-
-
-class AsciiJSONResponse(JSONResponse):
-    """JSON with non-ASCII escaped: a lone surrogate in an echoed key or id stays valid
-    JSON instead of failing to encode as UTF-8 (a 500)."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
 
 
 @asynccontextmanager
@@ -76,60 +76,6 @@ def _warm_feature_store() -> None:
         STATE["feature_store_error"] = f"{type(e).__name__}: {e}"
 
 
-class _OrjsonRequest(Request):
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            # orjson: a 100-row body parses in ~1/6 of the standard library's time; its
-            # errors are JSONDecodeErrors, which FastAPI answers with a 422
-            self._json = orjson.loads(await self.body())
-        return self._json
-
-
-class _OrjsonRoute(APIRoute):
-    """FastAPI's route, reading JSON bodies with orjson (FastAPI's documented way to
-    customize the request: a Request subclass through the route class)."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            return await handler(_OrjsonRequest(request.scope, request.receive))
-
-        return route
-
-
-class BodyLimit:
-    """413 for a body over ``max_bytes``: by its Content-Length before reading, and by
-    counting while it streams (chunked, or a lying Content-Length)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_bytes:
-            return await self._too_large(scope, receive, send)
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, self._detail())
-            return message
-
-        await self.app(scope, counted, send)
-
-    def _detail(self) -> str:
-        return f"request body larger than {self.max_bytes} bytes"
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await AsciiJSONResponse({"detail": self._detail()}, status_code=413)(scope, receive, send)
-
-
 class FastPath:
     """GET /health and POST /predict with a JSON body, answered without FastAPI's per-request
     machinery (routing, dependency solving, response plumbing: 2-3x the cost of a whole
@@ -145,8 +91,8 @@ class FastPath:
         if scope["type"] == "http" and "model" in STATE:
             path, method = scope["path"], scope["method"]
             if path == "/health" and method == "GET":
-                return await _send_json(send, orjson.dumps(_health()))
-            if path == "/predict" and method == "POST" and _json_body(scope):
+                return await send_json(send, orjson.dumps(_health()))
+            if path == "/predict" and method == "POST" and json_body(scope):
                 return await self._predict(scope, receive, send)
         await self.app(scope, receive, send)
 
@@ -168,44 +114,8 @@ class FastPath:
             content = await _answer(PredictRequest.model_validate(orjson.loads(body)))
             payload = orjson.dumps(content)
         except Exception:  # noqa: BLE001 - refused: the route says why (it re-checks the body)
-            return await self.app(scope, _replay(body, receive), send)
-        await _send_json(send, payload)
-
-
-def _json_body(scope: Scope) -> bool:
-    """Content-Type application/json: the bodies FastAPI's route reads as JSON too."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return value.split(b";", 1)[0].strip().lower() == b"application/json"
-    return False
-
-
-def _json_media_type(content_type: str) -> bool:
-    """A Content-Type FastAPI reads the body of as JSON: application/json or
-    application/<anything>+json."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()  # a disconnect, as from the server
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
-async def _send_json(send: Send, payload: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+            return await self.app(scope, replay_body(body, receive), send)
+        await send_json(send, payload)
 
 
 app = FastAPI(
@@ -216,7 +126,7 @@ app = FastAPI(
     docs_url=None,  # served below from the package's own Swagger UI files
     redoc_url=None,  # ReDoc would load from a CDN
 )
-app.router.route_class = _OrjsonRoute  # before the routes below are declared
+app.router.route_class = OrjsonRoute  # before the routes below are declared
 app.add_middleware(FastPath)
 app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # the outer one: FastPath reads within
 app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
@@ -266,7 +176,7 @@ class Prediction(BaseModel):
 @app.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: RequestValidationError):
     sent = request.headers.get("content-type", "")
-    if sent and not _json_media_type(sent):
+    if sent and not json_media_type(sent):
         # e.g. curl -d without -H: FastAPI reads a form body as bytes ("should be a dictionary")
         detail = f"send the body as JSON, with Content-Type: application/json (not {sent[:64]})"
         return AsciiJSONResponse(status_code=415, content={"detail": detail})
