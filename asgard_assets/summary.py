@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 # what printing needs, imported with this module (on the demo's warm-up thread, while the
 # run's last steps go): the Dagster instance's storage and the SQL catalog (~0.4 s)
@@ -105,17 +106,31 @@ def print_failures(instance, run_id: str) -> bool:
 
 def failed_checks(instance, run_id: str) -> dict[str, list[str]]:
     """The run's failed ERROR-severity checks by step, each as ``asset check: why``."""
-    import dagster as dg
-
     out: dict[str, list[str]] = {}
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        check = entry.dagster_event.event_specific_data
-        if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
+    for step, check in check_evaluations(instance, run_id):
+        if outcome(check) == "failed":
             why = check.description or "failed"
-            out.setdefault(entry.step_key, []).append(
+            out.setdefault(step, []).append(
                 f"{check.asset_key.to_user_string()} {check.check_name}: {why}"
             )
     return out
+
+
+def check_evaluations(instance, run_id: str) -> Iterator[tuple[str, object]]:
+    """(step, ``AssetCheckEvaluation``) of each check the run evaluated."""
+    import dagster as dg
+
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        yield entry.step_key, entry.dagster_event.event_specific_data
+
+
+def outcome(check) -> str:
+    """passed, warned (a failed WARN check) or failed (a failed ERROR check)."""
+    import dagster as dg
+
+    if check.passed:
+        return "passed"
+    return "warned" if check.severity == dg.AssetCheckSeverity.WARN else "failed"
 
 
 def stop_command() -> str:
@@ -125,18 +140,9 @@ def stop_command() -> str:
 
 def check_results(instance, run_id: str) -> dict[str, list[str]]:
     """The run's asset checks by outcome: passed, warned, failed (``asset:check`` names)."""
-    import dagster as dg
-
     outcomes: dict[str, list[str]] = {"passed": [], "warned": [], "failed": []}
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        check = entry.dagster_event.event_specific_data
-        name = f"{check.asset_key.to_user_string()}:{check.check_name}"
-        if check.passed:
-            outcomes["passed"].append(name)
-        elif check.severity == dg.AssetCheckSeverity.WARN:
-            outcomes["warned"].append(name)
-        else:
-            outcomes["failed"].append(name)
+    for _, check in check_evaluations(instance, run_id):
+        outcomes[outcome(check)].append(f"{check.asset_key.to_user_string()}:{check.check_name}")
     return {k: sorted(v) for k, v in outcomes.items()}
 
 
