@@ -49,21 +49,18 @@ def _bin(name: str) -> str:
     return str(local) if local.exists() and local.samefile(path) else str(path)
 
 
+def materialize_command(selection: str, *days: str) -> list[str]:
+    """``dagster asset materialize`` of ``selection`` on Asgard's definitions (``days``: the
+    partition options, e.g. ``--partition DAY``)."""
+    cmd = [_bin("dagster"), "asset", "materialize", "-m", "asgard_assets.definitions"]
+    return [*cmd, "--select", selection, *days]
+
+
 def journey_command() -> list[str]:
     """The whole lineage graph, ingestion to deployment, as one run over every day."""
     from .days import all_days_range
 
-    return [
-        _bin("dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "asgard_assets.definitions",
-        "--select",
-        "*",
-        "--partition-range",
-        all_days_range(strict=True),
-    ]
+    return materialize_command("*", "--partition-range", all_days_range(strict=True))
 
 
 RUN_ENDED = {"RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED"}
@@ -224,7 +221,7 @@ def demo() -> int:
     if explained:
         print(
             f"\nThe run failed (exit {code}). Each step's traceback: run {followed.run_id} in "
-            f"`{home_prefix()}.venv/bin/asgard ui`; Dagster's log: {log_path}",
+            f"`{home_prefix()}{_bin('asgard')} ui`; Dagster's log: {log_path}",
             file=sys.stderr,
         )
     else:  # no step failed: the run did not start, or failed around its steps
@@ -296,14 +293,15 @@ def add_day() -> int:
     day, added = demo_data.add_day(path)
     rows = ", ".join(f"{n:,} {table.replace('_', ' ')}" for table, n in added.items())
     print(f"added {day} to the demo database {path}: {rows} (its last day again, new ids)")
-    dagster = f"{home_prefix()}.venv/bin/dagster asset materialize -m asgard_assets.definitions"
     tables = ",".join(f"{layer}/{t}" for t in PARTITIONED_TABLES for layer in ("bronze", "silver"))
+    # selections quoted as the README types them
+    that_day = " ".join(materialize_command(f"'{tables}'", "--partition", day))
+    onwards = " ".join(materialize_command("'gold/operator_features*'"))
     print(
         f"that day only, then gold and what follows it (a new model version when gold "
         f"changed, swapped into the running service):\n"
-        f"  {dagster} --select '{tables}' --partition {day}\n"
-        f"  {dagster} --select 'gold/operator_features*'\n"
-        f"or every day again: {home_prefix()}.venv/bin/asgard demo; in `asgard ui` (its "
+        f"  {home_prefix()}{that_day}\n  {home_prefix()}{onwards}\n"
+        f"or every day again: {home_prefix()}{_bin('asgard')} demo; in `asgard ui` (its "
         f"definitions reloaded) the new_source_rows sensor and the automation do the same"
     )
     return 0

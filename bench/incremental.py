@@ -51,6 +51,7 @@ def main() -> None:
     import dagster as dg
 
     from asgard_assets.contracts.model import MODEL_NAME
+    from asgard_assets.contracts.sources import PARTITIONED_TABLES
     from asgard_assets.definitions import defs
     from asgard_assets.orchestration.sensors import new_source_rows
     from asgard_assets.resources import resource
@@ -99,7 +100,7 @@ def main() -> None:
             # the requested silver partitions, one run per day for the assets of that day,
             # as the automation's run requests group them (same partitions, same key)
             by_day: dict[str, list[dg.AssetKey]] = {}
-            for key in (dg.AssetKey(["silver", t]) for t in ("work_orders", "machine_logs")):
+            for key in (dg.AssetKey(["silver", t]) for t in PARTITIONED_TABLES):
                 for day in auto.get_requested_partitions(key):
                     if day:
                         by_day.setdefault(day, []).append(key)

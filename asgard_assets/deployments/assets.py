@@ -35,8 +35,8 @@ def operator_efficiency_service(
     image_builder: ImageBuilder,
 ) -> dg.MaterializeResult:
     """The inference service for the `champion` version (swapped into the running service
-    locally, a Deployment + Service at scale), and the deploy bundle the k8s profile ships. Runs only after the
-    model's quality gate passed."""
+    locally, a Deployment + Service at scale), and the deploy bundle the k8s profile ships.
+    Runs only after the model's quality gate passed."""
     champion = mlflow_tracking.champion(MODEL_NAME)
     if champion is None:
         raise dg.Failure(
