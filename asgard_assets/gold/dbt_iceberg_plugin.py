@@ -20,6 +20,8 @@ from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 
 from ..resources import resource
 from ..resources.duckdb_bounds import duckdb_bounds
+from ..resources.lakehouse import described
+from ..resources.table_reads import ALL_ROWS, current_data_files, table_dataset
 
 # gold is one row per operator: a model this small is compared before it is written
 COMPARED_UP_TO = 1_000_000
@@ -67,11 +69,15 @@ class Plugin(BasePlugin):
         relation = target_config.relation
         identifier = f"{relation.schema}.{relation.identifier}"
         parquet = pq.ParquetFile(target_config.location.path)
-        rows = parquet.metadata.num_rows
-        if rows <= COMPARED_UP_TO and self.lakehouse.snapshot_id(identifier) is not None:
-            if self.lakehouse.describe(identifier).total_rows == rows and same_rows(
-                self.lakehouse.dataset(identifier).to_table(), parquet.read()
-            ):
+        rows, table = parquet.metadata.num_rows, self.lakehouse.loaded(identifier)
+        if (
+            rows <= COMPARED_UP_TO
+            and table is not None
+            and table.current_snapshot() is not None
+            and described(table, identifier).total_rows == rows
+        ):  # one load of the table for its row count and its rows
+            current = table_dataset(table, current_data_files(table, ALL_ROWS)).to_table()
+            if same_rows(current, parquet.read()):
                 return
         reader = pa.RecordBatchReader.from_batches(parquet.schema_arrow, parquet.iter_batches())
         self.lakehouse.write(

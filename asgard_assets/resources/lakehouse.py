@@ -128,11 +128,12 @@ class Lakehouse(dg.ConfigurableResource, ABC):
 
     def snapshot_id(self, identifier: str) -> int | None:
         """The table's current snapshot id; None if it has none yet or does not exist."""
-        table = self._loaded(identifier)
+        table = self.loaded(identifier)
         snap = table.current_snapshot() if table is not None else None
         return snap.snapshot_id if snap else None
 
-    def _loaded(self, identifier: str) -> Table | None:
+    def loaded(self, identifier: str) -> Table | None:
+        """The table as the catalog has it now; None when it does not exist."""
         try:
             return self.catalog().load_table(identifier)
         except NoSuchTableError:
@@ -223,7 +224,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
-        table = self._loaded(identifier)
+        table = self.loaded(identifier)
         check_base(identifier, table, base_snapshot_id)  # a stale plan fails before its stream
         stream = iter(batches)
         first = next(stream, None)  # a query that fails at once creates no table
