@@ -1,7 +1,8 @@
 """asgard: the demo journey, the demo database anywhere, the UI and stopping what the demo
 started.
 
-  asgard demo              materialize the whole lineage graph (every day, one run)
+  asgard demo              materialize the whole lineage graph (every day, one run);
+                           nothing runs when nothing changed since the last one (--force)
   asgard ui                the Dagster UI on the same instance
   asgard stop              stop the inference service the demo started
   asgard load-demo URL     load the demo factory data into any SQLAlchemy database
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from . import journey_stamp
 from .instance import ROOT, instance_env
 from .settings import asgard_home, home_prefix
 
@@ -185,17 +187,20 @@ class _SummaryImport:
             self.thread.join()
 
 
-def demo() -> int:
+def demo(force: bool = False) -> int:
     env = instance_env()
     try:
         cmd = journey_command()
     except ValueError as e:  # the source cannot be read, or no day has ended yet
         print(f"asgard demo: {e}", file=sys.stderr)
         return 1
+    print(f"ASGARD_HOME={env['ASGARD_HOME']}  (Dagster instance: {env['DAGSTER_HOME']})")
+    ran_on = _stamp_inputs(cmd)
+    if not force and ran_on is not None and _nothing_changed(ran_on):
+        return 0
     logs = asgard_home() / "logs"
     logs.mkdir(exist_ok=True)
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
-    print(f"ASGARD_HOME={env['ASGARD_HOME']}  (Dagster instance: {env['DAGSTER_HOME']})")
     print(f"$ {home_prefix()}{shlex.join(cmd)}", flush=True)
     print(f"Dagster's event log: {log_path}", flush=True)
     with log_path.open("w") as log:  # Dagster writes its event log there itself
@@ -210,7 +215,10 @@ def demo() -> int:
         try:
             from .summary import print_run_end
 
-            explained = print_run_end(followed.run_id, followed.reported, succeeded)
+            with journey_stamp.transcript() as summary:
+                explained = print_run_end(followed.run_id, followed.reported, succeeded)
+            if succeeded and ran_on is not None:
+                journey_stamp.record(followed.run_id, ran_on, summary.getvalue())
         except Exception as e:  # noqa: BLE001 - the run's end is still told by its log below
             print(f"\n(the run's record could not be read: {type(e).__name__}: {e})")
     if succeeded:
@@ -228,6 +236,37 @@ def demo() -> int:
         print(f"\nThe run failed (exit {code}); the last lines of {log_path}:", file=sys.stderr)
         print("".join(log_path.read_text().splitlines(keepends=True)[-25:]), file=sys.stderr)
     return code or 1
+
+
+def _stamp_inputs(cmd: list[str]) -> dict | None:
+    """What this run will run on, to stamp it with once it succeeds; None where that cannot
+    be told from here (state in services, a source table that is not there: the run says
+    which)."""
+    if journey_stamp.checkable() is not None:
+        return None
+    try:
+        return journey_stamp.inputs(cmd)
+    except Exception:  # noqa: BLE001 - the run itself reports what is wrong with the source
+        return None
+
+
+def _nothing_changed(ran_on: dict) -> bool:
+    """True, with the last run's summary printed, when it ran on the same inputs and the
+    stores and service are as it left them."""
+    last = journey_stamp.last()
+    if last is None:
+        return False
+    if (why := journey_stamp.changed(last, ran_on)) is not None:
+        print(f"Changed since run {last.run_id[:8]} ({last.when()}): {why}.")
+        return False
+    print(
+        f"Nothing to run: the source, the code, the settings and the days are those of run "
+        f"{last.run_id[:8]} ({last.when()}), and the tables, the model registry, the feature "
+        f"store and the inference service are as it left them (`{home_prefix()}{_bin('asgard')} "
+        f"demo --force` runs every step anyway; each finds nothing to do).\nThat run's summary:"
+    )
+    print(last.summary, end="")
+    return True
 
 
 def stop() -> int:
@@ -248,7 +287,7 @@ def load_demo(url: str) -> int:
     import sqlalchemy as sa
 
     from . import demo_data
-    from .contracts.sources import qualified_name
+    from .contracts.sources import table_name
     from .source_url import error_line, redact
 
     try:
@@ -264,7 +303,7 @@ def load_demo(url: str) -> int:
         return 1
     parsed = sa.engine.make_url(url)
     dialect = parsed.get_backend_name()
-    where = sorted({".".join(filter(None, qualified_name(t, dialect))) for t in counts})
+    where = sorted({table_name(t, dialect) for t in counts})
     print(f"loaded {sum(counts.values()):,} rows into {redact(url)}: {counts}")
     if dialect in ("mysql", "mariadb"):
         print(
@@ -339,7 +378,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="asgard", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("demo", help="materialize the whole lineage graph, every day in one run")
+    demo_p = sub.add_parser(
+        "demo", help="materialize the whole lineage graph, every day in one run"
+    )
+    demo_p.add_argument(
+        "--force",
+        action="store_true",
+        help="run even when nothing changed since the last successful demo",
+    )
     ui_p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the same instance")
     ui_p.add_argument("--port", type=int, default=3000)
     sub.add_parser("stop", help="stop the inference service the demo started")
@@ -351,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.command == "demo":
-        return demo()
+        return demo(args.force)
     if args.command == "stop":
         return stop()
     if args.command == "load-demo":

@@ -49,7 +49,7 @@ def _first_source_day(url: str) -> str:
     """The earliest day of any partitioned table in the source (one MIN query per table)."""
     import sqlalchemy as sa
 
-    from .contracts.sources import qualified_name
+    from .contracts.sources import table_name
     from .source_url import source_engine
 
     engine = source_engine(url)
@@ -57,8 +57,7 @@ def _first_source_day(url: str) -> str:
         with engine.connect() as conn:
             firsts = []
             for table in PARTITIONED_TABLES:
-                schema, name = qualified_name(table, conn.dialect.name)
-                where = f"{schema}.{name}" if schema else name
+                where = table_name(table, conn.dialect.name)
                 column = SOURCES[table].partition_column
                 firsts.append(conn.execute(sa.text(f"SELECT min({column}) FROM {where}")).scalar())
     finally:

@@ -53,5 +53,10 @@ def partition_end() -> str | None:
     return os.environ.get("ASGARD_PARTITION_END") or None
 
 
+def deployments_dir() -> Path:
+    """The local deployer's state, bundles, service logs and metrics."""
+    return asgard_home() / "deployments"
+
+
 def demo_source_path() -> Path:
     return asgard_home() / "demo_factory.sqlite"

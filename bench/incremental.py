@@ -44,7 +44,7 @@ def main() -> None:
         # days (+1 empty), as `make demo` does, so the baseline is not inflated
         "ASGARD_PARTITION_END": NEW_DAY,
     }
-    cold = run_demo({**os.environ, **env})
+    cold, _ = run_demo({**os.environ, **env})
     settle(home / "dagster")
     os.environ.update(env)
 

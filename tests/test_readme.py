@@ -106,6 +106,18 @@ def test_readme_block_runs_as_written(ran_blocks, index):
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
 
 
+def test_the_demo_again_with_nothing_changed_starts_no_run(demo_clone, ran_blocks):
+    clone, first = demo_clone
+    (again,) = [i for i, block in enumerate(RUN) if block.startswith(".venv/bin/asgard demo")]
+    assert RUN[again - 1].startswith(DEMO), "the re-run follows make demo directly"
+    out = ran_blocks[again - 1].stdout
+    assert "Nothing to run: the source, the code, the settings and the days are those of run " in (
+        out
+    ), out[-3000:]
+    assert "dagster asset materialize" not in out
+    assert first[first.index("\nIceberg tables (current snapshot):") :] in out  # its summary
+
+
 def test_every_run_landed_in_the_instance_make_ui_shows(demo_clone, ran_blocks):
     """The demo and the README's dagster commands, all in .asgard/dagster; every day of the
     partitioned assets materialized (nothing Missing in the UI)."""

@@ -14,8 +14,7 @@ import dagster as dg
 import sqlglot
 from sqlglot import exp
 
-from ..contracts.sources import LOADED_AT, SOURCE_TABLES, SOURCES
-from ..resources.bronze_state import CURSOR_COLUMN
+from ..contracts.sources import CURSOR_COLUMN, LOADED_AT, SOURCE_TABLES, SOURCES
 from ..resources.ingestion import QUARANTINE
 from ..resources.lakehouse import Lakehouse
 from ..resources.source_streams import LOAD_ID

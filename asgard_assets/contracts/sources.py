@@ -168,6 +168,9 @@ def contract_violations(table: str, columns: dict[str, sa.types.TypeEngine]) -> 
 # bronze's load-time column, and what other loaders call it: Airbyte's destinations stamp
 # `_airbyte_extracted_at`. Readers of bronze see it under Asgard's name (silver's tie-break).
 LOADED_AT = "_asgard_loaded_at"
+# every change to a source row moves its updated_at: the incremental cursor, and what tells
+# that a table changed (with its row count)
+CURSOR_COLUMN = "updated_at"
 LOADED_AT_ALIASES = ("_airbyte_extracted_at",)
 
 
@@ -180,6 +183,18 @@ def qualified_name(table: str, dialect: str) -> tuple[str | None, str]:
     schemas ``production``/``inventory``; in MySQL a schema is a database; SQLite has bare
     table names."""
     return (None if dialect == "sqlite" else SOURCES[table].schema), table
+
+
+def table_name(table: str, dialect: str) -> str:
+    """The source table's name in SQL: ``schema.table``, or ``table`` in SQLite."""
+    return ".".join(filter(None, qualified_name(table, dialect)))
+
+
+def rows_changed_query(name: str, where: str = "1 = 1") -> str:
+    """The row count and latest ``updated_at`` of table ``name``'s rows ``where``: two reads
+    of the same rows differ in these whenever a row was added, changed or removed (the
+    cursor moves with every change)."""
+    return f"SELECT count(*), max({CURSOR_COLUMN}) FROM {name} WHERE {where}"
 
 
 def contract_markdown() -> str:

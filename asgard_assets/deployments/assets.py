@@ -10,7 +10,7 @@ from ..resources.deployer import Deployer
 from ..resources.image_builder import ImageBuilder
 from ..resources.mlflow_tracking import MlflowTracking
 from ..serving.model import ServedModel
-from ..settings import asgard_home
+from ..settings import deployments_dir
 from .bundle import MODEL_DIR, BundleSpec, write_bundle
 
 
@@ -45,7 +45,7 @@ def operator_efficiency_service(
         )
     version = str(champion.version)
     spec = BundleSpec(MODEL_NAME, version, image=image_builder.image_for(MODEL_NAME, version))
-    bundle = write_bundle(spec, asgard_home() / "deployments" / MODEL_NAME / f"v{version}")
+    bundle = write_bundle(spec, deployments_dir() / MODEL_NAME / f"v{version}")
     # the version resolved here, where MLflow is loaded already: the service starts from it
     ServedModel.save(spec.model_uri, bundle / MODEL_DIR)
     image = image_builder.build(bundle, spec.image)

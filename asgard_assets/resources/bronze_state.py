@@ -8,13 +8,12 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from ..contracts.sources import LOADED_AT
+from ..contracts.sources import CURSOR_COLUMN, LOADED_AT
 from ..partitions import Window
 from .duckdb_bounds import bounded_duckdb
 from .lakehouse import Lakehouse
 from .source_streams import SPOOL
 
-CURSOR_COLUMN = "updated_at"
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 

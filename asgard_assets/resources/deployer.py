@@ -36,7 +36,7 @@ import dagster as dg
 import httpx
 
 from ..deployments.bundle import MODEL_DIR
-from ..settings import asgard_home
+from ..settings import asgard_home, deployments_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,7 +133,7 @@ class LocalDeployer(Deployer):
     health_timeout_s: float = 120.0
 
     def _state(self, model: str) -> Path:
-        return asgard_home() / "deployments" / f"{model}.json"
+        return deployments_dir() / f"{model}.json"
 
     @contextmanager
     def _lock(self, model: str) -> Iterator[None]:
@@ -232,7 +232,7 @@ class LocalDeployer(Deployer):
             None,
         ) or free_port(self.host)  # both taken (another Asgard home, say): any free port
 
-        logs = asgard_home() / "deployments" / "logs"
+        logs = deployments_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{model}-v{version}.log"
         env = service_env(
@@ -342,7 +342,7 @@ def _stop_child(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 def _metrics_dir(model: str, port: int | None) -> Path:
-    return asgard_home() / "deployments" / "metrics" / f"{model}-{port}"
+    return deployments_dir() / "metrics" / f"{model}-{port}"
 
 
 def _stop(deployment: Deployment, timeout: float = 10.0) -> None:

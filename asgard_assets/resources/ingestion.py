@@ -28,17 +28,19 @@ from pyiceberg.exceptions import CommitFailedException
 
 from .. import demo_data
 from ..contracts.sources import (
+    CURSOR_COLUMN,
     SOURCES,
     STRING,
     contract_violations,
     physical_type,
     qualified_name,
+    rows_changed_query,
+    table_name,
 )
 from ..partitions import PARTITION_COLUMNS, Window
 from ..settings import demo_source_path
 from ..source_url import SourceUrlError, redact, source_engine
 from .bronze_state import (
-    CURSOR_COLUMN,
     TS_FORMAT,
     bronze_cursor,
     moved_keys,
@@ -121,7 +123,7 @@ class EmbeddedIngestion(Ingestion):
             with self._connect() as conn:
                 return self._qualified(table, conn)
         schema, name = qualified_name(table, conn.dialect.name)
-        where = f"{schema}.{name}" if schema else name
+        where = table_name(table, conn.dialect.name)
         if not sa.inspect(conn).has_table(name, schema=schema):
             source = redact(self.url())
             raise dg.Failure(
@@ -138,7 +140,7 @@ class EmbeddedIngestion(Ingestion):
         columns = {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(name, schema)}
         problems = contract_violations(table, columns)
         if problems:
-            where = f"{schema}.{name}" if schema else name
+            where = table_name(table, conn.dialect.name)
             raise dg.Failure(
                 f"source table {where} does not meet the data contract: {'; '.join(problems)} "
                 "(docs/data-contract.md)",
@@ -236,12 +238,13 @@ class EmbeddedIngestion(Ingestion):
         identifier = f"bronze.{table}"
         if lakehouse.snapshot_id(identifier) is None:
             return False
-        fingerprint = f"SELECT count(*), max({CURSOR_COLUMN}) FROM {{}} WHERE {window.sql()}"
         with self._connect() as conn:
             where = self._qualified(table, conn)
             self._columns(table, conn)  # a type changed in place moves no row's updated_at
-            source = conn.execute(sa.text(fingerprint.format(where))).one()
-        loaded = lakehouse.query(fingerprint.format(identifier), identifier).fetchone()
+            source = conn.execute(sa.text(rows_changed_query(where, window.sql()))).one()
+        loaded = lakehouse.query(
+            rows_changed_query(identifier, window.sql()), identifier
+        ).fetchone()
         return source[0] == loaded[0] and same_time(source[1], loaded[1])
 
     def _window_clause(
