@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import re
 import shlex
 import signal
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -58,11 +60,17 @@ def materialize_command(selection: str, *days: str) -> list[str]:
     return [*cmd, "--select", selection, *days]
 
 
-def journey_command() -> list[str]:
-    """The whole lineage graph, ingestion to deployment, as one run over every day."""
+def journey_days() -> str:
+    """Every day of the daily partitions, as ``FIRST...LAST`` (a source that cannot be read
+    raises ValueError, saying why)."""
     from .days import all_days_range
 
-    return materialize_command("*", "--partition-range", all_days_range(strict=True))
+    return all_days_range(strict=True)
+
+
+def journey_command(days: str | None = None) -> list[str]:
+    """The whole lineage graph, ingestion to deployment, as one run over every day."""
+    return materialize_command("*", "--partition-range", days or journey_days())
 
 
 RUN_ENDED = {"RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED"}
@@ -190,14 +198,16 @@ class _SummaryImport:
 def demo(force: bool = False) -> int:
     env = instance_env()
     try:
-        cmd = journey_command()
+        days = journey_days()
     except ValueError as e:  # the source cannot be read, or no day has ended yet
         print(f"asgard demo: {e}", file=sys.stderr)
         return 1
     print(f"ASGARD_HOME={env['ASGARD_HOME']}  (Dagster instance: {env['DAGSTER_HOME']})")
-    ran_on = _stamp_inputs(cmd)
+    ran_on = _stamp_inputs(days)
     if not force and ran_on is not None and _nothing_changed(ran_on):
         return 0
+    journey_stamp.forget()
+    cmd = journey_command(days)
     logs = asgard_home() / "logs"
     logs.mkdir(exist_ok=True)
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
@@ -205,22 +215,25 @@ def demo(force: bool = False) -> int:
     print(f"Dagster's event log: {log_path}", flush=True)
     with log_path.open("w") as log:  # Dagster writes its event log there itself
         process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    summary = _SummaryImport()
+    warm_summary = _SummaryImport()
     try:
-        followed = follow(lines_of(log_path, process), summary.on_start)
+        followed = follow(lines_of(log_path, process), warm_summary.on_start)
     finally:  # never leave the interpreter with an import half done
-        summary.join()
-    succeeded, explained = followed.ended == "RUN_SUCCESS", False
+        warm_summary.join()
+    succeeded, explained, printed = followed.ended == "RUN_SUCCESS", False, None
     if followed.run_id is not None:
         try:
             from .summary import print_run_end
 
-            with journey_stamp.transcript() as summary:
+            with _kept_output() as printed:
                 explained = print_run_end(followed.run_id, followed.reported, succeeded)
-            if succeeded and ran_on is not None:
-                journey_stamp.record(followed.run_id, ran_on, summary.getvalue())
         except Exception as e:  # noqa: BLE001 - the run's end is still told by its log below
             print(f"\n(the run's record could not be read: {type(e).__name__}: {e})")
+    if succeeded and ran_on is not None and printed is not None:
+        try:
+            journey_stamp.record(followed.run_id, ran_on, printed.getvalue())
+        except Exception as e:  # noqa: BLE001 - without a stamp the next demo just runs
+            print(f"\n(no stamp of this run: {type(e).__name__}: {e}; the next demo runs again)")
     if succeeded:
         # the run is recorded as ended: the Dagster process's own exit (its interpreter's
         # teardown of dagster, dbt, Feast, MLflow: ~2 s) is not waited for
@@ -238,16 +251,44 @@ def demo(force: bool = False) -> int:
     return code or 1
 
 
-def _stamp_inputs(cmd: list[str]) -> dict | None:
+def _stamp_inputs(days: str) -> dict | None:
     """What this run will run on, to stamp it with once it succeeds; None where that cannot
     be told from here (state in services, a source table that is not there: the run says
     which)."""
     if journey_stamp.checkable() is not None:
         return None
+    import sqlalchemy as sa
+
     try:
-        return journey_stamp.inputs(cmd)
-    except Exception:  # noqa: BLE001 - the run itself reports what is wrong with the source
+        return journey_stamp.inputs(days)
+    except sa.exc.SQLAlchemyError:  # the run's bronze step reports what is wrong with it
         return None
+
+
+class _Tee(io.StringIO):
+    """Text written to it goes to ``out`` too."""
+
+    def __init__(self, out) -> None:
+        super().__init__()
+        self.out = out
+
+    def write(self, text: str) -> int:
+        self.out.write(text)
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+@contextmanager
+def _kept_output() -> Iterator[io.StringIO]:
+    """What is printed inside, printed and kept (the run's summary, for its stamp)."""
+    out = sys.stdout
+    sys.stdout = tee = _Tee(out)
+    try:
+        yield tee
+    finally:
+        sys.stdout = out
 
 
 def _nothing_changed(ran_on: dict) -> bool:
@@ -263,7 +304,7 @@ def _nothing_changed(ran_on: dict) -> bool:
         f"Nothing to run: the source, the code, the settings and the days are those of run "
         f"{last.run_id[:8]} ({last.when()}), and the tables, the model registry, the feature "
         f"store and the inference service are as it left them (`{home_prefix()}{_bin('asgard')} "
-        f"demo --force` runs every step anyway; each finds nothing to do).\nThat run's summary:"
+        f"demo --force` runs every step anyway).\nThat run's summary:"
     )
     print(last.summary, end="")
     return True

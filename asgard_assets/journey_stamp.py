@@ -2,19 +2,22 @@
 nothing to do says so without starting Dagster.
 
 The journey is a function of its inputs: the source's rows (per table its columns, row
-count and latest ``updated_at``: the comparison bronze makes itself, as the data contract's
-cursor moves with every change), the code (the package, the dbt project, the Feast repo, the
-pinned requirements), the settings and the days. After a successful run ``asgard demo``
-records them beside what the run left: the embedded stores' files (the Iceberg catalog,
-which every commit writes, MLflow's registry, Feast's registry and online store) and the
-inference service's state. When all of it is unchanged, every step of a new run would find
-nothing to do (each step checks that on its own when a run does start) and the demo ends
-at once with that run's summary, instead of a Dagster process, its definitions and ~20 steps
-noticing the same one by one.
+count, latest ``updated_at`` and bronze's cursor, the latest not in the future: every change
+to a row moves its ``updated_at``, the data contract's cursor), the code (the package, the dbt
+project, the Feast repo, the deploy templates, the pinned requirements), the settings and
+the days. After a successful run ``asgard demo`` records them beside what the run left: the
+embedded stores' files (the Iceberg catalog, which every commit writes, MLflow's registry,
+Feast's registry and online store) and the inference service's state. When all of it is
+unchanged, the service is still the process that was started and answers with its version,
+and less than a day has passed (maintenance and the freshness checks are due daily), a new
+run would write nothing (each step checks that on its own when a run does start): the demo
+ends at once with that run's summary instead of a Dagster process, its definitions and ~20
+steps noticing the same one by one.
 
 Only files can be checked this way: with the catalog or MLflow elsewhere
 (``ASGARD_CATALOG_URI``, ``MLFLOW_TRACKING_URI``) or the k8s profile, every demo runs.
-Nothing here imports Dagster, MLflow or pyiceberg: the check costs a source query per table.
+Nothing here imports Dagster, MLflow or pyiceberg before a run: the check costs a source
+query per table.
 """
 
 from __future__ import annotations
@@ -22,29 +25,41 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from io import StringIO
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 from .contracts.model import MODEL_NAME
-from .contracts.sources import SOURCE_TABLES, qualified_name, rows_changed_query, table_name
+from .contracts.sources import (
+    SOURCE_TABLES,
+    cursor_query,
+    qualified_name,
+    rows_changed_query,
+    table_name,
+)
+from .deployments.service import Deployment, is_service, service_health
+from .instance import ROOT
 from .settings import asgard_home, deployments_dir, profile, source_url
 
 STAMP = "last_journey.json"
-ROOT = Path(__file__).resolve().parent.parent
-CODE = ("asgard_assets", "dbt_project", "feature_repo")
-CODE_FILES = ("requirements.lock", "pyproject.toml", "dagster.yaml", "workspace.yaml")
+CODE = ("asgard_assets", "dbt_project", "feature_repo", "deploy")
+CODE_FILES = (
+    "requirements.lock",
+    "requirements.runtime.lock",
+    "pyproject.toml",
+    "dagster.yaml",
+    "workspace.yaml",
+)
 NOT_CODE = {"__pycache__", "target", "logs", "dbt_packages", "data"}
-# the embedded stores, relative to ASGARD_HOME: every write to one changes its file
+# the embedded stores, relative to ASGARD_HOME: every write to one changes its file (or its
+# write-ahead log, were one kept); a test holds each to a file the demo writes
 STORES = ("catalog.db", "mlflow/mlflow.db", "feast/registry.db", "feast/online_store.db")
 STORES_ELSEWHERE = ("ASGARD_CATALOG_URI", "MLFLOW_TRACKING_URI")
-# the environment a run reads: Asgard's settings, Dagster's, MLflow's, object storage's
-SETTINGS = ("ASGARD_", "DAGSTER_", "MLFLOW_", "PYICEBERG_", "AWS_")
+# the environment a run reads: Asgard's settings, MLflow's and pyiceberg's own, the Dagster
+# instance and the object storage keys the lakehouse is given (not a shell's session tokens)
+SETTINGS_PREFIXES = ("ASGARD_", "MLFLOW_", "PYICEBERG_")
+SETTINGS = ("DAGSTER_HOME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+DUE = timedelta(days=1)  # the daily maintenance, the freshness checks' day
 
 
 @dataclass(frozen=True)
@@ -69,11 +84,12 @@ def checkable() -> str | None:
     return None
 
 
-def inputs(command: list[str]) -> dict:
-    """What a run of ``command`` would run on, as of now (before the run: a row written
-    while it runs is then a change for the next demo, never one it missed)."""
+def inputs(days: str) -> dict:
+    """What a run over ``days`` would run on, as of now (before the run: a row written
+    while it runs is then a change for the next demo, never one it missed). A source that
+    cannot be read raises SQLAlchemy's error."""
     return {
-        "command": command,
+        "days": days,
         "code": code_digest(),
         "settings": settings_digest(os.environ),
         "source": source_fingerprint(),
@@ -82,80 +98,76 @@ def inputs(command: list[str]) -> dict:
 
 def code_digest() -> str:
     """The contents of every file the run's code is made of (not their times: a checkout
-    of the same code is the same code)."""
+    of the same code is the same code); editors' hidden and backup files are not code."""
     digest = hashlib.sha256()
     files = [ROOT / f for f in CODE_FILES if (ROOT / f).exists()]
     for top in CODE:
         files += (
             p
             for p in sorted((ROOT / top).rglob("*"))
-            if p.is_file() and not NOT_CODE.intersection(p.relative_to(ROOT).parts)
+            if p.is_file()
+            and not p.name.startswith(".")
+            and not p.name.endswith("~")
+            and not NOT_CODE.intersection(p.relative_to(ROOT).parts)
         )
     for path in files:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
-def settings_digest(environ: os._Environ | dict) -> str:
+def settings_digest(environ: Mapping[str, str]) -> str:
     """The settings a run reads, hashed: a source URL's password is not written down."""
-    settings = {k: v for k, v in environ.items() if k.startswith(SETTINGS)}
+    settings = {
+        k: v for k, v in environ.items() if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS
+    }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def source_fingerprint() -> dict[str, list]:
-    """Per source table: its columns and their types, its row count and latest
-    ``updated_at`` (a type changed in place moves no row's ``updated_at``)."""
+    """Per source table: its columns and their types (a type changed in place moves no
+    row's ``updated_at``), its row count, latest ``updated_at`` and bronze's cursor (with a
+    row stamped in the future, the latest is that row's while other rows change)."""
     import sqlalchemy as sa
 
-    from .source_url import source_engine
+    from .source_url import demo_source_url, source_engine
 
-    url = source_url() or f"sqlite:///{demo_source()}"
-    engine = source_engine(url)
+    engine = source_engine(source_url() or demo_source_url())
     try:
         with engine.connect() as conn:
             inspector, out = sa.inspect(conn), {}
             for table in SOURCE_TABLES:
                 schema, name = qualified_name(table, conn.dialect.name)
                 columns = [[c["name"], str(c["type"])] for c in inspector.get_columns(name, schema)]
-                query = rows_changed_query(table_name(table, conn.dialect.name))
-                count, latest = conn.execute(sa.text(query)).one()
-                out[table] = [columns, count, str(latest)]
+                where = table_name(table, conn.dialect.name)
+                count, latest = conn.execute(sa.text(rows_changed_query(where))).one()
+                query, now = cursor_query(where)
+                cursor = conn.execute(sa.text(query), now).scalar()
+                out[table] = [columns, count, str(latest), str(cursor)]
             return out
     finally:
         engine.dispose()
 
 
-def demo_source() -> Path:
-    """The demo database, generated now if it is not there yet: the fingerprint is of the
-    rows the run will read."""
-    from .settings import demo_source_path
-
-    path = demo_source_path()
-    if not path.exists():
-        from .demo_data import ensure_sqlite
-
-        ensure_sqlite(path)
-    return path
-
-
 def left() -> dict:
     """What a run left: each store file's size and modification time, and the inference
-    service's state file as written by the deployer."""
+    service's state as the deployer wrote it."""
     home, files = asgard_home(), {}
     for name in STORES:
-        try:
-            stat = (home / name).stat()
-            files[name] = [stat.st_size, stat.st_mtime_ns]
-        except FileNotFoundError:
-            files[name] = None
+        for path in (home / name, home / f"{name}-wal"):
+            if path.exists():
+                stat = path.stat()
+                files[str(path.relative_to(home))] = [stat.st_size, stat.st_mtime_ns]
     state = deployments_dir() / f"{MODEL_NAME}.json"
     service = json.loads(state.read_text()) if state.exists() else None
     return {"stores": files, "service": service}
 
 
-def record(run_id: str, ran_on: dict, summary: str) -> None:
+def record(run_id: str, ran_on: dict, summary: str) -> bool:
     """After a successful run: what it ran on (``inputs``, taken before it started), what
-    it left, and its summary."""
+    it left, and its summary. Not recorded (False) when another run is going or a store
+    was written after this run ended: what is there is then not this run's alone."""
+    if not _last_writer(run_id):
+        return False
     stamp = {
         "run_id": run_id,
         "at": datetime.now(UTC).isoformat(),
@@ -167,75 +179,85 @@ def record(run_id: str, ran_on: dict, summary: str) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(stamp, indent=1))
     os.replace(tmp, path)
+    return True
+
+
+def _last_writer(run_id: str) -> bool:
+    """The run has ended, no other run is going, and no store changed after its end."""
+    import dagster as dg  # the run's summary has imported it already
+
+    going = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
+    with dg.DagsterInstance.get() as instance:
+        ended = instance.get_run_record_by_id(run_id).end_time
+        others = instance.get_run_records(dg.RunsFilter(statuses=going), limit=1)
+    if ended is None or others:
+        return False
+    home = asgard_home()
+    return all((home / name).stat().st_mtime <= ended for name in left()["stores"])
+
+
+def forget() -> None:
+    """Before a run: until one succeeds, no earlier run vouches for what is there."""
+    (asgard_home() / STAMP).unlink(missing_ok=True)
 
 
 def last() -> Stamp | None:
-    path = asgard_home() / STAMP
+    """The stamp of the last successful demo, or None (none, or not one this code reads)."""
     try:
-        return Stamp(**json.loads(path.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        stamp = Stamp(**json.loads((asgard_home() / STAMP).read_text()))
+        datetime.fromisoformat(stamp.at)
+    except (OSError, ValueError, TypeError):
         return None
+    fields = {"days", "code", "settings", "source"}
+    if not isinstance(stamp.inputs, dict) or set(stamp.inputs) != fields:
+        return None
+    if not isinstance(stamp.left, dict) or set(stamp.left) != {"stores", "service"}:
+        return None
+    return stamp
 
 
 def changed(stamp: Stamp, now: dict) -> str | None:
     """What differs from the stamped run (the first thing found), or None: nothing."""
     was = stamp.inputs
-    if was.get("command") != now["command"]:
-        return "the days to run"
-    if was.get("code") != now["code"]:
+    if was["days"] != now["days"]:
+        return f"the days to run ({was['days']} then, {now['days']} now)"
+    if was["code"] != now["code"]:
         return "the code"
-    if was.get("settings") != now["settings"]:
+    if was["settings"] != now["settings"]:
         return "the settings"
-    tables = [t for t in SOURCE_TABLES if was.get("source", {}).get(t) != now["source"][t]]
+    tables = [t for t in SOURCE_TABLES if was["source"].get(t) != now["source"][t]]
     if tables:
         return f"the source ({', '.join(tables)})"
     state = left()
-    stores = [s for s in STORES if stamp.left["stores"].get(s) != state["stores"][s]]
+    names = sorted(set(stamp.left["stores"]) | set(state["stores"]))
+    stores = [s for s in names if stamp.left["stores"].get(s) != state["stores"].get(s)]
     if stores:
         return f"the stores ({', '.join(stores)})"
     if stamp.left["service"] is not None and state["service"] is None:
         return "the inference service was stopped"
     if stamp.left["service"] != state["service"]:
         return "the inference service was deployed again"
-    if state["service"] is not None and not serving(state["service"]):
+    if state["service"] is not None and not serving(Deployment(**state["service"])):
         return f"the inference service (not answering at {state['service']['url']})"
+    if datetime.now(UTC) - datetime.fromisoformat(stamp.at) > DUE:
+        return "a day has passed (maintenance and the freshness checks are due)"
     return None
 
 
-def serving(service: dict) -> bool:
-    """The service answers /health at its URL with its model and version, and loaded no
-    other version since."""
-    try:
-        with urllib.request.urlopen(f"{service['url']}/health", timeout=2) as response:
-            health = json.load(response)
-    except (OSError, ValueError):
+def serving(deployment: Deployment) -> bool:
+    """The deployment's process is still the service that was started, and it answers
+    /health with its version, with no failed reload since."""
+    if not is_service(deployment):
         return False
+    health = service_health(deployment.url)
     return (
-        health.get("model") == service["model"]
-        and health.get("version") == service["version"]
+        health is not None
+        and health.get("version") == deployment.version
         and "reload_error" not in health
     )
-
-
-class _Tee(StringIO):
-    def __init__(self, out) -> None:
-        super().__init__()
-        self.out = out
-
-    def write(self, text: str) -> int:
-        self.out.write(text)
-        return super().write(text)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-
-@contextmanager
-def transcript() -> Iterator[StringIO]:
-    """What is printed inside, printed and kept (the run's summary, for the stamp)."""
-    tee, out = _Tee(sys.stdout), sys.stdout
-    sys.stdout = tee
-    try:
-        yield tee
-    finally:
-        sys.stdout = out

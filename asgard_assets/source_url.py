@@ -27,6 +27,18 @@ def redact(url: str) -> str:
         return _CREDENTIALS.sub(r"\1:***@", url)
 
 
+def demo_source_url() -> str:
+    """The generated demo database's URL, the file made on first use."""
+    from .settings import demo_source_path
+
+    path = demo_source_path()
+    if not path.exists():
+        from .demo_data import ensure_sqlite
+
+        ensure_sqlite(path)
+    return f"sqlite:///{path}"
+
+
 def source_engine(url: str) -> sa.Engine:
     """An engine for ``url``; ``SourceUrlError`` when the URL itself is the problem (its
     message leaves the URL to the caller, who names it redacted)."""

@@ -7,6 +7,7 @@ The Quick start's ``make demo`` block is run once by the shared ``demo_clone`` f
 Output blocks (```` ``` ```` without a language) are not commands.
 """
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -116,6 +117,12 @@ def test_the_demo_again_with_nothing_changed_starts_no_run(demo_clone, ran_block
     ), out[-3000:]
     assert "dagster asset materialize" not in out
     assert first[first.index("\nIceberg tables (current snapshot):") :] in out  # its summary
+    # every store the stamp watches is one the demo wrote (a store moved elsewhere would
+    # otherwise go unwatched)
+    from asgard_assets.journey_stamp import STAMP, STORES
+
+    stamp = json.loads((clone / ".asgard" / STAMP).read_text())
+    assert set(STORES) <= set(stamp["left"]["stores"]), stamp["left"]
 
 
 def test_every_run_landed_in_the_instance_make_ui_shows(demo_clone, ran_blocks):

@@ -10,6 +10,7 @@ all read this registry, so a table is added or changed in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where types are judged: the registry loads light
@@ -171,6 +172,8 @@ LOADED_AT = "_asgard_loaded_at"
 # every change to a source row moves its updated_at: the incremental cursor, and what tells
 # that a table changed (with its row count)
 CURSOR_COLUMN = "updated_at"
+# timestamps compared as text (SQLite stores them so): this format sorts as the times do
+TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 LOADED_AT_ALIASES = ("_airbyte_extracted_at",)
 
 
@@ -188,6 +191,14 @@ def qualified_name(table: str, dialect: str) -> tuple[str | None, str]:
 def table_name(table: str, dialect: str) -> str:
     """The source table's name in SQL: ``schema.table``, or ``table`` in SQLite."""
     return ".".join(filter(None, qualified_name(table, dialect)))
+
+
+def cursor_query(name: str) -> tuple[str, dict[str, str]]:
+    """The latest ``updated_at`` of table ``name`` that is not in the future (a row stamped
+    in the future would look new forever), as a query and its parameter."""
+    now = datetime.now(UTC).replace(tzinfo=None)  # source timestamps are naive UTC
+    query = f"SELECT max({CURSOR_COLUMN}) FROM {name} WHERE {CURSOR_COLUMN} <= :now"
+    return query, {"now": f"{now:{TS_FORMAT}}"}
 
 
 def rows_changed_query(name: str, where: str = "1 = 1") -> str:

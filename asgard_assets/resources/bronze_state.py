@@ -8,13 +8,11 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from ..contracts.sources import CURSOR_COLUMN, LOADED_AT
+from ..contracts.sources import CURSOR_COLUMN, LOADED_AT, TS_FORMAT
 from ..partitions import Window
 from .duckdb_bounds import bounded_duckdb
 from .lakehouse import Lakehouse
 from .source_streams import SPOOL
-
-TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def not_yet_loaded(

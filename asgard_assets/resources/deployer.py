@@ -28,29 +28,23 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import httpx
 
 from ..deployments.bundle import MODEL_DIR
+from ..deployments.service import (
+    SERVICE_MODULE,
+    Deployment,
+    is_service,
+    process_start,
+    service_health,
+)
 from ..settings import asgard_home, deployments_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Deployment:
-    model: str
-    version: str
-    url: str
-    port: int | None = None
-    pid: int | None = None
-    started_at: str = ""
-    process_start: int | None = None  # the pid's start time (clock ticks after boot)
-    code: str | None = None  # service_identity() of the process: what it started from
 
 
 class Deployer(dg.ConfigurableResource, ABC):
@@ -75,7 +69,6 @@ def _port_free(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) != 0
 
 
-SERVICE_MODULE = "asgard_assets.serving.app:app"
 # what the service reads; anything else (the source's URL, catalog credentials, cloud keys)
 # stays with Dagster
 SERVICE_ENV = {
@@ -97,33 +90,6 @@ def service_env(environ: dict[str, str], **extra: str) -> dict[str, str]:
     if environ.get("MLFLOW_S3_ENDPOINT_URL"):
         env.update({k: environ[k] for k in S3_ENV if k in environ})
     return {**env, **extra}
-
-
-def process_start(pid: int | None) -> int | None:
-    """When ``pid`` started (clock ticks after boot, /proc/<pid>/stat field 22), or None
-    if there is no such process."""
-    if not pid:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def is_service(deployment: Deployment | None) -> bool:
-    """True while the deployment's pid is still the service that was started: same start
-    time, the service's command line, alive. A recycled pid is some other process."""
-    if not deployment or not deployment.pid or deployment.process_start is None:
-        return False
-    if process_start(deployment.pid) != deployment.process_start:
-        return False
-    try:
-        cmdline = Path(f"/proc/{deployment.pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return SERVICE_MODULE.encode() in cmdline.split(b"\0")
 
 
 class LocalDeployer(Deployer):
@@ -152,7 +118,7 @@ class LocalDeployer(Deployer):
         return Deployment(**json.loads(path.read_text())) if path.exists() else None
 
     def healthy(self, deployment: Deployment) -> bool:
-        health = _health(deployment.url)
+        health = service_health(deployment.url)
         return health is not None and health.get("version") == deployment.version
 
     def deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
@@ -161,7 +127,7 @@ class LocalDeployer(Deployer):
 
     def _deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         previous = self.current(model)
-        health = _health(previous.url) if is_service(previous) else None
+        health = service_health(previous.url) if is_service(previous) else None
         identity = service_identity(os.environ)
         if health is not None and previous.code == identity:
             if health.get("version") == version == previous.version:
@@ -196,7 +162,7 @@ class LocalDeployer(Deployer):
         except ProcessLookupError:
             return None
         serving, deadline = health.get("version"), time.monotonic() + self.health_timeout_s
-        while (health := _health(previous.url) or {}).get("version") != version:
+        while (health := service_health(previous.url) or {}).get("version") != version:
             error = health.get("reload_error") or {}
             if error.get("request") == wanted["request"]:
                 raise dg.Failure(
@@ -206,7 +172,7 @@ class LocalDeployer(Deployer):
             if not is_service(previous) or time.monotonic() > deadline:
                 # withdrawn: a load still under way is not applied once it ends
                 reload_file.unlink(missing_ok=True)
-                if (_health(previous.url) or {}).get("version") == version:
+                if (service_health(previous.url) or {}).get("version") == version:
                     break  # it was applied just before
                 raise dg.Failure(
                     f"version {version} was not serving at {previous.url} within "
@@ -299,15 +265,6 @@ class LocalDeployer(Deployer):
                 _stop(current)
                 self._state(model).unlink(missing_ok=True)
                 self._reload_file(model).unlink(missing_ok=True)
-
-
-def _health(url: str) -> dict | None:
-    """The service's /health answer, or None when it does not answer."""
-    try:
-        r = httpx.get(f"{url}/health", timeout=5)
-        return r.json() if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
-        return None
 
 
 # the settings a service reads once, at start (its model version it swaps in place)

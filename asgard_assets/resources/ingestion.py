@@ -26,22 +26,21 @@ import pyarrow as pa
 import sqlalchemy as sa
 from pyiceberg.exceptions import CommitFailedException
 
-from .. import demo_data
 from ..contracts.sources import (
     CURSOR_COLUMN,
     SOURCES,
     STRING,
+    TS_FORMAT,
     contract_violations,
+    cursor_query,
     physical_type,
     qualified_name,
     rows_changed_query,
     table_name,
 )
 from ..partitions import PARTITION_COLUMNS, Window
-from ..settings import demo_source_path
-from ..source_url import SourceUrlError, redact, source_engine
+from ..source_url import SourceUrlError, demo_source_url, redact, source_engine
 from .bronze_state import (
-    TS_FORMAT,
     bronze_cursor,
     moved_keys,
     not_yet_loaded,
@@ -72,11 +71,6 @@ def _literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def utc_now() -> datetime:
-    """Now as the naive UTC timestamp source timestamps are read as."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 class EmbeddedIngestion(Ingestion):
     """Arrow batches from ``ASGARD_SOURCE_URL`` (the demo database when unset) into Iceberg."""
 
@@ -88,7 +82,7 @@ class EmbeddedIngestion(Ingestion):
     def url(self) -> str:
         if self.source_url:
             return self.source_url
-        return demo_data.ensure_sqlite(demo_source_path())
+        return demo_source_url()
 
     @contextmanager
     def _connect(self):
@@ -151,12 +145,8 @@ class EmbeddedIngestion(Ingestion):
 
     def source_cursor(self, table: str) -> datetime | None:
         with self._connect() as conn:
-            # rows stamped in the future do not count: they would look new forever
-            query = (
-                f"SELECT max({CURSOR_COLUMN}) FROM {self._qualified(table, conn)} "
-                f"WHERE {CURSOR_COLUMN} <= :now"
-            )
-            value = conn.execute(sa.text(query), {"now": f"{utc_now():{TS_FORMAT}}"}).scalar()
+            query, now = cursor_query(self._qualified(table, conn))
+            value = conn.execute(sa.text(query), now).scalar()
         # SQLite hands back text; the others a datetime
         return datetime.fromisoformat(value) if isinstance(value, str) else value
 
