@@ -39,7 +39,16 @@ from .contracts.sources import (
 )
 from .deployments.service import Deployment, is_service, service_health
 from .instance import ROOT
-from .settings import asgard_home, deployments_dir, profile, source_url
+from .settings import (
+    CATALOG_DB,
+    MLFLOW_DB,
+    asgard_home,
+    deployments_dir,
+    embedded_catalog_uri,
+    embedded_mlflow_uri,
+    profile,
+    source_url,
+)
 
 STAMP = "last_journey.json"
 CODE = ("asgard_assets", "dbt_project", "feature_repo", "deploy")
@@ -53,8 +62,7 @@ CODE_FILES = (
 NOT_CODE = {"__pycache__", "target", "logs", "dbt_packages", "data"}
 # the embedded stores, relative to ASGARD_HOME: every write to one changes its file (or its
 # write-ahead log, were one kept); a test holds each to a file the demo writes
-STORES = ("catalog.db", "mlflow/mlflow.db", "feast/registry.db", "feast/online_store.db")
-STORES_ELSEWHERE = ("ASGARD_CATALOG_URI", "MLFLOW_TRACKING_URI")
+STORES = (CATALOG_DB, MLFLOW_DB, "feast/registry.db", "feast/online_store.db")
 # the environment a run reads: Asgard's settings, MLflow's and pyiceberg's own, the Dagster
 # instance and the object storage keys the lakehouse is given (not a shell's session tokens)
 SETTINGS_PREFIXES = ("ASGARD_", "MLFLOW_", "PYICEBERG_")
@@ -78,9 +86,13 @@ def checkable() -> str | None:
     """Why this home's state cannot be checked from here, or None when it can."""
     if profile() != "local":
         return f"the {profile()} profile keeps its state in services"
-    for name in STORES_ELSEWHERE:
-        if os.environ.get(name):
-            return f"{name} is set: that store is not a file in ASGARD_HOME"
+    embedded = {
+        "ASGARD_CATALOG_URI": embedded_catalog_uri(),
+        "MLFLOW_TRACKING_URI": embedded_mlflow_uri(),
+    }
+    for name, uri in embedded.items():
+        if os.environ.get(name, uri) not in ("", uri):
+            return f"{name} names a store that is not a file in ASGARD_HOME"
     return None
 
 
@@ -90,16 +102,15 @@ def inputs(days: str) -> dict:
     cannot be read raises SQLAlchemy's error."""
     return {
         "days": days,
-        "code": code_digest(),
+        "code": code_digests(),
         "settings": settings_digest(os.environ),
         "source": source_fingerprint(),
     }
 
 
-def code_digest() -> str:
-    """The contents of every file the run's code is made of (not their times: a checkout
-    of the same code is the same code); editors' hidden and backup files are not code."""
-    digest = hashlib.sha256()
+def code_digests() -> dict[str, str]:
+    """Each file the run's code is made of, by its contents (not its time: a checkout of the
+    same code is the same code); editors' hidden and backup files are not code."""
     files = [ROOT / f for f in CODE_FILES if (ROOT / f).exists()]
     for top in CODE:
         files += (
@@ -110,9 +121,10 @@ def code_digest() -> str:
             and not p.name.endswith("~")
             and not NOT_CODE.intersection(p.relative_to(ROOT).parts)
         )
-    for path in files:
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return {
+        str(path.relative_to(ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        for path in files
+    }
 
 
 def settings_digest(environ: Mapping[str, str]) -> str:
@@ -228,7 +240,13 @@ def changed(stamp: Stamp, now: dict) -> str | None:
     if was["days"] != now["days"]:
         return f"the days to run ({was['days']} then, {now['days']} now)"
     if was["code"] != now["code"]:
-        return "the code"
+        edited = sorted(
+            f
+            for f in was["code"].keys() | now["code"].keys()
+            if was["code"].get(f) != now["code"].get(f)
+        )
+        more = f" and {len(edited) - 3} more" if len(edited) > 3 else ""
+        return f"the code ({', '.join(edited[:3])}{more})"
     if was["settings"] != now["settings"]:
         return "the settings"
     tables = [t for t in SOURCE_TABLES if was["source"].get(t) != now["source"][t]]

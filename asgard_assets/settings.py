@@ -53,6 +53,21 @@ def partition_end() -> str | None:
     return os.environ.get("ASGARD_PARTITION_END") or None
 
 
+# the embedded stores' files, relative to ASGARD_HOME
+CATALOG_DB = "catalog.db"
+MLFLOW_DB = "mlflow/mlflow.db"
+
+
+def embedded_catalog_uri() -> str:
+    """The local Iceberg SQL catalog, when ``ASGARD_CATALOG_URI`` names no other."""
+    return f"sqlite:///{asgard_home() / CATALOG_DB}"
+
+
+def embedded_mlflow_uri() -> str:
+    """MLflow's local store, when ``MLFLOW_TRACKING_URI`` names no other."""
+    return f"sqlite:///{asgard_home() / MLFLOW_DB}"
+
+
 def deployments_dir() -> Path:
     """The local deployer's state, bundles, service logs and metrics."""
     return asgard_home() / "deployments"

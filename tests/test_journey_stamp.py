@@ -22,8 +22,10 @@ DAYS = "2025-01-01...2025-06-30"
 
 
 @pytest.fixture
-def stores(own_source):
-    """The embedded stores' files, as a run leaves them."""
+def stores(own_source, monkeypatch):
+    """The embedded stores' files, as a run leaves them (MLflow sets its URI in the
+    environment of a process that used it: an earlier test's store is not this one's)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for name in journey_stamp.STORES:
         (asgard_home() / name).parent.mkdir(parents=True, exist_ok=True)
         (asgard_home() / name).write_bytes(b"left by the run")
@@ -124,13 +126,30 @@ def test_the_code_is_its_contents_not_its_times(tmp_path, monkeypatch):
     (tmp_path / "asgard_assets" / "assets.py").write_text("x = 1\n")
     (tmp_path / "dbt_project" / "target").mkdir()  # dbt's output is not code
     monkeypatch.setattr(journey_stamp, "ROOT", tmp_path)
-    digest = journey_stamp.code_digest()
+    code = journey_stamp.code_digests()
     os.utime(tmp_path / "asgard_assets" / "assets.py", (0, 0))
     (tmp_path / "dbt_project" / "target" / "manifest.json").write_text("{}")
     (tmp_path / "asgard_assets" / ".assets.py.swp").write_text("an editor's")
-    assert journey_stamp.code_digest() == digest
+    assert journey_stamp.code_digests() == code
     (tmp_path / "deploy" / "model.Dockerfile").write_text("FROM python:3.11-slim")
-    assert journey_stamp.code_digest() != digest
+    assert journey_stamp.code_digests() != code
+
+
+def test_the_code_change_names_the_files(stores, monkeypatch):
+    stamp = stamp_now()
+    code = dict(stamp.inputs["code"])
+    edited = "dbt_project/models/gold/operator_features.sql"
+    assert edited in code
+    monkeypatch.setattr(
+        journey_stamp, "code_digests", lambda: {**code, edited: "0" * 16, "deploy/new.yaml": "1"}
+    )
+    assert changed(stamp) == f"the code ({edited}, deploy/new.yaml)"
+    many = {f"asgard_assets/new_{i}.py": "2" for i in range(5)}
+    monkeypatch.setattr(journey_stamp, "code_digests", lambda: {**code, **many})
+    assert changed(stamp) == (
+        "the code (asgard_assets/new_0.py, asgard_assets/new_1.py, asgard_assets/new_2.py "
+        "and 2 more)"
+    )
 
 
 def test_a_setting_is_a_change_and_its_value_is_not_written_down(stores, monkeypatch):
@@ -304,14 +323,22 @@ def test_a_stamp_this_code_cannot_read_is_no_stamp(stores):
     "setting, value, why",
     [
         ("ASGARD_PROFILE", "k8s", "the k8s profile keeps its state in services"),
-        ("MLFLOW_TRACKING_URI", "http://mlflow:5000", "MLFLOW_TRACKING_URI is set"),
-        ("ASGARD_CATALOG_URI", "postgresql://catalog", "ASGARD_CATALOG_URI is set"),
+        ("MLFLOW_TRACKING_URI", "http://mlflow:5000", "MLFLOW_TRACKING_URI names a store"),
+        ("ASGARD_CATALOG_URI", "postgresql://catalog", "ASGARD_CATALOG_URI names a store"),
     ],
 )
 def test_state_in_services_is_never_taken_as_unchanged(stores, monkeypatch, setting, value, why):
     monkeypatch.setenv(setting, value)
     assert journey_stamp.checkable().startswith(why)
     assert cli._stamp_inputs(DAYS) is None
+
+
+def test_the_embedded_stores_named_explicitly_are_still_files(stores, monkeypatch):
+    from asgard_assets.settings import embedded_catalog_uri, embedded_mlflow_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", embedded_mlflow_uri())
+    monkeypatch.setenv("ASGARD_CATALOG_URI", embedded_catalog_uri())
+    assert journey_stamp.checkable() is None
 
 
 def test_a_source_that_does_not_meet_the_contract_leaves_it_to_the_run(stores):

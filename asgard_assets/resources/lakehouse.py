@@ -31,7 +31,7 @@ from pyiceberg.table import Table
 
 from .. import judged
 from ..partitions import Window
-from ..settings import asgard_home
+from ..settings import asgard_home, embedded_catalog_uri
 from . import data_files, table_files
 from .duckdb_bounds import bounded_duckdb
 from .failed_writes import undo_on_failure
@@ -373,7 +373,7 @@ class IcebergLakehouse(Lakehouse):
 
     def catalog_properties(self) -> dict[str, str]:
         home = asgard_home()
-        uri = self.catalog_uri or f"sqlite:///{home / 'catalog.db'}"
+        uri = self.catalog_uri or embedded_catalog_uri()
         warehouse = self.warehouse or (home / "warehouse").as_uri()
         if warehouse.startswith("file://"):
             Path(to_local_path(warehouse)).mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 from pydantic import PrivateAttr
 
-from ..settings import asgard_home
+from ..settings import asgard_home, embedded_mlflow_uri
 
 EXPERIMENT = "operator_efficiency"
 CHAMPION = "champion"
@@ -38,10 +38,7 @@ class MlflowTracking(dg.ConfigurableResource):
     def uri(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri
-        return (
-            os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{asgard_home() / 'mlflow' / 'mlflow.db'}"
-        )
+        return os.environ.get("MLFLOW_TRACKING_URI") or embedded_mlflow_uri()
 
     def client(self):
         import mlflow
