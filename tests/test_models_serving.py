@@ -3,10 +3,12 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -458,6 +460,20 @@ def test_a_service_from_other_code_is_replaced_blue_green(journey_home, tmp_path
         environ[b"PROMETHEUS_MULTIPROCESS_DIR"]
         == str(metrics / f"{MODEL_NAME}-{new.port}").encode()
     )
+
+
+def test_a_service_that_died_comes_back_on_its_own_port(journey_home, tmp_path):
+    """A crashed (or killed) service is started again where it was: the URL the demo printed
+    answers again, not the other port's."""
+    deployer = LocalDeployer()
+    old = deployer.current(MODEL_NAME)
+    os.killpg(old.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while is_service(old) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    new, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
+    assert changed and new.pid != old.pid and (new.port, new.url) == (old.port, old.url)
+    assert httpx.get(f"{old.url}/health", timeout=5).json()["version"] == old.version
 
 
 def test_resolving_a_version_leaves_no_temporary_folder(journey_home, tmp_path, monkeypatch):

@@ -147,8 +147,9 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         )  # where macros/external_location.sql puts the models' scratch files
         written_keys: list[dg.AssetKey] = []
         checks: dict[dg.AssetKey, list[dg.AssetCheckResult]] = {}
+        before = {key: lakehouse.snapshot_id(_name(key)) for key in built}
         with invocation_target(context, project) as target:
-            for event in _build(context, dbt, lakehouse, target, written_keys):
+            for event in _build(context, dbt, lakehouse, target, written_keys, before):
                 if isinstance(event, dg.AssetCheckResult):
                     checks.setdefault(event.asset_key, []).append(event)
                 yield event
@@ -170,18 +171,34 @@ def _build(
     lakehouse: Lakehouse,
     target: Path,
     written_keys: list[dg.AssetKey],
+    before: dict[dg.AssetKey, int | None],
 ):
     """``dbt build``'s events; each model's output carries its Iceberg snapshot as data
-    version, and its key is added to ``written_keys``."""
+    version, and its key is added to ``written_keys``. A model whose rows came out as its
+    snapshot's (the plugin then commits nothing) says so: its line in `asgard demo` is
+    ``same``, as nothing after it changes."""
     for event in dbt.cli(["build"], context=context, target_path=target).stream():
         if isinstance(event, dg.Output):
             key = context.asset_key_for_output(event.output_name)
             written = lakehouse.describe(".".join(key.path))
             written_keys.append(key)
+            same = (
+                skipped(
+                    context,
+                    f"dbt built {key.to_user_string()} with the same rows as snapshot "
+                    f"{written.snapshot_id}: nothing committed",
+                )
+                if written.snapshot_id == before.get(key)
+                else {}
+            )
             event = dg.Output(
                 None,
                 output_name=event.output_name,
-                metadata={**event.metadata, **table_metadata(lakehouse, written, written=False)},
+                metadata={
+                    **event.metadata,
+                    **table_metadata(lakehouse, written, written=False),
+                    **same,
+                },
                 data_version=dg.DataVersion(str(written.snapshot_id)),
             )
         yield event

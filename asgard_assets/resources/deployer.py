@@ -187,16 +187,17 @@ class LocalDeployer(Deployer):
     def _start(
         self, previous: Deployment | None, model: str, version: str, bundle: Path, code: str
     ) -> Deployment:
-        """A new service process for ``version``, blue/green beside ``previous``."""
+        """A new service process for ``version``, blue/green beside ``previous`` (on its
+        port when it is gone: the URL a user has keeps answering)."""
         self._reload_file(model).unlink(missing_ok=True)  # a stray SIGHUP reloads nothing
-        port = next(
-            (
-                p
-                for p in (self.blue_port, self.green_port)
-                if (not previous or p != previous.port) and _port_free(self.host, p)
-            ),
-            None,
-        ) or free_port(self.host)  # both taken (another Asgard home, say): any free port
+        ports: tuple[int | None, ...] = (self.blue_port, self.green_port)
+        if previous is not None and not is_service(previous):
+            ports = (previous.port, *ports)  # gone: its URL is the one users have
+        elif previous is not None:
+            ports = tuple(p for p in ports if p != previous.port)
+        port = next((p for p in ports if p and _port_free(self.host, p)), None) or free_port(
+            self.host
+        )  # all taken (another Asgard home, say): any free port
 
         logs = deployments_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
