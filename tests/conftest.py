@@ -119,11 +119,21 @@ def demo_home(_demo_foundation, monkeypatch) -> Path:
     return _demo_foundation
 
 
-@pytest.fixture
-def own_source(home, tmp_path, monkeypatch) -> str:
-    """A private copy of the demo database as the source, to change rows in."""
-    path = tmp_path / "source.sqlite"
+@pytest.fixture(scope="session")
+def _demo_source_file(tmp_path_factory) -> Path:
+    """The demo database, generated once (a generation takes about a second)."""
+    path = tmp_path_factory.mktemp("demo-source") / "source.sqlite"
     demo_data.ensure_sqlite(path)
+    return path
+
+
+@pytest.fixture
+def own_source(home, tmp_path, monkeypatch, _demo_source_file) -> str:
+    """A private copy of the demo database as the source, to change rows in."""
+    import shutil
+
+    path = tmp_path / "source.sqlite"
+    shutil.copyfile(_demo_source_file, path)
     url = f"sqlite:///{path}"
     monkeypatch.setenv("ASGARD_SOURCE_URL", url)
     return url

@@ -28,6 +28,7 @@ from asgard_assets.resources import resource
 from asgard_assets.resources.deployer import (
     Deployment,
     LocalDeployer,
+    _exited,
     is_service,
     process_start,
     service_env,
@@ -468,8 +469,9 @@ def test_a_service_that_died_comes_back_on_its_own_port(journey_home, tmp_path):
     deployer = LocalDeployer()
     old = deployer.current(MODEL_NAME)
     os.killpg(old.pid, signal.SIGKILL)
+    # gone: exited, its socket closed (its command line empties before its files close)
     deadline = time.monotonic() + 10
-    while is_service(old) and time.monotonic() < deadline:
+    while not _exited(old) and time.monotonic() < deadline:
         time.sleep(0.05)
     new, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
     assert changed and new.pid != old.pid and (new.port, new.url) == (old.port, old.url)

@@ -69,6 +69,12 @@ def _port_free(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) != 0
 
 
+def _wait_port_free(host: str, port: int | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while port and not _port_free(host, port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 # what the service reads; anything else (the source's URL, catalog credentials, cloud keys)
 # stays with Dagster
 SERVICE_ENV = {
@@ -192,7 +198,9 @@ class LocalDeployer(Deployer):
         self._reload_file(model).unlink(missing_ok=True)  # a stray SIGHUP reloads nothing
         ports: tuple[int | None, ...] = (self.blue_port, self.green_port)
         if previous is not None and not is_service(previous):
-            ports = (previous.port, *ports)  # gone: its URL is the one users have
+            # gone: its URL is the one users have (its port may take a moment to close)
+            _wait_port_free(self.host, previous.port, timeout=3.0)
+            ports = (previous.port, *ports)
         elif previous is not None:
             ports = tuple(p for p in ports if p != previous.port)
         port = next((p for p in ports if p and _port_free(self.host, p)), None) or free_port(
