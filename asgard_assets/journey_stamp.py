@@ -37,13 +37,12 @@ from .contracts.sources import (
     rows_changed_query,
     table_name,
 )
-from .deployments.service import Deployment, is_service, service_health
+from .deployments.service import Deployment, is_service, serves, state_path
 from .instance import ROOT
 from .settings import (
     CATALOG_DB,
     MLFLOW_DB,
     asgard_home,
-    deployments_dir,
     embedded_catalog_uri,
     embedded_mlflow_uri,
     profile,
@@ -169,7 +168,7 @@ def left() -> dict:
             if path.exists():
                 stat = path.stat()
                 files[str(path.relative_to(home))] = [stat.st_size, stat.st_mtime_ns]
-    state = deployments_dir() / f"{MODEL_NAME}.json"
+    state = state_path(MODEL_NAME)
     service = json.loads(state.read_text()) if state.exists() else None
     return {"stores": files, "service": service}
 
@@ -261,21 +260,9 @@ def changed(stamp: Stamp, now: dict) -> str | None:
         return "the inference service was stopped"
     if stamp.left["service"] != state["service"]:
         return "the inference service was deployed again"
-    if state["service"] is not None and not serving(Deployment(**state["service"])):
+    deployment = Deployment(**state["service"]) if state["service"] else None
+    if deployment is not None and not (is_service(deployment) and serves(deployment)):
         return f"the inference service (not answering at {state['service']['url']})"
     if datetime.now(UTC) - datetime.fromisoformat(stamp.at) > DUE:
         return "a day has passed (maintenance and the freshness checks are due)"
     return None
-
-
-def serving(deployment: Deployment) -> bool:
-    """The deployment's process is still the service that was started, and it answers
-    /health with its version, with no failed reload since."""
-    if not is_service(deployment):
-        return False
-    health = service_health(deployment.url)
-    return (
-        health is not None
-        and health.get("version") == deployment.version
-        and "reload_error" not in health
-    )

@@ -32,11 +32,11 @@ def demo_source_url() -> str:
     from .settings import demo_source_path
 
     path = demo_source_path()
-    if not path.exists():
-        from .demo_data import ensure_sqlite
+    if path.exists():
+        return f"sqlite:///{path}"
+    from .demo_data import ensure_sqlite  # numpy and pyarrow: only to generate it
 
-        ensure_sqlite(path)
-    return f"sqlite:///{path}"
+    return ensure_sqlite(path)
 
 
 def source_engine(url: str) -> sa.Engine:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from ..settings import deployments_dir
+
 SERVICE_MODULE = "asgard_assets.serving.app:app"
 
 
@@ -22,6 +24,11 @@ class Deployment:
     started_at: str = ""
     process_start: int | None = None  # the pid's start time (clock ticks after boot)
     code: str | None = None  # service_identity() of the process: what it started from
+
+
+def state_path(model: str) -> Path:
+    """Where the local deployer records what serves ``model``."""
+    return deployments_dir() / f"{model}.json"
 
 
 def process_start(pid: int | None) -> int | None:
@@ -58,3 +65,14 @@ def service_health(url: str) -> dict | None:
         return r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
+
+
+def serves(deployment: Deployment) -> bool:
+    """The deployment's service answers /health with its version, with no failed reload
+    since."""
+    health = service_health(deployment.url)
+    return (
+        health is not None
+        and health.get("version") == deployment.version
+        and "reload_error" not in health
+    )

@@ -40,7 +40,9 @@ from ..deployments.service import (
     Deployment,
     is_service,
     process_start,
+    serves,
     service_health,
+    state_path,
 )
 from ..settings import asgard_home, deployments_dir
 
@@ -105,7 +107,7 @@ class LocalDeployer(Deployer):
     health_timeout_s: float = 120.0
 
     def _state(self, model: str) -> Path:
-        return deployments_dir() / f"{model}.json"
+        return state_path(model)
 
     @contextmanager
     def _lock(self, model: str) -> Iterator[None]:
@@ -124,8 +126,7 @@ class LocalDeployer(Deployer):
         return Deployment(**json.loads(path.read_text())) if path.exists() else None
 
     def healthy(self, deployment: Deployment) -> bool:
-        health = service_health(deployment.url)
-        return health is not None and health.get("version") == deployment.version
+        return serves(deployment)
 
     def deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         with self._lock(model):
