@@ -40,7 +40,7 @@ def print_unreported(instance, run_id: str, reported: set[str]) -> None:
     tail as soon as the steps end: under load the last lines never reach the file."""
     import dagster as dg
 
-    from .cli import StepLines, took_of
+    from .run_log import StepLines, took_of
 
     kinds = {
         dg.DagsterEventType.ASSET_MATERIALIZATION,
@@ -86,7 +86,7 @@ def print_failures(instance, run_id: str) -> bool:
     """Each failed step and why; False when no step failed."""
     import dagster as dg
 
-    from .cli import asset_name
+    from .run_log import asset_name
 
     failed = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     if failed:

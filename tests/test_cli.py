@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import clean_env
 
-from asgard_assets import cli, demo_data
+from asgard_assets import cli, demo_data, run_log
 from asgard_assets.days import all_days_range, partition_bounds
 
 BIN = Path(sys.executable).parent
@@ -265,7 +265,7 @@ def test_the_demo_follows_dagsters_log_and_imports_the_summary_once_past_gold(ca
         return real_start(self)
 
     monkeypatch.setattr(cli.threading.Thread, "start", recording)
-    run_id, ended, reported = cli.follow(iter(log), warm.on_start)
+    run_id, ended, reported = run_log.follow(iter(log), warm.on_start)
     warm.join()
     assert (run_id, ended) == ("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "RUN_FAILURE")
     out = capsys.readouterr().out
