@@ -115,3 +115,15 @@ def test_a_hyperparameter_out_of_bounds_is_refused(journey_home, estimator, mess
     assert "training config refused" in text
     # bad input, not a blip: the retry policy for MLflow does not try it again
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_importance_table_draws_each_bar_against_the_largest():
+    from asgard_assets.models.training import importance_table
+
+    lines = importance_table({"a": 0.5, "b": 0.25, "c": -0.01}).splitlines()
+    assert lines[:2] == ["| feature | importance | |", "|---|---:|---|"]
+    assert lines[2:] == [
+        f"| a | 0.500 | {'█' * 20} |",
+        f"| b | 0.250 | {'█' * 10} |",
+        "| c | -0.010 |  |",  # permutation importance can be below zero: no bar
+    ]

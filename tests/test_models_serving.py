@@ -139,7 +139,14 @@ def test_model_is_accurate_and_fully_logged(journey_home):
     run = client.get_run(champion.run_id)
     assert run.data.params["n_train"] == "113" and run.data.params["n_test"] == "29"
     artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
-    assert {"onnx", "feature_importance.png"} <= artifacts
+    assert {"onnx", "feature_importance.json"} <= artifacts
+    importance = json.loads(
+        Path(client.download_artifacts(champion.run_id, "feature_importance.json")).read_text()
+    )
+    # a forest's impurity importances, one per feature, largest first
+    assert list(importance) != [] and set(importance) == set(FEATURES)
+    assert sum(importance.values()) == pytest.approx(1.0)
+    assert list(importance.values()) == sorted(importance.values(), reverse=True)
     assert client.get_model_version(MODEL_NAME, champion.version).tags["quality_gate"] == "passed"
 
 

@@ -2,7 +2,6 @@
 registered in MLflow; the quality gate (``checks.py``) decides which version becomes
 ``champion``."""
 
-import base64
 import hashlib
 import json
 import tempfile
@@ -130,7 +129,7 @@ def _train_and_register(
     import mlflow
     from mlflow.models import infer_signature
 
-    from .training import importance_plot, matrix, to_onnx, train
+    from .training import importance_table, importances, matrix, to_onnx, train
 
     # each operator's label with the time its features were observed: the feature service
     # gives the features as of that time (point in time)
@@ -143,7 +142,7 @@ def _train_and_register(
         context.log.warning(f"{hist.missing} operators had no features at training time")
     trained = train(hist.frame, config.estimator, shuffle_labels=config.shuffle_labels)
     onnx_blob, onnx_diff = to_onnx(trained.model, trained.x_test)
-    plot = importance_plot(trained)
+    importance = importances(trained)
 
     mlflow_tracking.client()
     with mlflow.start_run(
@@ -171,8 +170,7 @@ def _train_and_register(
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "model.onnx").write_bytes(onnx_blob)
             mlflow.log_artifact(str(Path(tmp) / "model.onnx"), artifact_path="onnx")
-            (Path(tmp) / "feature_importance.png").write_bytes(plot)
-            mlflow.log_artifact(str(Path(tmp) / "feature_importance.png"))
+        mlflow.log_dict(importance, "feature_importance.json")
         # what the model was trained on, for the drift check on the feature view
         mlflow.log_dict(reference(matrix(hist.frame)), "reference_distribution.json")
     version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"run_id": run.info.run_id})
@@ -182,7 +180,6 @@ def _train_and_register(
     )
     # last: only a fully registered version is found again by its fingerprint
     client.set_tag(run.info.run_id, FINGERPRINT_TAG, fp)
-    image = base64.b64encode(plot).decode()
     return dg.MaterializeResult(
         data_version=dg.DataVersion(fp),
         metadata={
@@ -196,8 +193,6 @@ def _train_and_register(
             "test_rows": len(trained.x_test),
             "features": dg.MetadataValue.json(FEATURES),
             "onnx_max_abs_diff": onnx_diff,
-            "feature_importance": dg.MetadataValue.md(
-                f"![feature importance](data:image/png;base64,{image})"
-            ),
+            "feature_importance": dg.MetadataValue.md(importance_table(importance)),
         },
     )
