@@ -100,7 +100,9 @@ def demo(force: bool = False) -> int:
         return 1
     print(f"ASGARD_HOME={env['ASGARD_HOME']}  (Dagster instance: {env['DAGSTER_HOME']})")
     ran_on = _stamp_inputs(days)
-    if not force and ran_on is not None and _nothing_changed(ran_on):
+    if force:
+        print("--force: every step runs, and each skips what it finds unchanged.")
+    elif ran_on is not None and _nothing_changed(ran_on):
         return 0
     journey_stamp.forget()
     cmd = journey_command(days)

@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -38,7 +40,7 @@ from .contracts.sources import (
     table_name,
 )
 from .deployments.service import Deployment, is_service, serves, state_path
-from .instance import ROOT
+from .instance import ROOT, dagster_home
 from .settings import (
     CATALOG_DB,
     MLFLOW_DB,
@@ -213,6 +215,21 @@ def _last_writer(run_id: str) -> bool:
     return all((home / name).stat().st_mtime <= ended for name in left()["stores"])
 
 
+def run_kept(run_id: str) -> bool:
+    """The Dagster instance still holds the run (the UI shows what it made), read from its
+    SQLite run storage without importing Dagster. An instance stored elsewhere reads as not
+    holding it, and the demo runs."""
+    runs = dagster_home() / "history" / "runs.db"
+    if not runs.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"{runs.as_uri()}?mode=ro", uri=True)) as conn:
+            found = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    except sqlite3.Error:
+        return False
+    return found is not None
+
+
 def forget() -> None:
     """Before a run: until one succeeds, no earlier run vouches for what is there."""
     (asgard_home() / STAMP).unlink(missing_ok=True)
@@ -251,6 +268,8 @@ def changed(stamp: Stamp, now: dict) -> str | None:
     tables = [t for t in SOURCE_TABLES if was["source"].get(t) != now["source"][t]]
     if tables:
         return f"the source ({', '.join(tables)})"
+    if not run_kept(stamp.run_id):
+        return f"the Dagster instance ({dagster_home()}) does not hold that run"
     state = left()
     names = sorted(set(stamp.left["stores"]) | set(state["stores"]))
     stores = [s for s in names if stamp.left["stores"].get(s) != state["stores"].get(s)]

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -19,6 +20,7 @@ from asgard_assets.deployments.service import SERVICE_MODULE, process_start
 from asgard_assets.settings import asgard_home, deployments_dir
 
 DAYS = "2025-01-01...2025-06-30"
+RUN_ID = "0123456789abcdef"
 
 
 @pytest.fixture
@@ -35,12 +37,18 @@ def stores(own_source, monkeypatch):
 def stamp_now(
     summary: str = "the summary\n", days: str = DAYS, at: datetime | None = None
 ) -> journey_stamp.Stamp:
-    """A stamp as a run that just ended records it (without the check of who wrote last)."""
+    """A stamp as a run that just ended records it (without the check of who wrote last),
+    of a run the home's Dagster instance holds."""
+    cli.instance_env()
+    with dg.DagsterInstance.get() as instance:
+        if not instance.has_run(RUN_ID):
+            ended = dg.DagsterRunStatus.SUCCESS  # not a run going on
+            instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=RUN_ID, status=ended))
     path = asgard_home() / journey_stamp.STAMP
     path.write_text(
         json.dumps(
             {
-                "run_id": "0123456789abcdef",
+                "run_id": RUN_ID,
                 "at": (at or datetime.now(UTC)).isoformat(),
                 "inputs": journey_stamp.inputs(days),
                 "left": journey_stamp.left(),
@@ -264,7 +272,22 @@ def test_the_demo_with_a_matching_stamp_starts_no_run(stores, monkeypatch, capsy
     assert out.endswith("That run's summary:\nS\n")
 
 
-def test_force_runs_and_a_run_that_starts_forgets_the_stamp(stores, monkeypatch):
+def test_an_instance_without_the_stamped_run_is_a_change(stores):
+    """The UI would show nothing of the run (its Dagster instance deleted, or another one
+    named): the demo runs again."""
+    stamp = stamp_now()
+    with dg.DagsterInstance.get() as instance:
+        instance.delete_run(RUN_ID)
+    assert changed(stamp) == (
+        f"the Dagster instance ({os.environ['DAGSTER_HOME']}) does not hold that run"
+    )
+    stamp = stamp_now()
+    runs = Path(os.environ["DAGSTER_HOME"]) / "history" / "runs.db"
+    runs.unlink()
+    assert "does not hold that run" in changed(stamp)
+
+
+def test_force_runs_and_a_run_that_starts_forgets_the_stamp(stores, monkeypatch, capsys):
     class Started(Exception):
         pass
 
@@ -276,6 +299,9 @@ def test_force_runs_and_a_run_that_starts_forgets_the_stamp(stores, monkeypatch)
     stamp_now()
     with pytest.raises(Started):
         cli.main(["demo", "--force"])
+    out = capsys.readouterr().out
+    assert "--force: every step runs, and each skips what it finds unchanged." in out
+    assert "Nothing to run" not in out and "Changed since" not in out
     # until this run succeeds, no stamp vouches for what it may have changed
     assert journey_stamp.last() is None
 
