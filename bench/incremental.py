@@ -16,7 +16,9 @@ runtime) once the definitions are loaded.
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,9 @@ def timed(label: str, steps: list, fn):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keep", action="store_true", help="keep the bench's ASGARD_HOME")
+    keep = parser.parse_args().keep
     base = Path(tempfile.mkdtemp(prefix="asgard-incremental-"))
     home, source = base / "asgard", base / "source.sqlite"
     from asgard_assets import demo_data
@@ -176,6 +181,8 @@ def main() -> None:
     finally:
         LocalDeployer().stop(MODEL_NAME)
     floor = day_import_floor({**os.environ, **env})
+    if not keep:
+        shutil.rmtree(base, ignore_errors=True)
     total = sum(s for _, s in steps)
     print(f"new day {NEW_DAY}: {added} rows added to the source")
     print(f"{'step':<52}{'s':>8}")

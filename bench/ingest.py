@@ -20,6 +20,7 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import tempfile
 import time
 
@@ -127,6 +128,7 @@ def asgard(url: str, out: mp.Queue) -> None:
     result = EmbeddedIngestion(source_url=url).ingest("work_orders", lakehouse, full_refresh=True)
     elapsed = time.perf_counter() - t
     used, mib = _usage()
+    shutil.rmtree(os.environ["ASGARD_HOME"], ignore_errors=True)  # the bronze copy it wrote
     out.put((result.write.rows_written, elapsed, used - cpu, mib))
 
 

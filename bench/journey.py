@@ -14,7 +14,9 @@ the floor is also measured that way, and the cold journey compared with it too.
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,6 +124,9 @@ def step_times(dagster_home: Path) -> list[tuple[str, float]]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keep", action="store_true", help="keep the bench's ASGARD_HOME")
+    keep = parser.parse_args().keep
     home = Path(tempfile.mkdtemp(prefix="asgard-journey-")) / "asgard"
     env = {**os.environ, "ASGARD_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     env.pop("ASGARD_SOURCE_URL", None)
@@ -149,6 +154,8 @@ def main() -> None:
         from asgard_assets.resources.deployer import LocalDeployer
 
         LocalDeployer().stop(MODEL_NAME)
+        if not keep:
+            shutil.rmtree(home.parent, ignore_errors=True)
     print(f"{'step':<58}{'cold s':>8}{'--force s':>10}")
     for key, secs in steps:
         if secs >= 0.05:

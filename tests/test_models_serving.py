@@ -140,9 +140,9 @@ def test_model_is_accurate_and_fully_logged(journey_home):
     assert run.data.params["n_train"] == "113" and run.data.params["n_test"] == "29"
     artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
     assert {"onnx", "feature_importance.json"} <= artifacts
-    importance = json.loads(
-        Path(client.download_artifacts(champion.run_id, "feature_importance.json")).read_text()
-    )
+    import mlflow
+
+    importance = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/feature_importance.json")
     # a forest's impurity importances, one per feature, largest first
     assert list(importance) != [] and set(importance) == set(FEATURES)
     assert sum(importance.values()) == pytest.approx(1.0)
