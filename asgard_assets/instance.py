@@ -34,7 +34,7 @@ PTH_LINE = (
 def dagster_home() -> Path:
     """``$DAGSTER_HOME`` or ``$ASGARD_HOME/dagster``, created with the project's
     ``dagster.yaml`` (telemetry off) on first use."""
-    home = Path(os.environ.get("DAGSTER_HOME") or asgard_home() / "dagster")
+    home = Path(os.environ.get("DAGSTER_HOME") or asgard_home() / "dagster").expanduser()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists() and (ROOT / "dagster.yaml").exists():
         shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")

@@ -30,6 +30,9 @@ from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
 
 from .contracts.model import MODEL_NAME
 from .contracts.sources import (
@@ -69,6 +72,9 @@ STORES = (CATALOG_DB, MLFLOW_DB, "feast/registry.db", "feast/online_store.db")
 SETTINGS_PREFIXES = ("ASGARD_", "MLFLOW_", "PYICEBERG_")
 SETTINGS = ("DAGSTER_HOME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
 DUE = timedelta(days=1)  # the daily maintenance, the freshness checks' day
+# Dagster's SQLite run storage in its instance folder, unless dagster.yaml names another
+RUNS_DB = Path("history") / "runs.db"
+STORAGE_KEYS = {"storage", "run_storage", "event_log_storage", "schedule_storage"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,9 @@ def checkable() -> str | None:
     for name, uri in embedded.items():
         if os.environ.get(name, uri) not in ("", uri):
             return f"{name} names a store that is not a file in ASGARD_HOME"
+    config = dagster_home() / "dagster.yaml"
+    if config.exists() and STORAGE_KEYS & set(yaml.safe_load(config.read_text()) or {}):
+        return f"{config} names the Dagster instance's own storage"
     return None
 
 
@@ -219,7 +228,7 @@ def run_kept(run_id: str) -> bool:
     """The Dagster instance still holds the run (the UI shows what it made), read from its
     SQLite run storage without importing Dagster. An instance stored elsewhere reads as not
     holding it, and the demo runs."""
-    runs = dagster_home() / "history" / "runs.db"
+    runs = dagster_home() / RUNS_DB
     if not runs.exists():
         return False
     try:

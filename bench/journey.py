@@ -154,8 +154,6 @@ def main() -> None:
         from asgard_assets.resources.deployer import LocalDeployer
 
         LocalDeployer().stop(MODEL_NAME)
-        if not keep:
-            shutil.rmtree(home.parent, ignore_errors=True)
     print(f"{'step':<58}{'cold s':>8}{'--force s':>10}")
     for key, secs in steps:
         if secs >= 0.05:
@@ -179,6 +177,17 @@ def main() -> None:
         f"every step again, each finding nothing to do (--force): {forced:.1f} s; "
         f"/ cold: {forced / cold:.2f}"
     )
+    if not keep:  # kept after a failure: its event logs say why
+        remove(home.parent)
+
+
+def remove(folder: Path) -> None:
+    """Remove ``folder``; the last run's dagster process may still be writing its way out."""
+    for _ in range(3):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(2)
 
 
 if __name__ == "__main__":

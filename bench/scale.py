@@ -196,7 +196,8 @@ def compare_spark(home: Path) -> list[tuple[str, int, float, float]]:
     (table, rows, DuckDB s, Spark s) each, both results collected as one Arrow table; the
     row counts must agree. Spark's session start is outside the timing (the first query in
     it pays the JIT's warm-up, as a job's would), and so is the catalog's first load of each
-    table, which both engines' file lists come from (timed, the first engine paid it)."""
+    table, which both engines' file lists come from (when it was timed, DuckDB, timed first,
+    paid it alone)."""
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 

@@ -123,6 +123,6 @@ def test_loading_the_definitions_imports_no_engine_a_step_needs(tmp_path):
     step that uses them (a re-run that skips gold never imports dbt's runner)."""
     from conftest import imported_after
 
-    heavy = ("feast", "mlflow", "sklearn", "kubernetes", "pyspark", "onnxruntime")
+    heavy = ("feast", "mlflow", "sklearn", "kubernetes", "matplotlib", "pyspark", "onnxruntime")
     selected = f"m == 'dbt.cli.main' or m.split('.')[0] in {heavy!r}"
     assert imported_after("import asgard_assets.definitions", tmp_path, selected) == []

@@ -38,10 +38,16 @@ def gold_frame(_demo_journey) -> pd.DataFrame:
 def test_each_estimator_trains_exports_and_serves(gold_frame, kind):
     import onnxruntime as ort
 
-    from asgard_assets.models.training import matrix, to_onnx, train
+    from asgard_assets.models.training import importances, matrix, to_onnx, train
 
     trained = train(gold_frame, ESTIMATORS[kind]())
     assert trained.params["estimator"] == kind and trained.n_train == 113
+    # impurity importances where the model has them, else permutation importances: one per
+    # feature, largest first, some feature mattering
+    importance = importances(trained)
+    assert set(importance) == set(FEATURES), importance
+    assert list(importance.values()) == sorted(importance.values(), reverse=True)
+    assert max(importance.values()) > 0, importance
     if kind == "logistic_regression":
         # a linear model of a two-threshold rule: better than always saying "no", but on
         # 29 test rows it may fall under the gate's 0.90 (which then keeps it from serving)

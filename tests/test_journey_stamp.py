@@ -28,6 +28,7 @@ def stores(own_source, monkeypatch):
     """The embedded stores' files, as a run leaves them (MLflow sets its URI in the
     environment of a process that used it: an earlier test's store is not this one's)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(asgard_home() / "dagster"))  # this home's instance
     for name in journey_stamp.STORES:
         (asgard_home() / name).parent.mkdir(parents=True, exist_ok=True)
         (asgard_home() / name).write_bytes(b"left by the run")
@@ -282,9 +283,18 @@ def test_an_instance_without_the_stamped_run_is_a_change(stores):
         f"the Dagster instance ({os.environ['DAGSTER_HOME']}) does not hold that run"
     )
     stamp = stamp_now()
-    runs = Path(os.environ["DAGSTER_HOME"]) / "history" / "runs.db"
-    runs.unlink()
+    (Path(os.environ["DAGSTER_HOME"]) / journey_stamp.RUNS_DB).unlink()
     assert "does not hold that run" in changed(stamp)
+
+
+def test_an_instance_with_its_own_storage_is_not_checkable(stores):
+    """Its runs are not in the instance folder's SQLite file: the demo always runs."""
+    config = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
+    assert journey_stamp.checkable() is None
+    config.write_text(
+        config.read_text() + "\nstorage:\n  postgres:\n    postgres_url: postgresql://x/y\n"
+    )
+    assert journey_stamp.checkable() == f"{config} names the Dagster instance's own storage"
 
 
 def test_force_runs_and_a_run_that_starts_forgets_the_stamp(stores, monkeypatch, capsys):

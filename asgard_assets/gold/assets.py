@@ -232,7 +232,7 @@ def invocation_target(context: dg.AssetExecutionContext, project: DbtProject) ->
     try:
         yield target
     except BaseException:
-        context.log.error(f"dbt's artifacts and log of the failed build: {target}")
+        context.log.error(f"dbt's log and compiled SQL of the failed build: {target}")
         raise
     if (target / PARSE_STATE).exists():
         os.replace(target / PARSE_STATE, kept)
