@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from journey import run_demo, settle
+from journey import remove, run_demo, settle
 
 NEW_DAY = "2025-07-01"  # the day after the demo data ends
 # what the day's steps import on first use, in a process that has loaded the definitions
@@ -182,7 +181,7 @@ def main() -> None:
         LocalDeployer().stop(MODEL_NAME)
     floor = day_import_floor({**os.environ, **env})
     if not keep:
-        shutil.rmtree(base, ignore_errors=True)
+        remove(base)
     total = sum(s for _, s in steps)
     print(f"new day {NEW_DAY}: {added} rows added to the source")
     print(f"{'step':<52}{'s':>8}")

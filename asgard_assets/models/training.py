@@ -113,18 +113,18 @@ def to_onnx(model: ClassifierMixin, x_check: pd.DataFrame) -> tuple[bytes, float
     return blob, diff
 
 
-def importance(model: ClassifierMixin, x: pd.DataFrame, y: pd.Series) -> np.ndarray:
-    """Impurity importance where the model has it, else permutation importance on (x, y)."""
-    if hasattr(model, "feature_importances_"):
-        return np.asarray(model.feature_importances_)
-    from sklearn.inspection import permutation_importance
-
-    return permutation_importance(model, x, y, n_repeats=5, random_state=SEED).importances_mean
-
-
 def importances(trained: Trained) -> dict[str, float]:
-    """Each feature's importance (``importance``), largest first."""
-    values = importance(trained.model, trained.x_test, trained.y_test)
+    """Each feature's importance, largest first: impurity importance where the model has it,
+    else permutation importance on the test set."""
+    model = trained.model
+    if hasattr(model, "feature_importances_"):
+        values = np.asarray(model.feature_importances_)
+    else:
+        from sklearn.inspection import permutation_importance
+
+        values = permutation_importance(
+            model, trained.x_test, trained.y_test, n_repeats=5, random_state=SEED
+        ).importances_mean
     return dict(sorted(zip(FEATURES, map(float, values), strict=True), key=lambda kv: -kv[1]))
 
 
