@@ -27,7 +27,8 @@ demo: install
 test: install
 	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || \
 	    echo "*** Chromium not found: tests/test_ui.py will be SKIPPED (install it: apt-get install chromium, as .ci/run does) ***"
-	$(VENV)/bin/pytest
+	# two workers, one per core (tests/conftest.py keeps tests sharing a fixture on one)
+	$(VENV)/bin/pytest -n 2
 
 ui: install
 	$(VENV)/bin/asgard ui

@@ -29,6 +29,61 @@ ROOT = Path(__file__).resolve().parents[1]
 FOUNDATION = [*bronze_assets, *silver_assets, *bronze_checks]
 
 
+# `make test` runs the suite on two pytest-xdist workers. The tests that share one of these
+# fixtures run on one worker, whole files at a time, so it is built once and no other test
+# touches it meanwhile; every other test goes wherever a worker is free.
+SHARED = {
+    "demo_clone": ("test_readme.py", "test_ui.py"),  # one `make demo` in a repository copy
+    # the journey built once, its inference service running
+    "journey_home": (
+        "test_definitions.py",
+        "test_estimators.py",
+        "test_gold_features.py",
+        "test_kubernetes.py",
+        "test_models_serving.py",
+        "test_orchestration.py",
+        "test_serving_fuzz.py",
+    ),
+    "mysql_url": ("test_cli.py", "test_ingestion.py"),  # the server's production/inventory
+}
+GROUP_OF_FILE = {file: fixture for fixture, files in SHARED.items() for file in files}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """A test using a shared fixture from a file not listed with it would run beside the
+    others: refused here, naming the list to add the file to."""
+    for item in items:
+        for fixture, files in SHARED.items():
+            if fixture in item.fixturenames and item.path.name not in files:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses {fixture}: add {item.path.name} to its files in "
+                    "tests/conftest.py SHARED (its tests must run on one xdist worker)"
+                )
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scheduling by scope, a scope being a SHARED group's files or else one test
+    (xdist's own --dist loadgroup cannot mark tests under pytest 9)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return GROUP_OF_FILE.get(file, nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_configure(config) -> None:
+    """The dbt manifest parsed once, before any worker loads the definitions: on a new
+    clone each worker would otherwise parse it into the same target folder at once."""
+    if not hasattr(config, "workerinput"):  # the controller, or a run without workers
+        from asgard_assets.gold.project import dbt_project, prepare
+
+        prepare(dbt_project)
+
+
 def journey_assets() -> list:
     """Every asset and check of the definitions."""
     from asgard_assets.definitions import defs
