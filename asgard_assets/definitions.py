@@ -1,6 +1,8 @@
 """The table of contents: assets, checks, jobs, schedules, sensors, and the resources of
 the active profile (ASGARD_PROFILE)."""
 
+import gc
+
 import dagster as dg
 
 from .bronze.assets import bronze_assets
@@ -48,3 +50,11 @@ defs = dg.Definitions(
 # every asset backfills a range of days in one run, so the CLI's `--select '*'
 # --partition-range FIRST...LAST` runs the whole graph (partitions.single_run_backfills)
 defs = single_run_backfills(defs)
+
+# What is loaded by now (Dagster, the definitions, dagster-dbt) lives as long as the process:
+# out of the garbage collector's reach, so the full collections that a step's imports set off
+# (dbt, MLflow, scikit-learn: millions of objects) do not walk it again; and the youngest
+# generation collected every 10,000 allocations instead of 700. GC time in the one-new-day
+# bench: 2.5 s -> 1.3 s (bench/incremental.py); peak RSS at 100x unchanged (bench/scale.py)
+gc.freeze()
+gc.set_threshold(10_000, 10, 10)
