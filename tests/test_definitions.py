@@ -126,3 +126,28 @@ def test_loading_the_definitions_imports_no_engine_a_step_needs(tmp_path):
     heavy = ("feast", "mlflow", "sklearn", "kubernetes", "matplotlib", "pyspark", "onnxruntime")
     selected = f"m == 'dbt.cli.main' or m.split('.')[0] in {heavy!r}"
     assert imported_after("import asgard_assets.definitions", tmp_path, selected) == []
+
+
+def test_loading_the_definitions_sets_the_collector_and_exits_clean(tmp_path):
+    """The definitions freeze what they loaded out of the garbage collector's reach and
+    collect less often; at exit it is collectable again: DuckDB's bindings would report
+    each of their objects still alive then as leaked, on every run's stderr."""
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    code = (
+        "import gc; import asgard_assets.definitions; import duckdb; "
+        "duckdb.connect().sql('SELECT 1').fetchall(); "
+        "print(gc.get_freeze_count() > 0, gc.get_threshold()[0])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**clean_env(), "ASGARD_HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "10000"]
+    assert "leaked" not in done.stderr, done.stderr[-3000:]
