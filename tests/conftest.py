@@ -34,8 +34,8 @@ FOUNDATION = [*bronze_assets, *silver_assets, *bronze_checks]
 # touches it meanwhile; every other test goes wherever a worker is free.
 SHARED = {
     "demo_clone": ("test_readme.py", "test_ui.py"),  # one `make demo` in a repository copy
-    # the journey built once, its inference service running
-    "journey_home": (
+    # the journey built once, its inference service running (journey_home uses it)
+    "_demo_journey": (
         "test_definitions.py",
         "test_estimators.py",
         "test_gold_features.py",
@@ -63,8 +63,11 @@ def pytest_collection_modifyitems(items) -> None:
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's
 def pytest_xdist_make_scheduler(config, log):
-    """xdist's scheduling by scope, a scope being a SHARED group's files or else one test
-    (xdist's own --dist loadgroup cannot mark tests under pytest 9)."""
+    """For xdist's default --dist load: scheduling by scope, a scope being a SHARED group's
+    files or else one test (xdist's own --dist loadgroup cannot mark tests under pytest 9).
+    Another --dist asked for is xdist's own."""
+    if config.getvalue("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedFixtureScheduling(LoadScopeScheduling):

@@ -174,9 +174,9 @@ def test_a_setting_is_a_change_and_its_value_is_not_written_down(stores, monkeyp
 # a /health answering as the service would, in a process whose command line names the
 # service's module (the deployer's test of "still the service it started")
 HEALTH = """
-import json, sys
+import json, os, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
-answer = sys.argv[2].encode()
+answer = json.dumps({**json.loads(sys.argv[2]), "pid": os.getpid()}).encode()
 class Health(BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)

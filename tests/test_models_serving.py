@@ -29,6 +29,7 @@ from asgard_assets.resources.deployer import (
     Deployment,
     LocalDeployer,
     _exited,
+    free_port,
     is_service,
     process_start,
     service_env,
@@ -67,6 +68,7 @@ def test_journey_ends_with_a_live_predict(journey_home):
         "model": MODEL_NAME,
         "version": version,
         "uri": f"models:/{MODEL_NAME}/{version}",
+        "pid": deployment.pid,
     }
     r = httpx.post(f"{deployment.url}/predict", json={"instances": [ROW, SLOW_ROW]}, timeout=5)
     assert r.status_code == 200
@@ -421,6 +423,60 @@ def test_a_new_version_is_swapped_into_the_running_service(journey_home, tmp_pat
         back, changed = deployer.deploy(MODEL_NAME, old.version, own)
     assert changed and back.pid == old.pid and deployer.healthy(back)
     assert "reload_error" not in httpx.get(f"{old.url}/health", timeout=5).json()
+
+
+def test_a_port_taken_once_chosen_is_not_taken_for_the_new_service(
+    journey_home, tmp_path, monkeypatch
+):
+    """Another home's service that binds the chosen port first answers /health with the
+    same version: it is not this deployment (its pid is not the new process's), which could
+    not bind and exited; the start moves on to the next port."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import asgard_assets.resources.deployer as deployer_module
+
+    old = LocalDeployer().current(MODEL_NAME)
+
+    class Impostor(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"status": "ok", "version": old.version, "pid": 1}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    impostor = ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    taken, green = impostor.server_address[1], free_port()
+    real, chosen = deployer_module._port_free, []
+
+    def free_when_chosen(host: str, port: int) -> bool:
+        # the impostor binds right after the deployer found the port free
+        if port == taken and not chosen:
+            chosen.append(port)
+            return True
+        return real(host, port)
+
+    monkeypatch.setattr(deployer_module, "_port_free", free_when_chosen)
+    state = journey_home / "deployments" / f"{MODEL_NAME}.json"
+    saved = json.loads(state.read_text())
+    state.write_text(json.dumps({**saved, "code": "other code"}))  # a new process is due
+    try:
+        deployer = LocalDeployer(blue_port=taken, green_port=green)
+        new, changed = deployer.deploy(MODEL_NAME, old.version, tmp_path)
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+    assert chosen == [taken]
+    assert changed and new.port == green and new.pid != old.pid and is_service(new)
+    health = httpx.get(f"{new.url}/health", timeout=5).json()
+    assert health["version"] == old.version and health["pid"] == new.pid
+    assert json.loads(state.read_text())["port"] == green
+    assert not is_service(old)  # replaced, blue/green
 
 
 def test_a_service_from_other_code_is_replaced_blue_green(journey_home, tmp_path, monkeypatch):

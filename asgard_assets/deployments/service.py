@@ -58,19 +58,23 @@ def is_service(deployment: Deployment | None) -> bool:
     return SERVICE_MODULE.encode() in cmdline.split(b"\0")
 
 
-def service_health(url: str) -> dict | None:
-    """The service's /health answer, or None when it does not answer."""
+def service_health(url: str, pid: int | None = None) -> dict | None:
+    """The service's /health answer, or None when it does not answer; given ``pid``, also
+    None when another process answers there (another home's service, on a port it took)."""
     try:
         r = httpx.get(f"{url}/health", timeout=5)
-        return r.json() if r.status_code == 200 else None
+        health = r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
+    if health is None or (pid is not None and health.get("pid") != pid):
+        return None
+    return health
 
 
 def serves(deployment: Deployment) -> bool:
     """The deployment's service answers /health with its version, with no failed reload
     since."""
-    health = service_health(deployment.url)
+    health = service_health(deployment.url, deployment.pid)
     return (
         health is not None
         and health.get("version") == deployment.version

@@ -52,7 +52,10 @@ def write_docs(project: DbtProject, dbt: DbtCliResource, target: Path) -> None:
     args = ["--quiet", "docs", "generate", "--static", "--empty-catalog", "--no-compile"]
     dbt.cli(args, manifest=project.manifest_path, target_path=target).wait()
     page.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(target / page.name, page)
+    # whole or not at all: two processes may write it at once (a new parse, two homes)
+    staged = target / f"{page.name}.{os.getpid()}"
+    shutil.copy(target / page.name, staged)
+    staged.replace(page)
 
 
 class AsgardDbtTranslator(DagsterDbtTranslator):

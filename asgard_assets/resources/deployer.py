@@ -59,6 +59,10 @@ class Deployer(dg.ConfigurableResource, ABC):
         """What is serving ``model`` now, or None."""
 
 
+# ports a start tries when each, free when chosen, is taken by the time the service binds it
+PORT_ATTEMPTS = 5
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now (the OS picks it)."""
     with socket.socket() as s:
@@ -134,7 +138,7 @@ class LocalDeployer(Deployer):
 
     def _deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         previous = self.current(model)
-        health = service_health(previous.url) if is_service(previous) else None
+        health = service_health(previous.url, previous.pid) if is_service(previous) else None
         identity = service_identity(os.environ)
         if health is not None and previous.code == identity:
             if health.get("version") == version == previous.version:
@@ -169,7 +173,9 @@ class LocalDeployer(Deployer):
         except ProcessLookupError:
             return None
         serving, deadline = health.get("version"), time.monotonic() + self.health_timeout_s
-        while (health := service_health(previous.url) or {}).get("version") != version:
+        while (health := service_health(previous.url, previous.pid) or {}).get(
+            "version"
+        ) != version:
             error = health.get("reload_error") or {}
             if error.get("request") == wanted["request"]:
                 raise dg.Failure(
@@ -179,7 +185,7 @@ class LocalDeployer(Deployer):
             if not is_service(previous) or time.monotonic() > deadline:
                 # withdrawn: a load still under way is not applied once it ends
                 reload_file.unlink(missing_ok=True)
-                if (service_health(previous.url) or {}).get("version") == version:
+                if (service_health(previous.url, previous.pid) or {}).get("version") == version:
                     break  # it was applied just before
                 raise dg.Failure(
                     f"version {version} was not serving at {previous.url} within "
@@ -204,10 +210,31 @@ class LocalDeployer(Deployer):
             ports = (previous.port, *ports)
         elif previous is not None:
             ports = tuple(p for p in ports if p != previous.port)
-        port = next((p for p in ports if p and _port_free(self.host, p)), None) or free_port(
-            self.host
-        )  # all taken (another Asgard home, say): any free port
+        tried: set[int] = set()
+        new = None
+        while new is None:
+            if len(tried) == PORT_ATTEMPTS:
+                raise dg.Failure(
+                    f"version {version} found each port it tried taken once it started: "
+                    f"{sorted(tried)}; the previous deployment keeps serving"
+                )
+            port = next(
+                (p for p in ports if p and p not in tried and _port_free(self.host, p)), None
+            ) or free_port(self.host)  # all taken (another Asgard home, say): any free port
+            tried.add(port)
+            # None: another process bound the port between the check and the service's
+            # start (another home deploying at the same moment): the next port
+            new = self._spawn(model, version, bundle, code, port)
+        self._state(model).write_text(json.dumps(asdict(new), indent=2))
+        if previous and previous.pid != new.pid:
+            _stop(previous)
+        return new
 
+    def _spawn(
+        self, model: str, version: str, bundle: Path, code: str, port: int
+    ) -> Deployment | None:
+        """The service process for ``version`` on ``port``, once it answers /health as
+        itself; None when it could not have the port (something else listens there now)."""
         logs = deployments_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{model}-v{version}.log"
@@ -255,17 +282,17 @@ class LocalDeployer(Deployer):
         )
         deadline = time.monotonic() + self.health_timeout_s
         while not self.healthy(new):
-            if proc.poll() is not None or time.monotonic() > deadline:
+            exited = proc.poll() is not None
+            if exited or time.monotonic() > deadline:
                 _stop_child(proc)
                 shutil.rmtree(metrics, ignore_errors=True)
+                if exited and not _port_free(self.host, port):
+                    return None
                 tail = log.read_text()[-2000:]
                 raise dg.Failure(
                     f"version {version} did not become healthy on port {port}; the previous deployment keeps serving. Log tail:\n{tail}"
                 )
             time.sleep(0.25)
-        self._state(model).write_text(json.dumps(asdict(new), indent=2))
-        if previous and previous.pid != new.pid:
-            _stop(previous)
         return new
 
     def stop(self, model: str) -> None:
