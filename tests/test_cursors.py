@@ -202,3 +202,33 @@ def test_concurrent_first_silver_builds_hold_each_key_once(own_source, monkeypat
     assert errors == [] and len(results) == 2
     ids = resource("lakehouse").table("silver.machine_logs").scan().to_arrow()["log_id"]
     assert len(ids) == len(set(ids.to_pylist())) == 24_751
+
+
+def test_a_namespace_created_by_another_process_meanwhile_is_not_an_error(home, monkeypatch):
+    """Two first writes into a new catalog: both find the namespace missing, one creates it,
+    the other's insert breaks the catalog's unique key. That is the namespace existing, not
+    a failure; a create failing while the namespace is still missing stays an error."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    lakehouse_module.load_catalog(
+        lakehouse_module.CATALOG_NAME, **resource("lakehouse").catalog_properties()
+    ).create_namespace("bronze")  # the other process's, between the check and the insert
+    real = SqlCatalog.namespace_exists
+    asked = []
+
+    def missing_when_checked(self, namespace):
+        asked.append(namespace)
+        return False if len(asked) == 1 else real(self, namespace)
+
+    monkeypatch.setattr(SqlCatalog, "namespace_exists", missing_when_checked)
+    catalog = resource("lakehouse").catalog()
+    assert asked[:2] == ["bronze", "bronze"]  # pyiceberg's check, then ours after its error
+    assert {ns[0] for ns in catalog.list_namespaces()} >= {"bronze", "silver", "gold"}
+
+    def refused(self, namespace, properties=None):
+        raise PermissionError("no rights to create a namespace")
+
+    monkeypatch.setattr(SqlCatalog, "create_namespace", refused)
+    monkeypatch.setattr(SqlCatalog, "namespace_exists", lambda self, ns: False)
+    with pytest.raises(PermissionError, match="no rights"):
+        resource("lakehouse").catalog()

@@ -98,6 +98,18 @@ class _Counted:
             yield batch
 
 
+def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """``namespace`` exists afterwards. pyiceberg checks, then creates: a process that creates
+    it in between (two first writes into a new catalog at once) makes the create fail, with
+    the catalog's own error (the SQL catalog's is a unique-key violation), not with
+    ``NamespaceAlreadyExistsError``. Fine when the namespace is there after all."""
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+    except Exception:
+        if not catalog.namespace_exists(namespace):
+            raise
+
+
 class Lakehouse(dg.ConfigurableResource, ABC):
     """Iceberg tables behind every asset: asset key ``silver/work_orders`` is table
     ``silver.work_orders``."""
@@ -110,9 +122,10 @@ class Lakehouse(dg.ConfigurableResource, ABC):
 
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self._catalog = load_catalog(CATALOG_NAME, **self.catalog_properties())
+            catalog = load_catalog(CATALOG_NAME, **self.catalog_properties())
             for ns in NAMESPACES:
-                self._catalog.create_namespace_if_not_exists(ns)
+                _ensure_namespace(catalog, ns)
+            self._catalog = catalog
         return self._catalog
 
     def table(self, identifier: str) -> Table:
