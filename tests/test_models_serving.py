@@ -529,8 +529,16 @@ def test_a_service_from_other_code_is_replaced_blue_green(journey_home, tmp_path
 def test_a_service_that_died_comes_back_on_its_own_port(journey_home, tmp_path):
     """A crashed (or killed) service is started again where it was: the URL the demo printed
     answers again, not the other port's."""
-    deployer = LocalDeployer()
-    old = deployer.current(MODEL_NAME)
+    # first onto ports of its own (a new process is due: other code): 8701 and 8702 may be
+    # taken meanwhile by another home's service (the other test worker's `make demo`)
+    ports = {free_port()}
+    while len(ports) < 2:
+        ports.add(free_port())
+    deployer = LocalDeployer(blue_port=ports.pop(), green_port=ports.pop())
+    state = journey_home / "deployments" / f"{MODEL_NAME}.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "code": "other code"}))
+    old, _ = deployer.deploy(MODEL_NAME, deployer.current(MODEL_NAME).version, tmp_path)
+    assert old.port in (deployer.blue_port, deployer.green_port)
     os.killpg(old.pid, signal.SIGKILL)
     # gone: exited, its socket closed (its command line empties before its files close)
     deadline = time.monotonic() + 10
