@@ -58,23 +58,21 @@ def is_service(deployment: Deployment | None) -> bool:
     return SERVICE_MODULE.encode() in cmdline.split(b"\0")
 
 
-def service_health(url: str, pid: int | None = None) -> dict | None:
-    """The service's /health answer, or None when it does not answer; given ``pid``, also
-    None when another process answers there (another home's service, on a port it took)."""
+def service_health(deployment: Deployment) -> dict | None:
+    """The deployment's /health answer, or None when it does not answer, or when another
+    process answers at its URL (another home's service, on a port it took)."""
     try:
-        r = httpx.get(f"{url}/health", timeout=5)
+        r = httpx.get(f"{deployment.url}/health", timeout=5)
         health = r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
-    if health is None or (pid is not None and health.get("pid") != pid):
-        return None
-    return health
+    return health if health is not None and health.get("pid") == deployment.pid else None
 
 
 def serves(deployment: Deployment) -> bool:
     """The deployment's service answers /health with its version, with no failed reload
     since."""
-    health = service_health(deployment.url, deployment.pid)
+    health = service_health(deployment)
     return (
         health is not None
         and health.get("version") == deployment.version

@@ -138,7 +138,7 @@ class LocalDeployer(Deployer):
 
     def _deploy(self, model: str, version: str, bundle: Path) -> tuple[Deployment, bool]:
         previous = self.current(model)
-        health = service_health(previous.url, previous.pid) if is_service(previous) else None
+        health = service_health(previous) if is_service(previous) else None
         identity = service_identity(os.environ)
         if health is not None and previous.code == identity:
             if health.get("version") == version == previous.version:
@@ -173,9 +173,7 @@ class LocalDeployer(Deployer):
         except ProcessLookupError:
             return None
         serving, deadline = health.get("version"), time.monotonic() + self.health_timeout_s
-        while (health := service_health(previous.url, previous.pid) or {}).get(
-            "version"
-        ) != version:
+        while (health := service_health(previous) or {}).get("version") != version:
             error = health.get("reload_error") or {}
             if error.get("request") == wanted["request"]:
                 raise dg.Failure(
@@ -185,7 +183,7 @@ class LocalDeployer(Deployer):
             if not is_service(previous) or time.monotonic() > deadline:
                 # withdrawn: a load still under way is not applied once it ends
                 reload_file.unlink(missing_ok=True)
-                if (service_health(previous.url, previous.pid) or {}).get("version") == version:
+                if (service_health(previous) or {}).get("version") == version:
                     break  # it was applied just before
                 raise dg.Failure(
                     f"version {version} was not serving at {previous.url} within "

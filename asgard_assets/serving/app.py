@@ -220,9 +220,8 @@ async def health() -> dict:
 def _health() -> dict:
     # trivial, on the event loop: answered between predictions, never behind a store read
     m = _model()
-    # the pid: a deployer tells its own service from another that took the port
     health = {"status": "ok", "model": m.name, "version": m.version, "uri": m.uri}
-    health["pid"] = os.getpid()
+    health["pid"] = os.getpid()  # a deployer tells its own service from one that took the port
     if "reload_error" in STATE:  # the version asked for could not load; this one serves on
         health["reload_error"] = STATE["reload_error"]
     return health
