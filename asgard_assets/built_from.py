@@ -17,8 +17,9 @@ import dagster as dg
 from . import judged
 from .metadata import skipped
 from .partitions import Window
-from .resources.lakehouse import Lakehouse, described
+from .resources.lakehouse import Lakehouse
 from .resources.write_audit import Audit, Staged
+from .resources.write_results import described
 
 PROPERTY = "asgard.built-from"
 

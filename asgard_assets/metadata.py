@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from .partitions import Window
-from .resources.lakehouse import Lakehouse, WriteResult
+from .resources.lakehouse import Lakehouse
+from .resources.write_results import WriteResult
 
 PACKAGE = Path(__file__).resolve().parent
 

@@ -20,7 +20,8 @@ from dagster_dbt import (
 from .. import judged
 from ..built_from import built_from, inputs, record
 from ..metadata import skipped, table_metadata
-from ..resources.lakehouse import Lakehouse, described
+from ..resources.lakehouse import Lakehouse
+from ..resources.write_results import described
 from ..settings import asgard_home
 from .project import DBT_DIR, dbt_project, prepare  # noqa: F401 - re-exported
 

@@ -20,8 +20,8 @@ from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 
 from ..resources import resource
 from ..resources.duckdb_bounds import duckdb_bounds
-from ..resources.lakehouse import described
 from ..resources.table_reads import ALL_ROWS, current_data_files, table_dataset
+from ..resources.write_results import described
 
 # gold is one row per operator: a model this small is compared before it is written
 COMPARED_UP_TO = 1_000_000

@@ -47,7 +47,7 @@ from .bronze_state import (
     same_time,
 )
 from .ingestion_interface import Ingestion, IngestResult
-from .lakehouse import KeyReplace, Lakehouse, WriteResult
+from .lakehouse import Lakehouse
 from .source_fits import misfit_table, sqlite_fits
 from .source_streams import (
     chained,
@@ -58,6 +58,7 @@ from .source_streams import (
 )
 from .write_audit import Audit
 from .write_pins import EMPTY
+from .write_results import KeyReplace, WriteResult
 
 QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
 # a concurrent load of the same table committed first: read again past its rows

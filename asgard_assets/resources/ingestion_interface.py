@@ -11,8 +11,9 @@ from datetime import datetime
 import dagster as dg
 
 from ..partitions import Window
-from .lakehouse import Lakehouse, WriteResult
+from .lakehouse import Lakehouse
 from .write_audit import Audit
+from .write_results import WriteResult
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,7 +25,7 @@ import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import BooleanExpression, In
+from pyiceberg.expressions import BooleanExpression
 from pyiceberg.table import Table
 
 from .. import judged
@@ -46,43 +45,11 @@ from .table_reads import (
 )
 from .write_audit import Audit, Staged, publish_or_fail
 from .write_pins import check_base
+from .write_results import KeyReplace, WriteResult, described
 
 NAMESPACES = ("bronze", "silver", "gold")
 CATALOG_NAME = "asgard"
 SECRET_PROPERTIES = ("s3.access-key-id", "s3.secret-access-key", "token")
-# keys per Iceberg delete filter when a write replaces rows by key
-KEY_CHUNK = 1000
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    identifier: str
-    snapshot_id: int | None
-    rows_written: int
-    total_rows: int
-    checks: tuple[dg.AssetCheckResult, ...] = field(default=())
-
-
-def described(table: Table, identifier: str, written: int = 0) -> WriteResult:
-    """``table`` (loaded already) as it is: current snapshot id and row count."""
-    snap = table.current_snapshot()
-    total = int(snap.summary["total-records"]) if snap and snap.summary else 0
-    return WriteResult(identifier, snap.snapshot_id if snap else None, written, total)
-
-
-@dataclass(frozen=True)
-class KeyReplace:
-    """Rows outside a write's window that it replaces too: those whose ``column`` is among
-    ``keys`` (keys that moved into the window, or are written again from elsewhere)."""
-
-    column: str
-    keys: Sequence
-
-    def filters(self) -> list[BooleanExpression]:
-        return [
-            In(self.column, list(self.keys[i : i + KEY_CHUNK]))
-            for i in range(0, len(self.keys), KEY_CHUNK)
-        ]
 
 
 class _Counted:

@@ -21,9 +21,10 @@ from sqlglot.errors import ParseError
 
 from ..partitions import Window
 from .duckdb_bounds import DUCKDB_MEMORY, bounded_duckdb
-from .lakehouse import KeyReplace, Lakehouse, WriteResult
+from .lakehouse import Lakehouse
 from .write_audit import Audit
 from .write_pins import EMPTY
+from .write_results import KeyReplace, WriteResult
 
 
 def transpile(sql_path: Path) -> str:

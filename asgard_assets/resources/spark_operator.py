@@ -24,9 +24,10 @@ from pydantic import PrivateAttr
 
 from ..partitions import Window
 from ..silver import spark_job
-from .lakehouse import Lakehouse, WriteResult
+from .lakehouse import Lakehouse
 from .spark import SparkSqlEngine
 from .write_audit import Audit, audit_published
+from .write_results import WriteResult
 
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
 # status.applicationState.state values that end an application (the operator's
