@@ -59,7 +59,8 @@ def test_building_one_resource_imports_only_its_module(tmp_path):
         "or m.split('.')[0] in ('feast', 'mlflow', 'kubernetes', 'dagster_dbt')",
     )
     # the lakehouse's own modules (its writer, reads, write-audit-publish, failed-write undo,
-    # write pins, file inventory and DuckDB bounds), nothing of any other resource
+    # write pins, write results, file inventory and DuckDB bounds), nothing of any other
+    # resource
     lakehouse_modules = [
         "data_files",
         "duckdb_bounds",
@@ -69,5 +70,6 @@ def test_building_one_resource_imports_only_its_module(tmp_path):
         "table_reads",
         "write_audit",
         "write_pins",
+        "write_results",
     ]
     assert out == [f"asgard_assets.resources.{m}" for m in lakehouse_modules]
