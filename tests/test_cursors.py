@@ -204,6 +204,37 @@ def test_concurrent_first_silver_builds_hold_each_key_once(own_source, monkeypat
     assert len(ids) == len(set(ids.to_pylist())) == 24_751
 
 
+def test_a_catalog_created_by_another_process_meanwhile_opens(home, monkeypatch):
+    """Two first opens of a new SQL catalog: both find its tables missing, one creates them,
+    the other's CREATE TABLE fails. Opened again, the catalog is there; a database that
+    keeps refusing stays an error, with its own message."""
+    from pyiceberg.catalog.sql import SqlCatalog, SqlCatalogBaseTable
+
+    real = SqlCatalog.create_tables
+    creates = []
+
+    def lost_the_race(self):
+        creates.append(self)
+        real(self)  # the other process's, after this one found the tables missing
+        SqlCatalogBaseTable.metadata.create_all(self.engine, checkfirst=False)  # this one's
+
+    monkeypatch.setattr(SqlCatalog, "create_tables", lost_the_race)
+    catalog = resource("lakehouse").catalog()
+    assert len(creates) == 1  # the second open found the tables
+    assert {ns[0] for ns in catalog.list_namespaces()} >= {"bronze", "silver", "gold"}
+
+    def refused(self):
+        creates.append(self)
+        raise sa.exc.OperationalError("CREATE TABLE iceberg_tables", {}, Exception("disk I/O"))
+
+    monkeypatch.setattr(SqlCatalog, "create_tables", refused)
+    monkeypatch.setenv("ASGARD_HOME", str(home.with_name("other")))
+    creates.clear()
+    with pytest.raises(sa.exc.OperationalError, match="disk I/O"):
+        resource("lakehouse").catalog()
+    assert len(creates) == 2  # opened twice, refused twice
+
+
 def test_a_namespace_created_by_another_process_meanwhile_is_not_an_error(home, monkeypatch):
     """Two first writes into a new catalog: both find the namespace missing, one creates it,
     the other's insert breaks the catalog's unique key. That is the namespace existing, not

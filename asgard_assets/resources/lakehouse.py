@@ -21,6 +21,7 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import sqlalchemy.exc
 import yaml
 from pydantic import PrivateAttr
 from pyiceberg.catalog import Catalog, load_catalog
@@ -65,6 +66,17 @@ class _Counted:
             yield batch
 
 
+def _open_catalog(properties: dict[str, str]) -> Catalog:
+    """The catalog, its tables created on first open. A new SQL catalog opened by two
+    processes at once: both find its tables missing and the loser's ``CREATE TABLE`` fails
+    (a database error, since pyiceberg checks, then creates). Opened again, it finds the
+    tables the winner made; a second failure is the database's real answer."""
+    try:
+        return load_catalog(CATALOG_NAME, **properties)
+    except sqlalchemy.exc.DBAPIError:
+        return load_catalog(CATALOG_NAME, **properties)
+
+
 def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
     """``namespace`` exists afterwards. pyiceberg checks, then creates: a process that creates
     it in between (two first writes into a new catalog at once) makes the create fail, with
@@ -89,7 +101,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
 
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            catalog = load_catalog(CATALOG_NAME, **self.catalog_properties())
+            catalog = _open_catalog(self.catalog_properties())
             for ns in NAMESPACES:
                 _ensure_namespace(catalog, ns)
             self._catalog = catalog
