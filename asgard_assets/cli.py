@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -111,13 +112,21 @@ def demo(force: bool = False) -> int:
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     print(f"$ {home_prefix()}{shlex.join(cmd)}", flush=True)
     print(f"Dagster's event log: {log_path}", flush=True)
-    with log_path.open("w") as log:  # Dagster writes its event log there itself
-        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    warm_summary = _SummaryImport()
-    try:
-        followed = follow(lines_of(log_path, process), warm_summary.on_start)
-    finally:  # never leave the interpreter with an import half done
-        warm_summary.join()
+    with log_path.open("w") as log, _forwarded_signals(insist=True) as signals:
+        # Dagster writes its event log there itself
+        process = signals.child = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            preexec_fn=_interruptible,
+        )
+        warm_summary = _SummaryImport()
+        try:
+            followed = follow(lines_of(log_path, process), warm_summary.on_start)
+        finally:  # never leave the interpreter with an import half done
+            warm_summary.join()
     succeeded, explained, printed = followed.ended == "RUN_SUCCESS", False, None
     if followed.run_id is not None:
         try:
@@ -137,6 +146,14 @@ def demo(force: bool = False) -> int:
         # teardown of dagster, dbt, Feast, MLflow: ~2 s) is not waited for
         return 0
     code = process.wait()
+    if signals.received:
+        print(
+            f"\nInterrupted ({signals.received}): the run stopped "
+            f"({followed.ended or 'before it started'}, exit {code}). Each table is at its last "
+            f"committed snapshot; `{home_prefix()}{_bin('asgard')} demo` runs again what is left.",
+            file=sys.stderr,
+        )
+        return code or 1
     if explained:
         print(
             f"\nThe run failed (exit {code}). Each step's traceback: run {followed.run_id} in "
@@ -285,24 +302,60 @@ def add_day() -> int:
     return 0
 
 
+class _Forwarded:
+    """The signals that asked the child to stop, each passed on to it as one SIGINT. With
+    ``insist``, SIGINT again every ``INSIST_EVERY`` seconds until it has exited: Dagster
+    retries a step that has a retry policy when it is interrupted (as it would after a
+    preemption), so one SIGINT may only restart the step it lands in."""
+
+    INSIST_EVERY = 2.0
+
+    def __init__(self, insist: bool) -> None:
+        self.insist = insist
+        self.child: subprocess.Popen | None = None
+        self.received: str | None = None
+
+    def __call__(self, signum, frame) -> None:
+        first = self.received is None
+        self.received = self.received or signal.Signals(signum).name
+        self._interrupt()
+        if first and self.insist:
+            threading.Thread(target=self._until_exited, daemon=True).start()
+
+    def _interrupt(self) -> None:
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGINT)
+
+    def _until_exited(self) -> None:
+        while self.child is None or self.child.poll() is None:
+            time.sleep(self.INSIST_EVERY)
+            self._interrupt()
+
+
+@contextmanager
+def _forwarded_signals(insist: bool = False) -> Iterator[_Forwarded]:
+    """Ctrl-C, kill (SIGTERM) and a closed terminal each become one SIGINT to the child (in
+    its own process group, a terminal's Ctrl-C reaches it only this way, once): `dagster
+    dev` shuts down its servers, a run ends as failed, its steps interrupted, instead of
+    going on alone after asgard is gone."""
+    forwarded = _Forwarded(insist)
+    kept = {s: signal.signal(s, forwarded) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield forwarded
+    finally:
+        for signum, handler in kept.items():
+            signal.signal(signum, handler)
+
+
 def ui(port: int) -> int:
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
-    child: subprocess.Popen | None = None
-
-    def stop(signum, frame) -> None:
-        if child is not None:
-            child.send_signal(signal.SIGINT)
-
-    # Ctrl-C, kill (SIGTERM) and a closed terminal each become one SIGINT to dagster dev:
-    # its own shutdown of its webserver, daemon and code server, not an orphaned tree. In
-    # its own process group, a terminal's Ctrl-C reaches it only this way, once.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, stop)
-    child = subprocess.Popen(
-        cmd, env=instance_env(), cwd=ROOT, process_group=0, preexec_fn=_interruptible
-    )
-    return child.wait()
+    # its own shutdown of its webserver, daemon and code server, not an orphaned tree
+    with _forwarded_signals() as signals:
+        signals.child = subprocess.Popen(
+            cmd, env=instance_env(), cwd=ROOT, process_group=0, preexec_fn=_interruptible
+        )
+        return signals.child.wait()
 
 
 def _interruptible() -> None:
