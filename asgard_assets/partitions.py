@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -148,7 +148,16 @@ def window_of(context: dg.AssetExecutionContext, table: str) -> Window | None:
 
 
 def window_for(table: str, days: dg.TimeWindow) -> Window:
-    """The window of ``days`` of ``table``, with the remainder outside every partition."""
+    """The window of ``days`` of ``table``, with the remainder outside every partition. A
+    range whose first day is after its last (Dagster accepts one) is refused: its window
+    holds no row, so the run would succeed having done nothing."""
+    if days.start >= days.end:
+        start, end = days.start.date(), (days.end - timedelta(days=1)).date()
+        raise dg.Failure(
+            f"the partition range {start}...{end} is reversed (its first day is after its "
+            f"last): did you mean {end}...{start}?",
+            allow_retries=False,  # bad input: retrying cannot help
+        )
     first, last = daily().get_first_partition_window(), daily().get_last_partition_window()
     return Window(
         PARTITION_COLUMNS[table],

@@ -322,3 +322,21 @@ def test_sql_failing_while_it_runs_is_named_and_commits_nothing(
     assert "work_orders.sql failed in DuckDB: Invalid Input Error: missing ): (" in message
     assert resource("lakehouse").snapshot_id("silver.work_orders") == before
     assert resource("lakehouse").exists("silver.work_orders") != first_build
+
+
+def test_a_reversed_day_range_is_refused_by_name_and_writes_nothing(own_source):
+    """`--partition-range 2025-03-03...2025-03-01` (first day after the last): Dagster runs
+    it; its window would hold no row and the run would succeed having done nothing."""
+    reversed_days = {
+        "dagster/asset_partition_range_start": "2025-03-03",
+        "dagster/asset_partition_range_end": "2025-03-01",
+    }
+    result = materialize(WO, tags=reversed_days, raise_on_error=False)
+    assert not result.success
+    assert (
+        "the partition range 2025-03-03...2025-03-01 is reversed (its first day is after its "
+        "last): did you mean 2025-03-01...2025-03-03?" in failure_message(result)
+    )
+    lakehouse = resource("lakehouse")
+    assert lakehouse.snapshot_id("bronze.work_orders") is None
+    assert lakehouse.snapshot_id("silver.work_orders") is None
