@@ -170,6 +170,15 @@ def trained_metrics(instance, version: str) -> dict[str, float] | None:
     return None
 
 
+def champion_before(instance, run_id: str) -> str | None:
+    """The champion version when the run's quality gate ran (None: no gate, or none yet)."""
+    for _, check in check_evaluations(instance, run_id):
+        if check.check_name == "quality_gate":
+            before = check.metadata["previous_champion"].value
+            return None if before == "none" else str(before)
+    return None
+
+
 def print_summary(instance, run_id: str) -> None:
     """Tables, the served model, the service, the run's check results."""
     lakehouse: Lakehouse = resource("lakehouse")
@@ -196,6 +205,8 @@ def print_summary(instance, run_id: str) -> None:
             f"\nModel {MODEL_NAME} v{deployment.version} (champion){scores}  "
             f"[MLflow store {resource('mlflow_tracking').uri()}]"
         )
+        if (before := champion_before(instance, run_id)) not in (None, deployment.version):
+            print(f"  replacing v{before}, the champion before this run")
         body = json.dumps({"operator_ids": ["EMP-001", "EMP-002"]})
         print(
             f"\nInference service: {deployment.url}  (pid {deployment.pid}, docs {deployment.url}/docs)"

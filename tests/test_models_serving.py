@@ -1,6 +1,7 @@
 """Model training, the quality gate, the inference service and its deployment."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -200,6 +201,39 @@ def test_gate_blocks_a_model_trained_on_shuffled_labels(journey_home, capsys):
     assert why.startswith(f"  models/{MODEL_NAME} quality_gate: {evaluation.description}")
     assert why.startswith(f"  models/{MODEL_NAME} quality_gate: version {bad_version} refused: ")
     assert f"(version {before.version} stays champion)" in why and "blocking" not in why
+
+
+def test_going_back_to_an_older_version_is_said(journey_home, capsys):
+    """A run whose gold snapshot and config are an older version's reports that version
+    again and the gate makes it champion again, replacing the newer one: said by the gate's
+    description, a warning in the run's log and `asgard demo`'s summary."""
+    from asgard_assets.summary import print_summary
+
+    older = str(champion_metrics()[0].version)
+    selection = "models/operator_efficiency_predictor deployments/operator_efficiency_predictor"
+    estimator = {"estimator": {"gradient_boosting": {}}}
+    config = {"ops": {"models__operator_efficiency_predictor": {"config": estimator}}}
+    assert materialize(selection, run_config=config, assets=journey_assets()).success
+    newer = str(champion_metrics()[0].version)
+    assert newer != older
+    instance = dg.DagsterInstance.ephemeral()
+    back = materialize(selection, assets=journey_assets(), instance=instance)
+    (gate,) = [
+        e.asset_check_evaluation_data
+        for e in back.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert gate.description == f"version {older} is champion, replacing version {newer}"
+    assert str(champion_metrics()[0].version) == older
+    warned = [e.user_message for e in instance.all_logs(back.run_id) if e.level == logging.WARNING]
+    assert any(
+        f"version {older} is champion again, replacing the newer version {newer}" in w
+        for w in warned
+    ), warned
+    print_summary(instance, back.run_id)
+    assert f"\n  replacing v{newer}, the champion before this run\n" in capsys.readouterr().out
+    serving = LocalDeployer().current(MODEL_NAME)
+    assert httpx.get(f"{serving.url}/health", timeout=5).json()["version"] == older
 
 
 HOSTILE = [

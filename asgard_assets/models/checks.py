@@ -64,8 +64,16 @@ def quality_gate(
     client.set_model_version_tag(
         MODEL_NAME, version, "quality_gate", "passed" if passed else "failed"
     )
+    replaced = champion is not None and str(champion.version) != version
     if passed:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+        if replaced and int(version) < int(champion.version):
+            context.log.warning(
+                f"version {version} is {CHAMPION} again, replacing the newer version "
+                f"{champion.version}: this run's gold snapshot and training config are version "
+                f"{version}'s (materialize the model with version {champion.version}'s config "
+                "to have it back)"
+            )
     return dg.AssetCheckResult(
         passed=passed,
         metadata={
@@ -80,6 +88,7 @@ def quality_gate(
             f"version {version} refused: {'; '.join(reasons)} ({_stays(champion, version)})"
             if reasons
             else f"version {version} is {CHAMPION}"
+            + (f", replacing version {champion.version}" if replaced else "")
         ),
     )
 
