@@ -244,15 +244,17 @@ def load_demo(url: str) -> int:
 
     from . import demo_data
     from .contracts.sources import table_name
-    from .source_url import error_line, redact
+    from .source_url import SourceUrlError, error_line, redact
 
     try:
         counts = demo_data.load(url)
-    except (sa.exc.DBAPIError, sa.exc.ArgumentError) as e:
+    except (sa.exc.DBAPIError, SourceUrlError) as e:
         reason = error_line(e)
         hint = (
             f" (create it first, e.g. psql -h HOST -U USER -c 'CREATE DATABASE {database}')"
-            if "does not exist" in reason and (database := sa.engine.make_url(url).database)
+            if isinstance(e, sa.exc.DBAPIError)
+            and "does not exist" in reason
+            and (database := sa.engine.make_url(url).database)
             else ""
         )
         print(f"asgard load-demo: cannot load into {redact(url)}: {reason}{hint}", file=sys.stderr)

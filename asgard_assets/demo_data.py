@@ -237,8 +237,11 @@ GENERATORS = {
 
 
 def load(url: str, *, replace: bool = True, seed: int = SEED) -> dict[str, int]:
-    """Create the demo tables in any SQLAlchemy database and load the demo rows."""
-    engine = sa.create_engine(url)
+    """Create the demo tables in any SQLAlchemy database and load the demo rows
+    (``SourceUrlError`` when the URL itself cannot work)."""
+    from .source_url import source_engine
+
+    engine = source_engine(url, creating=True)
     counts: dict[str, int] = {}
     with engine.begin() as conn:
         dialect = conn.dialect.name

@@ -39,9 +39,10 @@ def demo_source_url() -> str:
     return ensure_sqlite(path)
 
 
-def source_engine(url: str) -> sa.Engine:
+def source_engine(url: str, creating: bool = False) -> sa.Engine:
     """An engine for ``url``; ``SourceUrlError`` when the URL itself is the problem (its
-    message leaves the URL to the caller, who names it redacted)."""
+    message leaves the URL to the caller, who names it redacted). ``creating``: the
+    database is to be written (a SQLite file may be new, its folder must exist)."""
     try:
         parsed = sa.engine.make_url(url)
         parsed.port  # noqa: B018 - a port that is not a number fails here, not in the driver
@@ -49,14 +50,14 @@ def source_engine(url: str) -> sa.Engine:
         raise SourceUrlError(f"not a database URL (expected {EXAMPLES})") from e
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database
-        # SQLite would create an empty file and report its tables missing
-        if (
-            path
-            and path != ":memory:"
-            and not path.startswith("file:")
-            and not Path(path).is_file()
-        ):
-            raise SourceUrlError(f"the file {Path(path).resolve()} does not exist")
+        # SQLite would create an empty file and report its tables missing, or fail with
+        # "unable to open database file" in a folder that is not there
+        if path and path != ":memory:" and not path.startswith("file:"):
+            file = Path(path).resolve()
+            if creating and not file.parent.is_dir():
+                raise SourceUrlError(f"the folder {file.parent} does not exist")
+            if not creating and not file.is_file():
+                raise SourceUrlError(f"the file {file} does not exist")
     try:
         return sa.create_engine(parsed)
     except sa.exc.NoSuchModuleError as e:

@@ -402,6 +402,23 @@ def test_load_demo_into_a_database_that_does_not_exist_says_how_to_create_it(cap
     ]
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgres://u:pw@127.0.0.1:59999/x", "SQLAlchemy has no dialect 'postgres' (expected "),
+        ("sqlite:///{tmp}/nodir/copy.sqlite", "the folder {tmp}/nodir does not exist"),
+        ("not a url", "not a database URL (expected "),
+    ],
+)
+def test_load_demo_into_a_url_that_cannot_work_says_why(tmp_path, capsys, url, says):
+    url = url.format(tmp=tmp_path)
+    assert cli.main(["load-demo", url]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("asgard load-demo: cannot load into "), err
+    assert says.format(tmp=tmp_path) in err and ":pw@" not in err and "psql" not in err
+    assert not (tmp_path / "nodir").exists()
+
+
 def test_the_stop_hint_names_a_home_that_is_not_the_default(home, monkeypatch, tmp_path):
     from asgard_assets.summary import stop_command
 
