@@ -355,40 +355,54 @@ def test_killing_the_demo_stops_its_run_and_says_so(tmp_path, monkeypatch):
     until it exits (one is not enough: Dagster retries the interrupted step when it has a
     retry policy) and the run ends as failed, instead of going on alone (and starting a
     service) after asgard is gone; asgard says it was interrupted."""
+    from asgard_assets.contracts.model import MODEL_NAME
+    from asgard_assets.resources.deployer import LocalDeployer
+
+    home = tmp_path / "asgard"
+    monkeypatch.setenv("ASGARD_HOME", str(home))
+    env = {**clean_env(), "ASGARD_HOME": str(home)}
+    try:
+        _kill_a_demo_mid_run(home, env)
+        assert LocalDeployer().current(MODEL_NAME) is None  # no service started after the kill
+    finally:  # were the run to go on, its service would outlive the test's home
+        LocalDeployer().stop(MODEL_NAME)
+
+
+def _kill_a_demo_mid_run(home: Path, env: dict[str, str]) -> None:
     import signal
     import time
 
     import dagster as dg
     import psutil
 
-    from asgard_assets.contracts.model import MODEL_NAME
-    from asgard_assets.resources.deployer import LocalDeployer
-
-    home = tmp_path / "asgard"
-    env = {**clean_env(), "ASGARD_HOME": str(home)}
     asgard = subprocess.Popen(
         [str(BIN / "asgard"), "demo"],
-        cwd=tmp_path,
+        cwd=home.parent,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 300
-    while not any("STEP_START" in p.read_text() for p in (home / "logs").glob("demo-*.log")):
-        assert asgard.poll() is None and time.monotonic() < deadline, asgard.communicate()
-        time.sleep(0.2)
-    (run,) = psutil.Process(asgard.pid).children()
-    asgard.send_signal(signal.SIGTERM)
-    out, err = asgard.communicate(timeout=120)
-    assert asgard.returncode != 0
-    assert "Interrupted (SIGTERM): the run stopped (RUN_FAILURE, exit" in err, (out, err)
-    assert not run.is_running() or run.status() == psutil.STATUS_ZOMBIE
+    run = None
+    try:
+        deadline = time.monotonic() + 300
+        while not any("STEP_START" in p.read_text() for p in (home / "logs").glob("demo-*.log")):
+            assert asgard.poll() is None and time.monotonic() < deadline, asgard.communicate()
+            time.sleep(0.2)
+        (run,) = psutil.Process(asgard.pid).children()
+        asgard.send_signal(signal.SIGTERM)
+        out, err = asgard.communicate(timeout=120)
+        assert asgard.returncode != 0
+        assert "Interrupted (SIGTERM): the run stopped (RUN_FAILURE, exit" in err, (out, err)
+        assert not run.is_running() or run.status() == psutil.STATUS_ZOMBIE
+    finally:  # nothing of the test's left running, whatever failed
+        if asgard.poll() is None:
+            asgard.kill()
+        if run is not None and run.is_running():
+            run.kill()
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         (record,) = instance.get_run_records()
         assert record.dagster_run.status == dg.DagsterRunStatus.FAILURE
-    monkeypatch.setenv("ASGARD_HOME", str(home))
-    assert LocalDeployer().current(MODEL_NAME) is None  # no service started after the kill
 
 
 def test_load_demo_into_a_database_that_does_not_exist_says_how_to_create_it(capsys):
