@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import re
 import shlex
 import signal
 import subprocess
@@ -112,11 +113,12 @@ def demo(force: bool = False) -> int:
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     print(f"$ {home_prefix()}{shlex.join(cmd)}", flush=True)
     print(f"Dagster's event log: {log_path}", flush=True)
-    with log_path.open("w") as log, _forwarded_signals(insist=True) as signals:
+    with log_path.open("w") as log, _forwarded_signals() as signals:
         # Dagster writes its event log there itself
         process = signals.child = subprocess.Popen(
             cmd,
             env=env,
+            stdin=subprocess.DEVNULL,  # out of the terminal's foreground group: never reads it
             stdout=log,
             stderr=subprocess.STDOUT,
             process_group=0,
@@ -124,7 +126,7 @@ def demo(force: bool = False) -> int:
         )
         warm_summary = _SummaryImport()
         try:
-            followed = follow(lines_of(log_path, process), warm_summary.on_start)
+            followed = follow(signals.insisting(lines_of(log_path, process)), warm_summary.on_start)
         finally:  # never leave the interpreter with an import half done
             warm_summary.join()
     succeeded, explained, printed = followed.ended == "RUN_SUCCESS", False, None
@@ -146,14 +148,15 @@ def demo(force: bool = False) -> int:
         # teardown of dagster, dbt, Feast, MLflow: ~2 s) is not waited for
         return 0
     code = process.wait()
-    if signals.received:
+    if signals.received is not None:
+        ended = "before it started" if followed.run_id is None else followed.ended or "ended"
         print(
-            f"\nInterrupted ({signals.received}): the run stopped "
-            f"({followed.ended or 'before it started'}, exit {code}). Each table is at its last "
-            f"committed snapshot; `{home_prefix()}{_bin('asgard')} demo` runs again what is left.",
+            f"\nInterrupted ({signals.received.name}): the run stopped ({ended}, exit {code}). "
+            f"Each table is at its last committed snapshot; `{home_prefix()}{_bin('asgard')} "
+            "demo` runs again what is left.",
             file=sys.stderr,
         )
-        return code or 1
+        return 128 + signals.received  # as a shell reports a command its signal stopped
     if explained:
         print(
             f"\nThe run failed (exit {code}). Each step's traceback: run {followed.run_id} in "
@@ -304,46 +307,65 @@ def add_day() -> int:
     return 0
 
 
+# what Dagster logs when a step starts or is retried: how an interrupted run would go on
+GOES_ON = re.compile(r" - (STEP_START|STEP_UP_FOR_RETRY|STEP_RESTARTED) - ")
+
+
 class _Forwarded:
-    """The signals that asked the child to stop, each passed on to it as one SIGINT. With
-    ``insist``, SIGINT again every ``INSIST_EVERY`` seconds until it has exited: Dagster
-    retries a step that has a retry policy when it is interrupted (as it would after a
-    preemption), so one SIGINT may only restart the step it lands in."""
+    """The signals that asked the child to stop, each passed on to it as one SIGINT."""
 
-    INSIST_EVERY = 2.0
-
-    def __init__(self, insist: bool) -> None:
-        self.insist = insist
+    def __init__(self) -> None:
         self.child: subprocess.Popen | None = None
-        self.received: str | None = None
+        self.received: signal.Signals | None = None
 
     def __call__(self, signum, frame) -> None:
-        first = self.received is None
-        self.received = self.received or signal.Signals(signum).name
-        self._interrupt()
-        if first and self.insist:
-            threading.Thread(target=self._until_exited, daemon=True).start()
+        self.received = self.received or signal.Signals(signum)
+        self.interrupt()
 
-    def _interrupt(self) -> None:
+    def interrupt(self) -> None:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGINT)
 
-    def _until_exited(self) -> None:
-        while self.child is None or self.child.poll() is None:
-            time.sleep(self.INSIST_EVERY)
-            self._interrupt()
+    def insisting(self, lines: Iterator[str]) -> Iterator[str]:
+        """The child's event log, with SIGINT again whenever an interrupted run goes on:
+        Dagster retries an interrupted step that has a retry policy (as after a preemption)
+        and starts the steps that do not depend on a failed one."""
+        for line in lines:
+            if self.received is not None and GOES_ON.search(line):
+                self.interrupt()
+            yield line
+
+    def stop_child(self, every: float = 2.0, within: float = 60.0) -> None:
+        """SIGINT until the child exits (no log read any more: asgard itself failed)."""
+        deadline = time.monotonic() + within
+        while self.child is not None and time.monotonic() < deadline:
+            self.interrupt()
+            try:
+                self.child.wait(every)
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 @contextmanager
-def _forwarded_signals(insist: bool = False) -> Iterator[_Forwarded]:
+def _forwarded_signals() -> Iterator[_Forwarded]:
     """Ctrl-C, kill (SIGTERM) and a closed terminal each become one SIGINT to the child (in
     its own process group, a terminal's Ctrl-C reaches it only this way, once): `dagster
     dev` shuts down its servers, a run ends as failed, its steps interrupted, instead of
-    going on alone after asgard is gone."""
-    forwarded = _Forwarded(insist)
-    kept = {s: signal.signal(s, forwarded) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    going on alone after asgard is gone. A signal asgard was started ignoring (``nohup``'s
+    SIGHUP, a script's ``cmd &`` SIGINT) stays ignored."""
+    forwarded = _Forwarded()
+    kept = {
+        signum: signal.signal(signum, forwarded)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
         yield forwarded
+    except BaseException:
+        if forwarded.received is not None:  # e.g. the terminal went with the signal
+            forwarded.stop_child()
+        raise
     finally:
         for signum, handler in kept.items():
             signal.signal(signum, handler)

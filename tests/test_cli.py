@@ -335,19 +335,56 @@ def test_ui_passes_ctrl_c_kill_and_hangup_on_to_dagster_dev_once(monkeypatch):
 
         def wait(self):
             for signum in signals:  # what the user or a supervisor sends asgard
-                signal.getsignal(signum)(signum, None)
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    handler(signum, None)
             return 0
 
     before = {s: signal.getsignal(s) for s in signals}
     monkeypatch.setattr(cli.subprocess, "Popen", DagsterDev)
     try:
         assert cli.ui(3999) == 0
+        assert sent == [signal.SIGINT] * 3
+        sent.clear()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it: stays ignored
+        assert cli.ui(3999) == 0
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
-    assert sent == [signal.SIGINT] * 3
+    assert sent == [signal.SIGINT] * 2
     assert started["process_group"] == 0 and started["preexec_fn"] is cli._interruptible
     assert started["cmd"][1:] == ["dev", "-w", str(cli.ROOT / "workspace.yaml"), "-p", "3999"]
+
+
+def test_an_interrupted_run_that_goes_on_is_interrupted_again():
+    """After the first signal, each step Dagster starts or retries (it retries an interrupted
+    step that has a retry policy) gets SIGINT again; before any signal, none."""
+    import signal
+
+    sent = []
+
+    class Run:
+        def poll(self):
+            return None
+
+        def send_signal(self, signum):
+            sent.append(signum)
+
+    forwarded = cli._Forwarded()
+    forwarded.child = Run()
+    lines = [
+        _line("bronze__work_orders", "STEP_START"),
+        _line("bronze__work_orders", "STEP_UP_FOR_RETRY", "failed and has requested a retry"),
+        _line("bronze__work_orders", "STEP_RESTARTED"),
+        _line("bronze__materials", "STEP_SUCCESS"),
+        _line("bronze__materials", "STEP_START"),
+    ]
+    assert list(forwarded.insisting(iter(lines[:1]))) == lines[:1] and sent == []
+    forwarded(signal.SIGTERM, None)
+    assert list(forwarded.insisting(iter(lines[1:]))) == lines[1:]
+    assert sent == [signal.SIGINT] * 4  # the signal's own, retry, restart, a new step
+    assert forwarded.received == signal.SIGTERM
 
 
 def test_killing_the_demo_stops_its_run_and_says_so(tmp_path, monkeypatch):
@@ -392,7 +429,7 @@ def _kill_a_demo_mid_run(home: Path, env: dict[str, str]) -> None:
         (run,) = psutil.Process(asgard.pid).children()
         asgard.send_signal(signal.SIGTERM)
         out, err = asgard.communicate(timeout=120)
-        assert asgard.returncode != 0
+        assert asgard.returncode == 128 + signal.SIGTERM, (out, err)
         assert "Interrupted (SIGTERM): the run stopped (RUN_FAILURE, exit" in err, (out, err)
         assert not run.is_running() or run.status() == psutil.STATUS_ZOMBIE
     finally:  # nothing of the test's left running, whatever failed

@@ -513,6 +513,38 @@ def test_a_port_taken_once_chosen_is_not_taken_for_the_new_service(
     assert not is_service(old)  # replaced, blue/green
 
 
+def test_a_deploy_interrupted_while_its_service_starts_leaves_no_service(
+    journey_home, tmp_path, monkeypatch
+):
+    """Ctrl-C or a kill of `asgard demo` while a new service process waits to answer /health:
+    that process goes too (no state file records it: `asgard stop` could not find it), and
+    the recorded deployment keeps serving."""
+    import psutil
+
+    old = LocalDeployer().current(MODEL_NAME)
+    real, started = LocalDeployer.healthy, []
+
+    def interrupted(self, deployment):
+        if deployment.pid == old.pid:
+            return real(self, deployment)
+        started.append(deployment.pid)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalDeployer, "healthy", interrupted)
+    state = journey_home / "deployments" / f"{MODEL_NAME}.json"
+    saved = state.read_text()
+    state.write_text(json.dumps({**json.loads(saved), "code": "other code"}))  # a new process
+    try:
+        deployer = LocalDeployer(blue_port=free_port(), green_port=free_port())
+        with pytest.raises(KeyboardInterrupt):
+            deployer.deploy(MODEL_NAME, old.version, tmp_path)
+    finally:
+        state.write_text(saved)
+    (pid,) = started
+    assert not psutil.pid_exists(pid)
+    assert LocalDeployer().current(MODEL_NAME) == old and is_service(old)
+
+
 def test_a_service_from_other_code_is_replaced_blue_green(journey_home, tmp_path, monkeypatch):
     """A service started from other code is not reloaded: a new one starts beside it, and
     the old stops only once the new is healthy."""
