@@ -69,11 +69,16 @@ class _Counted:
 def _open_catalog(properties: dict[str, str]) -> Catalog:
     """The catalog, its tables created on first open. A new SQL catalog opened by two
     processes at once: both find its tables missing and the loser's ``CREATE TABLE`` fails
-    (a database error, since pyiceberg checks, then creates). Opened again, it finds the
-    tables the winner made; a second failure is the database's real answer."""
+    (pyiceberg checks, then creates) with "already exists" (SQLite, MySQL, PostgreSQL's
+    ``DuplicateTable``) or a unique-key violation (PostgreSQL's catalog of types). Opened
+    again, it finds the tables the winner made. Any other error (a refused connection, a
+    wrong password) is the database's answer: raised at once, not waited for twice."""
     try:
         return load_catalog(CATALOG_NAME, **properties)
-    except sqlalchemy.exc.DBAPIError:
+    except sqlalchemy.exc.DBAPIError as e:
+        lost_race = isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e.orig)
+        if not lost_race:
+            raise
         return load_catalog(CATALOG_NAME, **properties)
 
 
