@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
-import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import journey_stamp
+from .child_signals import forwarded_signals
 from .instance import ROOT, instance_env
 from .run_log import follow, lines_of
 from .settings import asgard_home, home_prefix
@@ -113,16 +111,14 @@ def demo(force: bool = False) -> int:
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     print(f"$ {home_prefix()}{shlex.join(cmd)}", flush=True)
     print(f"Dagster's event log: {log_path}", flush=True)
-    with log_path.open("w") as log, _forwarded_signals() as signals:
+    with log_path.open("w") as log, forwarded_signals() as signals:
         # Dagster writes its event log there itself
-        process = signals.child = subprocess.Popen(
+        process = signals.start(
             cmd,
             env=env,
             stdin=subprocess.DEVNULL,  # out of the terminal's foreground group: never reads it
             stdout=log,
             stderr=subprocess.STDOUT,
-            process_group=0,
-            preexec_fn=_interruptible,
         )
         warm_summary = _SummaryImport()
         try:
@@ -307,86 +303,12 @@ def add_day() -> int:
     return 0
 
 
-# what Dagster logs when a step starts or is retried: how an interrupted run would go on
-GOES_ON = re.compile(r" - (STEP_START|STEP_UP_FOR_RETRY|STEP_RESTARTED) - ")
-
-
-class _Forwarded:
-    """The signals that asked the child to stop, each passed on to it as one SIGINT."""
-
-    def __init__(self) -> None:
-        self.child: subprocess.Popen | None = None
-        self.received: signal.Signals | None = None
-
-    def __call__(self, signum, frame) -> None:
-        self.received = self.received or signal.Signals(signum)
-        self.interrupt()
-
-    def interrupt(self) -> None:
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGINT)
-
-    def insisting(self, lines: Iterator[str]) -> Iterator[str]:
-        """The child's event log, with SIGINT again whenever an interrupted run goes on:
-        Dagster retries an interrupted step that has a retry policy (as after a preemption)
-        and starts the steps that do not depend on a failed one."""
-        for line in lines:
-            if self.received is not None and GOES_ON.search(line):
-                self.interrupt()
-            yield line
-
-    def stop_child(self, every: float = 2.0, within: float = 60.0) -> None:
-        """SIGINT until the child exits (no log read any more: asgard itself failed)."""
-        deadline = time.monotonic() + within
-        while self.child is not None and time.monotonic() < deadline:
-            self.interrupt()
-            try:
-                self.child.wait(every)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-@contextmanager
-def _forwarded_signals() -> Iterator[_Forwarded]:
-    """Ctrl-C, kill (SIGTERM) and a closed terminal each become one SIGINT to the child (in
-    its own process group, a terminal's Ctrl-C reaches it only this way, once): `dagster
-    dev` shuts down its servers, a run ends as failed, its steps interrupted, instead of
-    going on alone after asgard is gone. A signal asgard was started ignoring (``nohup``'s
-    SIGHUP, a script's ``cmd &`` SIGINT) stays ignored."""
-    forwarded = _Forwarded()
-    kept = {
-        signum: signal.signal(signum, forwarded)
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        if signal.getsignal(signum) is not signal.SIG_IGN
-    }
-    try:
-        yield forwarded
-    except BaseException:
-        if forwarded.received is not None:  # e.g. the terminal went with the signal
-            forwarded.stop_child()
-        raise
-    finally:
-        for signum, handler in kept.items():
-            signal.signal(signum, handler)
-
-
 def ui(port: int) -> int:
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
     # its own shutdown of its webserver, daemon and code server, not an orphaned tree
-    with _forwarded_signals() as signals:
-        signals.child = subprocess.Popen(
-            cmd, env=instance_env(), cwd=ROOT, process_group=0, preexec_fn=_interruptible
-        )
-        return signals.child.wait()
-
-
-def _interruptible() -> None:
-    """SIGINT back to its default in the child: a process started in the background
-    inherits it ignored, and `dagster dev` then ignores SIGTERM too (it maps one to the
-    other)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    with forwarded_signals() as signals:
+        return signals.start(cmd, env=instance_env(), cwd=ROOT).wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import clean_env
 
-from asgard_assets import cli, demo_data, run_log
+from asgard_assets import child_signals, cli, demo_data, run_log
 from asgard_assets.days import all_days_range, partition_bounds
 
 BIN = Path(sys.executable).parent
@@ -341,7 +341,7 @@ def test_ui_passes_ctrl_c_kill_and_hangup_on_to_dagster_dev_once(monkeypatch):
             return 0
 
     before = {s: signal.getsignal(s) for s in signals}
-    monkeypatch.setattr(cli.subprocess, "Popen", DagsterDev)
+    monkeypatch.setattr(child_signals.subprocess, "Popen", DagsterDev)
     try:
         assert cli.ui(3999) == 0
         assert sent == [signal.SIGINT] * 3
@@ -353,7 +353,7 @@ def test_ui_passes_ctrl_c_kill_and_hangup_on_to_dagster_dev_once(monkeypatch):
         for signum, handler in before.items():
             signal.signal(signum, handler)
     assert sent == [signal.SIGINT] * 2
-    assert started["process_group"] == 0 and started["preexec_fn"] is cli._interruptible
+    assert started["process_group"] == 0 and started["preexec_fn"] is child_signals.interruptible
     assert started["cmd"][1:] == ["dev", "-w", str(cli.ROOT / "workspace.yaml"), "-p", "3999"]
 
 
@@ -371,7 +371,7 @@ def test_an_interrupted_run_that_goes_on_is_interrupted_again():
         def send_signal(self, signum):
             sent.append(signum)
 
-    forwarded = cli._Forwarded()
+    forwarded = child_signals.Forwarded()
     forwarded.child = Run()
     lines = [
         _line("bronze__work_orders", "STEP_START"),

@@ -278,26 +278,25 @@ class LocalDeployer(Deployer):
             process_start(proc.pid),
             code,
         )
-        deadline = time.monotonic() + self.health_timeout_s
+        deadline, started = time.monotonic() + self.health_timeout_s, False
         try:
             while not self.healthy(new):
                 exited = proc.poll() is not None
+                if exited and not _port_free(self.host, port):
+                    return None
                 if exited or time.monotonic() > deadline:
-                    _stop_child(proc)
-                    shutil.rmtree(metrics, ignore_errors=True)
-                    if exited and not _port_free(self.host, port):
-                        return None
                     tail = log.read_text()[-2000:]
                     raise dg.Failure(
                         f"version {version} did not become healthy on port {port}; the previous deployment keeps serving. Log tail:\n{tail}"
                     )
                 time.sleep(0.25)
-        except BaseException:
-            # an interrupted run (Ctrl-C, a kill of asgard demo) must not leave a service that
-            # no state file records, where `asgard stop` cannot find it
-            _stop_child(proc)
-            shutil.rmtree(metrics, ignore_errors=True)
-            raise
+            started = True
+        finally:
+            # not started (given up, failed, or the run interrupted: Ctrl-C, a kill of asgard
+            # demo): no state file records this process, `asgard stop` could not find it
+            if not started:
+                _stop_child(proc)
+                shutil.rmtree(metrics, ignore_errors=True)
         return new
 
     def stop(self, model: str) -> None:
