@@ -62,3 +62,48 @@ def test_duckdb_connections_spill_under_asgard_home_past_their_limit(home):
     reference = bounded_duckdb(DUCKDB_MEMORY)
     assert limit == reference.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     assert temp.startswith(str(home))
+
+
+def test_connections_share_a_database_but_each_sees_only_its_own_tables(home):
+    lakehouse = resource("lakehouse")
+    lakehouse.write(TABLE, _batch(range(5)), mode="overwrite")
+    before = lakehouse.query(f"SELECT count(*) FROM {TABLE}", TABLE)
+    lakehouse.write(TABLE, _batch(range(5, 8)), mode="append")
+    after = lakehouse.query(f"SELECT count(*) FROM {TABLE}", TABLE)
+
+    # each connection's view of bronze.stream_probe is over the snapshot it attached
+    assert before.fetchone()[0] == 5
+    assert after.fetchone()[0] == 8
+    plain = bounded_duckdb()
+    missing = plain.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE schema_name = 'bronze' AND database_name = "
+        "current_database()"
+    ).fetchone()[0]
+    assert missing == 0
+
+
+def test_a_connection_gone_leaves_no_catalog_behind(home):
+    import gc
+
+    lakehouse = resource("lakehouse")
+    lakehouse.write(TABLE, _batch(range(3)), mode="overwrite")
+    count = "SELECT count(*) FROM duckdb_databases()"
+    start = bounded_duckdb().execute(count).fetchone()[0]
+    for _ in range(50):
+        assert lakehouse.query(f"SELECT count(*) FROM {TABLE}", TABLE).fetchone()[0] == 3
+    gc.collect()
+    # the 50 connections' catalogs are detached by the next connection
+    assert bounded_duckdb().execute(count).fetchone()[0] <= start + 1
+
+
+def test_connections_in_threads_at_once(home):
+    from concurrent.futures import ThreadPoolExecutor
+
+    lakehouse = resource("lakehouse")
+    lakehouse.write(TABLE, _batch(range(1000)), mode="overwrite")
+
+    def total(_):
+        return lakehouse.query(f"SELECT sum(id) FROM {TABLE}", TABLE).fetchone()[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(total, range(64))) == {sum(range(1000))}
