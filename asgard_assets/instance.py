@@ -69,18 +69,40 @@ def apply_defaults() -> None:
 
 
 def _one_line_cli_errors(kind, error, tb) -> None:
-    """``dagster asset materialize --select '*'`` without days raises a bare CheckError with
-    a traceback; say what to add instead."""
-    if "no '--partition' option was provided" in str(error):
-        from .days import all_days_range
+    """A mistake in what was typed (a selection, a day, a range, run config) is said in one
+    line, or in Dagster's own words without its traceback; anything else as usual."""
+    line = _typed_mistake(error)
+    if line is None:
+        sys.__excepthook__(kind, error, tb)
+    else:
+        print(f"error: {line}", file=sys.stderr)
 
-        print(
-            "error: the selection has daily-partitioned assets: add "
-            f"--partition-range {all_days_range()} (every day, one run) or --partition DAY",
-            file=sys.stderr,
+
+def _typed_mistake(error: BaseException) -> str | None:
+    from dagster._core.errors import DagsterInvalidConfigError, DagsterInvalidSubsetError
+
+    text = str(error)
+    if "no '--partition' option was provided" in text:
+        # `--select '*'` without days raises a bare CheckError: say what to add
+        return (
+            "the selection has daily-partitioned assets: add --partition-range "
+            f"{_days()} (every day, one run) or --partition DAY"
         )
-        return
-    sys.__excepthook__(kind, error, tb)
+    if "Invalid partition range format" in text:
+        return f"--partition-range takes FIRST...LAST, three dots: e.g. {_days()}"
+    if isinstance(error, DagsterInvalidSubsetError):
+        if "partition key" in text:  # a day outside the partitions
+            return f"{text} The daily partitions are {_days()}."
+        return text  # an unknown asset key, with Dagster's "did you mean"
+    if isinstance(error, DagsterInvalidConfigError):
+        return text
+    return None
+
+
+def _days() -> str:
+    from .days import all_days_range
+
+    return all_days_range()
 
 
 def install_pth() -> Path:

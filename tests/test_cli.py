@@ -223,6 +223,36 @@ def test_whole_graph_without_days_fails_in_one_line(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        (
+            ["--select", "silver/work_order"],
+            'did you mean one of the following?\n\t["silver", "work_orders"]',
+        ),
+        (
+            ["--select", "silver/work_orders", "--partition", "2031-01-01"],
+            "partition key `2031-01-01` or have no PartitionsDefinition. The daily partitions are "
+            "2025-01-01...2025-06-30.",
+        ),
+        (
+            ["--select", "silver/work_orders", "--partition-range", "2025-01-01..2025-01-03"],
+            "error: --partition-range takes FIRST...LAST, three dots: e.g. 2025-01-01...2025-06-30",
+        ),
+    ],
+    ids=["unknown key", "day outside", "two dots"],
+)
+def test_a_typing_mistake_on_the_dagster_cli_is_said_without_a_traceback(tmp_path, typed, said):
+    done = run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "asgard_assets.definitions", *typed],
+        tmp_path,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ")
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def _line(step: str, event: str, message: str = "") -> str:
     run = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
     return f"2026-11-29 22:00:00 +0000 - dagster - DEBUG - __ASSET_JOB - {run} - 42 - {step} - {event} - {message}\n"
