@@ -19,6 +19,11 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 # (orchestration/dagster_instance.py); Dagster's default of 0 stores them one by one.
 os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
+# Usage telemetry off, as Dagster's is in dagster.yaml: MLflow 3 otherwise sends events from
+# every process that trains, registers or serves (a thread of its own in each). Users can
+# turn it on.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 # dbt, feast and uvicorn are run as commands: use the ones installed beside this interpreter,
 # whether or not the venv's bin is on PATH (`.venv/bin/dagster ...` does not put it there).
 _bin = os.path.dirname(os.path.abspath(sys.executable))

@@ -48,3 +48,22 @@ def test_no_model_and_no_alias_mean_no_champion(home, tmp_path, monkeypatch):
     assert tracking.champion(MODEL_NAME) is None  # no registered model yet
     tracking.client().create_registered_model(MODEL_NAME)
     assert tracking.champion(MODEL_NAME) is None  # a model without the alias
+
+
+def test_mlflow_telemetry_is_off_unless_turned_on(tmp_path):
+    import subprocess
+    import sys
+
+    # a user's shell: none of the CI or pytest variables MLflow itself turns telemetry off for
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ASGARD_HOME": str(tmp_path)}
+    code = "import asgard_assets, mlflow.telemetry.utils as t; print(t.is_telemetry_disabled())"
+
+    def disabled(**more) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env={**env, **more}, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert disabled() == "True"
+    assert disabled(MLFLOW_DISABLE_TELEMETRY="false") == "False"  # the user's choice wins
