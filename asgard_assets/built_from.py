@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from . import judged
+from .key_checks import SPAN
 from .metadata import skipped
 from .partitions import Window
 from .resources.lakehouse import Lakehouse
@@ -105,14 +106,18 @@ def unchanged(
     identifier: str,
     audit: Audit,
     source: str,
+    window: Window | None = None,
 ) -> dg.MaterializeResult:
     """The result of a step that found nothing to do: the table as it is, the same data
-    version, and the check results its snapshot was published with (judged again on the
-    current rows only when none were recorded, e.g. a table written before they were)."""
+    version, and the check results its snapshot was published with. They are judged again
+    on the current rows when none were recorded (a table written before they were), or when
+    they were judged against another span of the daily partitions than ``window``'s (the
+    partition bounds were set otherwise since, or a live source's last day moved on): the
+    same rows are outside them or not depending on it."""
     table = lakehouse.table(identifier)
     written = described(table, identifier)
     checks = judged.recorded(table)
-    if checks is None:
+    if checks is None or (window is not None and _other_span(checks, window)):
         checks = audit(Staged(identifier, table.transaction(), table.io))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(str(written.snapshot_id)),
@@ -123,3 +128,8 @@ def unchanged(
         },
         check_results=checks,
     )
+
+
+def _other_span(checks: Sequence[dg.AssetCheckResult], window: Window) -> bool:
+    spans = {c.metadata[SPAN].value for c in checks if SPAN in (c.metadata or {})}
+    return bool(spans - {window.span})

@@ -19,6 +19,8 @@ from .resources.write_audit import Staged
 
 SAMPLE = 10  # keys named in a check's description and metadata
 OUTSIDE = "rows_outside_partitions"
+# metadata of a check judged against the partitions' span (OUTSIDE): which span it was
+SPAN = "partitions_span"
 
 
 def check_names(table: str) -> tuple[str, str, str]:
@@ -99,6 +101,7 @@ def check_result(
     description: str,
     severity: dg.AssetCheckSeverity,
     sample: list | None = None,
+    metadata: dict | None = None,
 ) -> dg.AssetCheckResult:
     """A check that passes when ``count`` (of bad rows or keys) is 0; names the sample."""
     sample = [str(k) for k in sample or []]
@@ -109,7 +112,7 @@ def check_result(
         severity=severity,
         description=f"{count} {description}"
         + (f" (first {SAMPLE}: {', '.join(sample)})" if sample else ""),
-        metadata={"count": count, "sample_keys": sample},
+        metadata={"count": count, "sample_keys": sample, **(metadata or {})},
     )
 
 

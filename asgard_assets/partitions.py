@@ -115,6 +115,11 @@ class Window:
             ),
         )
 
+    @property
+    def span(self) -> str:
+        """The span of all daily partitions, which says which rows are outside them."""
+        return f"[{self.first:%Y-%m-%d}, {self.last:%Y-%m-%d})"
+
     def __str__(self) -> str:
         return f"{self.column} in [{self.start:%Y-%m-%d}, {self.end:%Y-%m-%d})"
 

@@ -14,7 +14,7 @@ from conftest import materialize
 from test_ingestion import failure_message, rows, stable
 from test_partitions import evaluate_new_rows, keys
 
-from asgard_assets import demo_data
+from asgard_assets import demo_data, partitions
 from asgard_assets.key_checks import key_stats
 from asgard_assets.partitions import range_tags
 from asgard_assets.resources import resource
@@ -200,6 +200,33 @@ def test_rows_outside_the_partitions_are_kept_and_reported(source):
     # a one-day run replaces the remainder too: still once each
     assert materialize(WO, partition_key="2025-05-01").success
     assert rows("bronze.work_orders") == 15_003 and rows("silver.work_orders") == 14_853
+
+
+def test_rows_outside_are_judged_again_when_the_partitions_span_moved(own_source, monkeypatch):
+    """A step with nothing to do reports the checks its snapshot was published with, but
+    not a count of rows outside the partitions judged against another span of them (the
+    bounds set otherwise since, or a live source's last day moved on)."""
+    first = materialize("bronze/work_orders")
+    assert checks(first, "bronze")["work_orders.rows_outside_partitions"].passed
+    monkeypatch.setattr(  # ASGARD_PARTITION_START=2025-02-01 from now on
+        partitions,
+        "daily",
+        lambda: dg.DailyPartitionsDefinition("2025-02-01", end_date="2025-07-01", timezone="UTC"),
+    )
+    with sa.create_engine(own_source).connect() as conn:
+        january = conn.execute(
+            sa.text("SELECT count(*) FROM work_orders WHERE start_time < '2025-02-01'")
+        ).scalar()
+    assert january > 0
+
+    result = materialize("bronze/work_orders", partition_key="2025-05-01")
+
+    (mat,) = result.asset_materializations_for_node("bronze__work_orders")
+    assert "skipped" in mat.metadata  # the source's day is unchanged: nothing written
+    outside = checks(result, "bronze")["work_orders.rows_outside_partitions"]
+    assert not outside.passed
+    assert outside.metadata["count"].value == january
+    assert outside.metadata["partitions_span"].value == "[2025-02-01, 2025-07-01)"
 
 
 def test_sensor_brings_rows_outside_the_partitions(own_source):

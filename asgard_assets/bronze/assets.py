@@ -66,6 +66,7 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
                 f"bronze.{table}",
                 bronze_audit(table, window),
                 "the source's window",
+                window,
             )
         result = ingestion.ingest(
             table,

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from ..contracts.sources import SOURCES
-from ..key_checks import OUTSIDE, check_result, key_results, key_specs, key_stats
+from ..key_checks import OUTSIDE, SPAN, check_result, key_results, key_specs, key_stats
 from ..partitions import PARTITION_COLUMNS, Window, daily, is_partitioned, run_days
 from ..resources.lakehouse import Lakehouse
 from ..resources.write_audit import Audit, Staged
@@ -63,6 +63,7 @@ def bronze_audit(table: str, window: Window | None = None) -> Audit:
                     f"rows outside the daily partitions ({where})",
                     dg.AssetCheckSeverity.WARN,
                     stats.outside_sample,
+                    {SPAN: window.span},
                 )
             )
         return results
