@@ -73,3 +73,20 @@ def test_building_one_resource_imports_only_its_module(tmp_path):
         "write_results",
     ]
     assert out == [f"asgard_assets.resources.{m}" for m in lakehouse_modules]
+
+
+def test_the_profile_chooses_golds_dbt_target_and_says_so(monkeypatch, caplog):
+    from asgard_assets.resources import resource
+
+    monkeypatch.setenv("ASGARD_DBT_TARGET", "trino")
+    with caplog.at_level("WARNING", logger="asgard"):
+        dbt = resource("dbt", "local")
+    assert dbt.target == "duckdb"
+    assert (
+        "ASGARD_DBT_TARGET=trino is not used by the gold asset: ASGARD_PROFILE=local "
+        in caplog.text
+    )
+    caplog.clear()
+    monkeypatch.setenv("ASGARD_DBT_TARGET", "duckdb")
+    assert resource("dbt", "local").target == "duckdb"
+    assert caplog.text == ""

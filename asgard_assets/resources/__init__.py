@@ -9,6 +9,7 @@ every resource module cost each of them ~0.7 s.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -40,9 +41,19 @@ def _load(path: str):
     return getattr(importlib.import_module(f".{module}", __package__), name)
 
 
-def _dbt(target: str):
+def _dbt(profile_name: str):
     from ..gold.project import DBT_DIR, AsgardDbtCli
 
+    target = DBT_TARGETS[profile_name]
+    # the profile chooses gold's engine (Trino writes through the cluster's catalog, DuckDB
+    # through Asgard's): ASGARD_DBT_TARGET is profiles.yml's default, for dbt typed by hand
+    typed = os.environ.get("ASGARD_DBT_TARGET")
+    if typed and typed != target:
+        logging.getLogger("asgard").warning(
+            f"ASGARD_DBT_TARGET={typed} is not used by the gold asset: ASGARD_PROFILE="
+            f"{profile_name} builds gold with dbt's {target} target (ASGARD_PROFILE=k8s for "
+            "trino); it only sets the default target of dbt commands typed by hand"
+        )
     return AsgardDbtCli(project_dir=str(DBT_DIR), target=target)
 
 
@@ -89,7 +100,7 @@ LOCAL: dict[str, Callable[[], dg.ConfigurableResource]] = {
     "lakehouse": lambda: _lakehouse(_env("ASGARD_CATALOG_URI"), _env("ASGARD_WAREHOUSE")),
     "ingestion": lambda: _load("ingestion:EmbeddedIngestion")(source_url=_env("ASGARD_SOURCE_URL")),
     "spark": lambda: _load("spark:DuckDbSparkSql")(),
-    "dbt": lambda: _dbt(DBT_TARGETS["local"]),
+    "dbt": lambda: _dbt("local"),
     "feature_store": lambda: _load("feature_store:FeatureStoreResource")(),
     "mlflow_tracking": lambda: _load("mlflow_tracking:MlflowTracking")(
         tracking_uri=_env("MLFLOW_TRACKING_URI")
@@ -103,7 +114,7 @@ K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
     "lakehouse": lambda: _lakehouse(dg.EnvVar("ASGARD_CATALOG_URI"), dg.EnvVar("ASGARD_WAREHOUSE")),
     "ingestion": _airbyte,
     "spark": lambda: _load("spark_operator:spark_operator_from_env")(),
-    "dbt": lambda: _dbt(DBT_TARGETS["k8s"]),
+    "dbt": lambda: _dbt("k8s"),
     "feature_store": lambda: _load("feature_store:FeatureStoreResource")(
         yaml_file="feature_store.k8s.yaml"
     ),
