@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import journey_stamp
+from . import journey_stamp, settings
 from .child_signals import forwarded_signals
 from .instance import ROOT, instance_env
 from .run_log import follow, lines_of
@@ -94,8 +94,10 @@ class _SummaryImport:
 def demo(force: bool = False) -> int:
     env = instance_env()
     try:
+        settings.check()
+        missing_settings()
         days = journey_days()
-    except ValueError as e:  # the source cannot be read, or no day has ended yet
+    except ValueError as e:  # a setting, the source cannot be read, no day has ended yet
         print(f"asgard demo: {e}", file=sys.stderr)
         return 1
     print(f"ASGARD_HOME={env['ASGARD_HOME']}  (Dagster instance: {env['DAGSTER_HOME']})")
@@ -249,13 +251,12 @@ def load_demo(url: str) -> int:
         counts = demo_data.load(url)
     except (sa.exc.DBAPIError, SourceUrlError) as e:
         reason = error_line(e)
-        hint = (
-            f" (create it first, e.g. psql -h HOST -U USER -c 'CREATE DATABASE {database}')"
-            if isinstance(e, sa.exc.DBAPIError)
-            and "does not exist" in reason
-            and (database := sa.engine.make_url(url).database)
-            else ""
-        )
+        database = sa.engine.make_url(url).database if isinstance(e, sa.exc.DBAPIError) else None
+        hint = ""
+        if database and "does not exist" in reason:  # PostgreSQL's words
+            hint = f" (create it first, e.g. psql -h HOST -U USER -c 'CREATE DATABASE {database}')"
+        elif database and "Unknown database" in reason:  # MySQL's and MariaDB's
+            hint = f" (create it first, e.g. mysql -h HOST -u USER -e 'CREATE DATABASE {database}')"
         print(f"asgard load-demo: cannot load into {redact(url)}: {reason}{hint}", file=sys.stderr)
         return 1
     parsed = sa.engine.make_url(url)
@@ -303,7 +304,21 @@ def add_day() -> int:
     return 0
 
 
+def missing_settings() -> None:
+    """Outside the local profile, every environment variable the profile needs, named at
+    once before a run starts (MissingSettings, a ValueError), not inside its first step."""
+    if settings.profile() != "local":
+        from .resources import resources_for
+
+        resources_for()  # builds them: raises MissingSettings naming every unset one
+
+
 def ui(port: int) -> int:
+    try:
+        settings.check()
+    except ValueError as e:
+        print(f"asgard ui: {e}", file=sys.stderr)
+        return 1
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(port)]
     # its own shutdown of its webserver, daemon and code server, not an orphaned tree

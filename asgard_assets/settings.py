@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 PROFILES = ("local", "k8s")
@@ -44,13 +45,34 @@ def source_url() -> str | None:
 
 def partition_start() -> str | None:
     """First day of the daily partitions; None: the source's first day."""
-    return os.environ.get("ASGARD_PARTITION_START") or None
+    return _day("ASGARD_PARTITION_START")
 
 
 def partition_end() -> str | None:
     """Last day of the daily partitions; None: the demo data's last day, or yesterday for
     a real source."""
-    return os.environ.get("ASGARD_PARTITION_END") or None
+    return _day("ASGARD_PARTITION_END")
+
+
+def _day(name: str) -> str | None:
+    """A day setting as YYYY-MM-DD (2025-02-1 is 2025-02-01); a ValueError naming it when it
+    is not a day."""
+    value = os.environ.get(name) or None
+    if value is None:
+        return None
+    try:
+        return f"{datetime.strptime(value, '%Y-%m-%d'):%Y-%m-%d}"
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a day: YYYY-MM-DD, e.g. 2025-02-01") from None
+
+
+def check() -> None:
+    """The settings read before anything runs, each judged: a ValueError names the first
+    that cannot be used."""
+    profile()
+    start, end = partition_start(), partition_end()
+    if start and end and start > end:
+        raise ValueError(f"ASGARD_PARTITION_START={start} is after ASGARD_PARTITION_END={end}")
 
 
 # the embedded stores' files, relative to ASGARD_HOME

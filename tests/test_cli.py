@@ -483,6 +483,55 @@ def test_load_demo_into_a_database_that_does_not_exist_says_how_to_create_it(cap
     ]
 
 
+def test_load_demo_into_a_mysql_database_that_does_not_exist_says_how_to_create_it(
+    mysql_url, capsys
+):
+    url = mysql_url.rsplit("/", 1)[0] + "/asgard_no_such_database"
+    assert cli.main(["load-demo", url]) == 1
+    err = capsys.readouterr().err
+    assert "Unknown database 'asgard_no_such_database'" in err
+    assert err.rstrip().endswith(
+        "(create it first, e.g. mysql -h HOST -u USER -e 'CREATE DATABASE asgard_no_such_database')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        ({"ASGARD_PROFILE": "K8S"}, "ASGARD_PROFILE='K8S' is not one of local, k8s"),
+        (
+            {"ASGARD_PARTITION_START": "2025-02-30"},
+            "ASGARD_PARTITION_START='2025-02-30' is not a day: YYYY-MM-DD, e.g. 2025-02-01",
+        ),
+        (
+            {"ASGARD_PARTITION_END": "garbage"},
+            "ASGARD_PARTITION_END='garbage' is not a day: YYYY-MM-DD, e.g. 2025-02-01",
+        ),
+        (
+            {"ASGARD_PARTITION_START": "2025-05-01", "ASGARD_PARTITION_END": "2025-04-1"},
+            "ASGARD_PARTITION_START=2025-05-01 is after ASGARD_PARTITION_END=2025-04-01",
+        ),
+        (
+            {"ASGARD_PROFILE": "k8s"},
+            "ASGARD_PROFILE=k8s needs these environment variables, unset: "
+            "AIRBYTE_CONFIGURATION_API_URL (ingestion)",
+        ),
+    ],
+    ids=["profile", "no such day", "not a day", "start after end", "k8s unset"],
+)
+def test_a_setting_that_cannot_work_is_named_before_a_run_starts(
+    home, monkeypatch, capsys, settings, said
+):
+    for name in ("AIRBYTE_REST_API_URL", "ASGARD_CATALOG_URI", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"asgard demo: {said}") and err.count("\n") == 1, err
+    assert not (home / "logs").exists()  # no run was started
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [
