@@ -294,6 +294,14 @@ def test_hostile_bodies_get_a_4xx_with_a_message(service, body):
     assert service.post("/predict", json={"instances": [ROW]}).status_code == 200  # still serving
 
 
+def test_an_integer_beyond_64_bits_is_read_as_the_nearest_double(service):
+    big = json.dumps({"instances": [{**ROW, "units_per_hour": 10**22}]})
+    r = service.post("/predict", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    as_float = service.post("/predict", json={"instances": [{**ROW, "units_per_hour": 1e22}]})
+    assert r.json()["predictions"] == as_float.json()["predictions"]
+
+
 def test_a_body_of_the_wrong_shape_is_told_the_forms_predict_takes(service):
     forms = "instances (rows by feature name), inputs (columns) or operator_ids"
     unknown = service.post("/predict", json={"foo": 1})
