@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import os
 import shlex
 import subprocess
 import sys
@@ -91,6 +92,18 @@ class _SummaryImport:
             self.thread.join()
 
 
+# settings the printed command acts on besides ASGARD_HOME: where the rows come from and go,
+# which days there are
+SHAPING = (
+    "ASGARD_PROFILE",
+    "ASGARD_SOURCE_URL",
+    "ASGARD_PARTITION_START",
+    "ASGARD_PARTITION_END",
+    "ASGARD_CATALOG_URI",
+    "ASGARD_WAREHOUSE",
+)
+
+
 def demo(force: bool = False) -> int:
     env = instance_env()
     try:
@@ -112,6 +125,9 @@ def demo(force: bool = False) -> int:
     logs.mkdir(exist_ok=True)
     log_path = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     print(f"$ {home_prefix()}{shlex.join(cmd)}", flush=True)
+    if shaping := [name for name in SHAPING if os.environ.get(name)]:
+        # not printed with their values: a source URL may hold a password
+        print(f"  with {', '.join(shaping)} as set here (export them to run it yourself)")
     print(f"Dagster's event log: {log_path}", flush=True)
     with log_path.open("w") as log, forwarded_signals() as signals:
         # Dagster writes its event log there itself

@@ -427,7 +427,8 @@ def test_killing_the_demo_stops_its_run_and_says_so(tmp_path, monkeypatch):
 
     home = tmp_path / "asgard"
     monkeypatch.setenv("ASGARD_HOME", str(home))
-    env = {**clean_env(), "ASGARD_HOME": str(home)}
+    # the demo's own last day, set: the printed command names it
+    env = {**clean_env(), "ASGARD_HOME": str(home), "ASGARD_PARTITION_END": "2025-06-30"}
     try:
         _kill_a_demo_mid_run(home, env)
         assert LocalDeployer().current(MODEL_NAME) is None  # no service started after the kill
@@ -461,6 +462,7 @@ def _kill_a_demo_mid_run(home: Path, env: dict[str, str]) -> None:
         out, err = asgard.communicate(timeout=120)
         assert asgard.returncode == 128 + signal.SIGTERM, (out, err)
         assert "Interrupted (SIGTERM): the run stopped (RUN_FAILURE, exit" in err, (out, err)
+        assert "\n  with ASGARD_PARTITION_END as set here (export them to run it" in out, out
         assert not run.is_running() or run.status() == psutil.STATUS_ZOMBIE
     finally:  # nothing of the test's left running, whatever failed
         if asgard.poll() is None:
