@@ -196,6 +196,21 @@ def test_catalog_and_warehouse_are_chosen_independently(tmp_path, monkeypatch):
     assert "s3.secret-access-key" not in sql.write_pyiceberg_config().read_text()
 
 
+def test_a_relative_warehouse_folder_is_made_absolute(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    monkeypatch.setenv("ASGARD_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    lakehouse = IcebergLakehouse(warehouse="wh")  # ASGARD_WAREHOUSE=wh
+    assert lakehouse.catalog_properties()["warehouse"] == (tmp_path / "wh").as_uri()
+    lakehouse.write("bronze.probe", pa.table({"id": [1, 2]}).to_reader(), mode="overwrite")
+    monkeypatch.chdir(tmp_path / "home")  # another working directory reads the same table
+    assert IcebergLakehouse(warehouse="wh").table("bronze.probe").scan().to_arrow().num_rows == 2
+    # a REST catalog's warehouse may be a name, not a folder: left as it is
+    rest = IcebergLakehouse(catalog_uri="https://polaris:8181/api/catalog", warehouse="wh")
+    assert rest.catalog_properties()["warehouse"] == "wh"
+
+
 def test_both_profiles_pass_the_s3_settings(monkeypatch):
     for name in profile_settings("k8s"):  # every other k8s setting: any value
         monkeypatch.setenv(name, "x")

@@ -372,9 +372,13 @@ class IcebergLakehouse(Lakehouse):
         home = asgard_home()
         uri = self.catalog_uri or embedded_catalog_uri()
         warehouse = self.warehouse or (home / "warehouse").as_uri()
+        rest = urlparse(uri).scheme in ("http", "https")
+        if not rest and not urlparse(warehouse).scheme:
+            # a bare folder: absolute, as ASGARD_HOME is (the catalog records the tables'
+            # paths; relative ones would resolve against each reader's working directory)
+            warehouse = Path(warehouse).expanduser().resolve().as_uri()
         if warehouse.startswith("file://"):
             Path(to_local_path(warehouse)).mkdir(parents=True, exist_ok=True)
-        rest = urlparse(uri).scheme in ("http", "https")
         props = {"type": "rest" if rest else "sql", "uri": uri, "warehouse": warehouse}
         optional = {
             "s3.endpoint": self.s3_endpoint,
