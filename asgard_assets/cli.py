@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run even when nothing changed since the last successful demo",
     )
     ui_p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the same instance")
-    ui_p.add_argument("--port", type=int, default=3000)
+    ui_p.add_argument("--port", type=int, default=3000, help="the UI's port (default: 3000)")
     sub.add_parser("stop", help="stop the inference service the demo started")
     load = sub.add_parser("load-demo", help="load the demo factory database into a SQLAlchemy URL")
     load.add_argument("url", help="e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/factory")

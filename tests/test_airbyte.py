@@ -357,8 +357,10 @@ def test_unreachable_airbyte_fails_naming_the_url(home, own_source):
     with pytest.raises(dg.Failure) as failed:
         ingestion(url, own_source).ingest("materials", IcebergLakehouse())
     message = failed.value.description
+    # the API the failed request went to (its first: the configuration API's connection)
     assert message.startswith(
-        f"cannot reach Airbyte at {url}/api/public/v1 (connection {CONNECTION})"
+        f"cannot reach Airbyte at {url}/api/v1 (connection {CONNECTION}): Max retries (2) "
+        f"exceeded with url: {url}/api/v1/connections/get"
     )
     assert PASSWORD not in message
     # the k8s profile's bound: 3 tries of at most 10 s each

@@ -80,8 +80,12 @@ class AirbyteIngestion(Ingestion):
     def stream(self, table: str) -> str:
         return next((s for s, t in self.streams.items() if t == table), table)
 
-    def where(self) -> str:
-        return f"Airbyte at {self.workspace.rest_api_base_url} (connection {self.connection_id})"
+    def where(self, failed_url: str = "") -> str:
+        """Airbyte's API a request went to (its configuration API or its REST API)."""
+        api = self.workspace.configuration_api_base_url
+        if not (api and failed_url.startswith(api)):
+            api = self.workspace.rest_api_base_url
+        return f"Airbyte at {api} (connection {self.connection_id})"
 
     def sync(self) -> Sync:
         """The connection's sync for this run: started and awaited once, then reused (a
@@ -116,7 +120,8 @@ class AirbyteIngestion(Ingestion):
         ended = _JOB_ENDED.search(message)
         if ended is None:
             prefix = "cannot reach " if message.startswith("Max retries") else ""
-            return dg.Failure(f"{prefix}{self.where()}: {message}")
+            failed = re.search(r"with url: (\S+)", message)
+            return dg.Failure(f"{prefix}{self.where(failed.group(1) if failed else '')}: {message}")
         job_id = int(ended.group(2))
         failures = (_last_attempt(_job_info(client, job_id)).get("failureSummary") or {}).get(
             "failures"
