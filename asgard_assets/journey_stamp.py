@@ -137,12 +137,14 @@ def code_digests() -> dict[str, str]:
     }
 
 
-def settings_digest(environ: Mapping[str, str]) -> str:
-    """The settings a run reads, hashed: a source URL's password is not written down."""
-    settings = {
-        k: v for k, v in environ.items() if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS
+def settings_digest(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings a run reads, each value hashed (a source URL's password is not written
+    down), by name: a change can say which."""
+    return {
+        k: hashlib.sha256(v.encode()).hexdigest()[:16]
+        for k, v in sorted(environ.items())
+        if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def source_fingerprint() -> dict[str, list]:
@@ -224,6 +226,13 @@ def _last_writer(run_id: str) -> bool:
     return all((home / name).stat().st_mtime <= ended for name in left()["stores"])
 
 
+def _named(was: dict, now: dict) -> str:
+    """The names whose value differs (set, unset or changed): three, and how many more."""
+    names = sorted(n for n in was.keys() | now.keys() if was.get(n) != now.get(n))
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"{', '.join(names[:3])}{more}"
+
+
 def run_kept(run_id: str) -> bool:
     """The Dagster instance still holds the run (the UI shows what it made), read from its
     SQLite run storage without importing Dagster. An instance stored elsewhere reads as not
@@ -260,23 +269,24 @@ def last() -> Stamp | None:
 
 
 def changed(stamp: Stamp, now: dict) -> str | None:
-    """What differs from the stamped run (the first thing found), or None: nothing."""
+    """What differs from the stamped run, or None: nothing. Every input that differs is
+    named; the stores and the service (read only when the inputs are the same) the first."""
     was = stamp.inputs
+    inputs = []
     if was["days"] != now["days"]:
-        return f"the days to run ({was['days']} then, {now['days']} now)"
+        inputs.append(f"the days to run ({was['days']} then, {now['days']} now)")
     if was["code"] != now["code"]:
-        edited = sorted(
-            f
-            for f in was["code"].keys() | now["code"].keys()
-            if was["code"].get(f) != now["code"].get(f)
-        )
-        more = f" and {len(edited) - 3} more" if len(edited) > 3 else ""
-        return f"the code ({', '.join(edited[:3])}{more})"
+        inputs.append(f"the code ({_named(was['code'], now['code'])})")
     if was["settings"] != now["settings"]:
-        return "the settings"
+        if isinstance(was["settings"], dict):
+            inputs.append(f"the settings ({_named(was['settings'], now['settings'])})")
+        else:  # a stamp from before settings were kept by name
+            inputs.append("the settings")
     tables = [t for t in SOURCE_TABLES if was["source"].get(t) != now["source"][t]]
     if tables:
-        return f"the source ({', '.join(tables)})"
+        inputs.append(f"the source ({', '.join(tables)})")
+    if inputs:
+        return "; ".join(inputs)
     if not run_kept(stamp.run_id):
         return f"the Dagster instance ({dagster_home()}) does not hold that run"
     state = left()

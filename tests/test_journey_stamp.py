@@ -166,7 +166,13 @@ def test_a_setting_is_a_change_and_its_value_is_not_written_down(stores, monkeyp
     monkeypatch.setenv("AWS_SESSION_TOKEN", "rotated by the shell")  # not read by a run
     assert changed(stamp) is None
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
-    assert changed(stamp) == "the settings"
+    assert changed(stamp) == "the settings (AWS_SECRET_ACCESS_KEY)"
+    # every input that differs is named, not only the first
+    monkeypatch.setenv("ASGARD_PARTITION_END", "2025-06-30")
+    assert journey_stamp.changed(stamp, journey_stamp.inputs("2025-01-01...2025-07-01")) == (
+        f"the days to run ({DAYS} then, 2025-01-01...2025-07-01 now); "
+        "the settings (ASGARD_PARTITION_END, AWS_SECRET_ACCESS_KEY)"
+    )
     stamp_now()
     assert "very-secret-value" not in (asgard_home() / journey_stamp.STAMP).read_text()
 
