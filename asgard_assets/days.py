@@ -118,6 +118,9 @@ def all_days_range(strict: bool = False) -> str:
     after_last = min(datetime.strptime(end, DAY), today) if end else today
     last = f"{after_last - timedelta(days=1):{DAY}}"
     if last < first:
+        if end and datetime.strptime(end, DAY) <= today:  # bounded by the data, not by time
+            bound = "ASGARD_PARTITION_END" if partition_end() else "the demo data's last day"
+            raise ValueError(f"the first day, {first}, is after the last, {last} ({bound})")
         raise ValueError(
             f"no complete day from {first} on yet (the last one ended is {last}): "
             "set ASGARD_PARTITION_START to a day that has ended"

@@ -51,7 +51,8 @@ def apply_defaults() -> None:
     """Run by ``asgard.pth`` at the start of this venv's dagster/feast/mlflow commands."""
     instance_env()
     if os.path.basename(sys.argv[0]).startswith("dagster"):
-        sys.excepthook = _one_line_cli_errors
+        if sys.argv[1:2] in (["asset"], ["job"]):  # the commands a selection is typed into
+            sys.excepthook = _one_line_cli_errors
         # Dagster's own notices on the commands the README uses, not about Asgard's code:
         # `asset materialize` and `dev` are "superseded" by the `dg` tool, and selecting `*` uses a
         # beta parameter inside Dagster
@@ -82,27 +83,37 @@ def _typed_mistake(error: BaseException) -> str | None:
     from dagster._core.errors import DagsterInvalidConfigError, DagsterInvalidSubsetError
 
     text = str(error)
+    days, none = _days()
     if "no '--partition' option was provided" in text:
         # `--select '*'` without days raises a bare CheckError: say what to add
+        if days is None:
+            return f"the selection has daily-partitioned assets, and {none}"
         return (
             "the selection has daily-partitioned assets: add --partition-range "
-            f"{_days()} (every day, one run) or --partition DAY"
+            f"{days} (every day, one run) or --partition DAY"
         )
     if "Invalid partition range format" in text:
-        return f"--partition-range takes FIRST...LAST, three dots: e.g. {_days()}"
+        example = f": e.g. {days}" if days else ""
+        return f"--partition-range takes FIRST...LAST, three dots{example}"
     if isinstance(error, DagsterInvalidSubsetError):
         if "partition key" in text:  # a day outside the partitions
-            return f"{text} The daily partitions are {_days()}."
+            return f"{text} The daily partitions are {days}." if days else f"{text} And {none}."
         return text  # an unknown asset key, with Dagster's "did you mean"
     if isinstance(error, DagsterInvalidConfigError):
         return text
     return None
 
 
-def _days() -> str:
+def _days() -> tuple[str | None, str]:
+    """(every day as FIRST...LAST, "") or (None, why there is no day: the settings)."""
+    from . import settings
     from .days import all_days_range
 
-    return all_days_range()
+    try:
+        settings.check()
+        return all_days_range(), ""
+    except ValueError as e:
+        return None, f"the daily partitions have no day: {e}"
 
 
 def install_pth() -> Path:

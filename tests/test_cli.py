@@ -243,9 +243,24 @@ def test_whole_graph_without_days_fails_in_one_line(tmp_path):
     ids=["unknown key", "day outside", "two dots"],
 )
 def test_a_typing_mistake_on_the_dagster_cli_is_said_without_a_traceback(tmp_path, typed, said):
+    _typed_on_the_dagster_cli(tmp_path, typed, said)
+
+
+def test_a_typing_mistake_with_partitions_that_have_no_day_says_why(tmp_path):
+    _typed_on_the_dagster_cli(
+        tmp_path,
+        ["--select", "silver/work_orders", "--partition", "2031-01-01"],
+        "And the daily partitions have no day: the first day, 2025-08-01, is after the last, "
+        "2025-06-30 (the demo data's last day).",
+        ASGARD_PARTITION_START="2025-08-01",
+    )
+
+
+def _typed_on_the_dagster_cli(tmp_path, typed: list[str], said: str, **env) -> None:
     done = run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "asgard_assets.definitions", *typed],
         tmp_path,
+        **env,
     )
     assert done.returncode == 1
     assert done.stderr.startswith("error: ")

@@ -18,10 +18,10 @@ import pytest
 from kubernetes import client
 
 from asgard_assets.partitions import Window
-from asgard_assets.resources import resource
+from asgard_assets.resources import MissingSettings, profile_settings, resource
 from asgard_assets.resources.deployer import free_port
 from asgard_assets.resources.lakehouse import IcebergLakehouse
-from asgard_assets.resources.spark_operator import SparkOperatorEngine, spark_operator_from_env
+from asgard_assets.resources.spark_operator import SparkOperatorEngine
 from asgard_assets.silver.assets import silver_assets, sql_path
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "sparkapplication.json").read_text())
@@ -319,13 +319,13 @@ def test_the_schema_rejects_what_the_operator_would(home, path, value, error):
 def test_k8s_profile_settings_come_from_the_environment(home, monkeypatch):
     for var in ("ASGARD_SPARK_IMAGE", "ASGARD_CATALOG_URI", "ASGARD_WAREHOUSE"):
         monkeypatch.delenv(var, raising=False)
-    with pytest.raises(dg.Failure) as missing:
-        spark_operator_from_env().build(
-            sql_path("materials"), TARGET, ["bronze.materials"], IcebergLakehouse()
-        )
-    assert str(missing.value.description).endswith(
-        "missing settings: ASGARD_SPARK_IMAGE, ASGARD_CATALOG_URI, ASGARD_WAREHOUSE"
+    # named with the profile's other missing settings, before a run starts
+    with pytest.raises(MissingSettings) as missing:
+        resource("spark", "k8s")
+    assert str(missing.value).endswith(
+        "unset: ASGARD_CATALOG_URI (spark), ASGARD_SPARK_IMAGE (spark), ASGARD_WAREHOUSE (spark)"
     )
+    assert "ASGARD_SPARK_IMAGE" in profile_settings("k8s")
     monkeypatch.setenv("ASGARD_SPARK_IMAGE", "registry.example.com/asgard/spark:2")
     monkeypatch.setenv("ASGARD_CATALOG_URI", "jdbc:postgresql://pg:5432/catalog")
     monkeypatch.setenv("ASGARD_WAREHOUSE", "s3://lake/wh")

@@ -312,7 +312,8 @@ def _api_error(e, where: str, namespace: str) -> str:
 
 def spark_operator_from_env() -> SparkOperatorEngine:
     """The k8s profile's engine, every setting from its environment variable (``ENV``); a
-    missing required one is reported, with the others missing, when a build starts."""
+    required one is an EnvVar set or not, so the profile's settings check names it when it
+    is missing, with the others missing, before a run starts."""
     settings = {}
     for field, var in ENV.items():
         if os.environ.get(var):
@@ -320,5 +321,5 @@ def spark_operator_from_env() -> SparkOperatorEngine:
                 dg.EnvVar.int(var) if field == "executor_instances" else dg.EnvVar(var)
             )
         elif field in REQUIRED:
-            settings[field] = ""
+            settings[field] = dg.EnvVar(var)
     return SparkOperatorEngine(**settings)
