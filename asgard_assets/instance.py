@@ -19,7 +19,7 @@ import sysconfig
 import warnings
 from pathlib import Path
 
-from .settings import asgard_home
+from .settings import asgard_home, export_absolute_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 # commands whose processes get the defaults (their subprocesses inherit them)
@@ -42,8 +42,10 @@ def dagster_home() -> Path:
 
 
 def instance_env() -> dict[str, str]:
-    """The environment for Dagster commands: ``ASGARD_HOME`` absolute, ``DAGSTER_HOME`` set."""
-    os.environ["DAGSTER_HOME"] = str(dagster_home())  # asgard_home() sets ASGARD_HOME
+    """The environment for Dagster commands: ``DAGSTER_HOME`` set, ``ASGARD_HOME`` and a folder
+    ``ASGARD_WAREHOUSE`` absolute."""
+    os.environ["DAGSTER_HOME"] = str(dagster_home())
+    export_absolute_paths()
     return dict(os.environ)
 
 

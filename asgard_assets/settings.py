@@ -18,6 +18,26 @@ def asgard_home() -> Path:
     return home
 
 
+def local_warehouse(warehouse: str, catalog_uri: str) -> str:
+    """A warehouse that is a bare folder (no scheme) as an absolute ``file://`` URI, as
+    ASGARD_HOME is made absolute: the catalog records the tables' paths, and relative ones
+    would resolve against each reader's working directory. A REST catalog's warehouse may
+    be a name, not a folder: left as it is."""
+    if not warehouse or "://" in warehouse or catalog_uri.startswith(("http://", "https://")):
+        return warehouse
+    return Path(warehouse).expanduser().resolve().as_uri()
+
+
+def export_absolute_paths() -> None:
+    """ASGARD_HOME and a folder ASGARD_WAREHOUSE made absolute in the environment, for the
+    processes this one starts in other working directories (`dagster dev` runs in the
+    repository)."""
+    asgard_home()
+    if warehouse := os.environ.get("ASGARD_WAREHOUSE"):
+        catalog = os.environ.get("ASGARD_CATALOG_URI", "")
+        os.environ["ASGARD_WAREHOUSE"] = local_warehouse(warehouse, catalog)
+
+
 def home_prefix() -> str:
     """``ASGARD_HOME=<home> `` to put before a command printed for the user to copy, when
     the home is not the default one (the command would otherwise act on ./.asgard)."""

@@ -209,6 +209,11 @@ def test_a_relative_warehouse_folder_is_made_absolute(tmp_path, monkeypatch):
     # a REST catalog's warehouse may be a name, not a folder: left as it is
     rest = IcebergLakehouse(catalog_uri="https://polaris:8181/api/catalog", warehouse="wh")
     assert rest.catalog_properties()["warehouse"] == "wh"
+    # `asgard` exports it absolute for what it starts elsewhere (`dagster dev` in the repo)
+    from asgard_assets.instance import instance_env
+
+    monkeypatch.setenv("ASGARD_WAREHOUSE", "wh")
+    assert instance_env()["ASGARD_WAREHOUSE"] == (tmp_path / "home" / "wh").as_uri()
 
 
 def test_both_profiles_pass_the_s3_settings(monkeypatch):

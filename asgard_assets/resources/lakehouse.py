@@ -31,7 +31,7 @@ from pyiceberg.table import Table
 
 from .. import judged
 from ..partitions import Window
-from ..settings import asgard_home, embedded_catalog_uri
+from ..settings import asgard_home, embedded_catalog_uri, local_warehouse
 from . import data_files, table_files
 from .duckdb_bounds import bounded_duckdb
 from .failed_writes import undo_on_failure
@@ -371,12 +371,8 @@ class IcebergLakehouse(Lakehouse):
     def catalog_properties(self) -> dict[str, str]:
         home = asgard_home()
         uri = self.catalog_uri or embedded_catalog_uri()
-        warehouse = self.warehouse or (home / "warehouse").as_uri()
+        warehouse = local_warehouse(self.warehouse, uri) or (home / "warehouse").as_uri()
         rest = urlparse(uri).scheme in ("http", "https")
-        if not rest and not urlparse(warehouse).scheme:
-            # a bare folder: absolute, as ASGARD_HOME is (the catalog records the tables'
-            # paths; relative ones would resolve against each reader's working directory)
-            warehouse = Path(warehouse).expanduser().resolve().as_uri()
         if warehouse.startswith("file://"):
             Path(to_local_path(warehouse)).mkdir(parents=True, exist_ok=True)
         props = {"type": "rest" if rest else "sql", "uri": uri, "warehouse": warehouse}
