@@ -23,8 +23,10 @@ query per table.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
@@ -55,6 +57,8 @@ from .settings import (
 )
 
 STAMP = "last_journey.json"
+# the home's own key for hashing settings' values (not in the stamp itself)
+SETTINGS_KEY = ".settings-key"
 CODE = ("asgard_assets", "dbt_project", "feature_repo", "deploy")
 CODE_FILES = (
     "requirements.lock",
@@ -138,13 +142,27 @@ def code_digests() -> dict[str, str]:
 
 
 def settings_digest(environ: Mapping[str, str]) -> dict[str, str]:
-    """The settings a run reads, each value hashed (a source URL's password is not written
-    down), by name: a change can say which."""
+    """The settings a run reads, by name (a change can say which), each value hashed with
+    the home's own random key: a source URL's password is not written down, nor can it be
+    found from the stamp alone by hashing guesses."""
+    key = _settings_key()
     return {
-        k: hashlib.sha256(v.encode()).hexdigest()[:16]
+        k: hmac.new(key, v.encode(), hashlib.sha256).hexdigest()[:16]
         for k, v in sorted(environ.items())
         if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS
     }
+
+
+def _settings_key() -> bytes:
+    path = asgard_home() / SETTINGS_KEY
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
 
 
 def source_fingerprint() -> dict[str, list]:

@@ -3,6 +3,7 @@ what it left) against the home as it is now. Every input and every store is a ch
 own; the demo with a matching stamp starts no run. The real service and a real second demo
 are in test_readme (the README's re-run block)."""
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -174,7 +175,11 @@ def test_a_setting_is_a_change_and_its_value_is_not_written_down(stores, monkeyp
         "the settings (ASGARD_PARTITION_END, AWS_SECRET_ACCESS_KEY)"
     )
     stamp_now()
-    assert "very-secret-value" not in (asgard_home() / journey_stamp.STAMP).read_text()
+    written = (asgard_home() / journey_stamp.STAMP).read_text()
+    assert "very-secret-value" not in written
+    # nor its plain hash, which a guess could be checked against: the home's key is in it
+    assert hashlib.sha256(b"very-secret-value").hexdigest()[:16] not in written
+    assert (asgard_home() / journey_stamp.SETTINGS_KEY).stat().st_mode & 0o777 == 0o600
 
 
 # a /health answering as the service would, in a process whose command line names the
