@@ -109,6 +109,8 @@ def demo(force: bool = False) -> int:
     try:
         settings.check()
         missing_settings()
+        if unused := settings.dbt_target_unused(settings.profile()):
+            print(f"asgard demo: warning: {unused}", file=sys.stderr)
         days = journey_days()
     except ValueError as e:  # a setting, the source cannot be read, no day has ended yet
         print(f"asgard demo: {e}", file=sys.stderr)

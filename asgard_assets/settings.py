@@ -7,6 +7,8 @@ from datetime import datetime
 from pathlib import Path
 
 PROFILES = ("local", "k8s")
+# gold's dbt target in each profile (dbt_project/profiles.yml): the profile chooses it
+DBT_TARGETS = {"local": "duckdb", "k8s": "trino"}
 
 
 def asgard_home() -> Path:
@@ -84,6 +86,21 @@ def _day(name: str) -> str | None:
         return f"{datetime.strptime(value, '%Y-%m-%d'):%Y-%m-%d}"
     except ValueError:
         raise ValueError(f"{name}={value!r} is not a day: YYYY-MM-DD, e.g. 2025-02-01") from None
+
+
+def dbt_target_unused(profile_name: str) -> str | None:
+    """Why an ASGARD_DBT_TARGET other than the profile's target is not what gold is built
+    with (Trino writes through the cluster's catalog, DuckDB through Asgard's), or None."""
+    typed, target = os.environ.get("ASGARD_DBT_TARGET"), DBT_TARGETS[profile_name]
+    if not typed or typed == target:
+        return None
+    other = next((p for p, t in DBT_TARGETS.items() if t == typed), None)
+    switch = f" (ASGARD_PROFILE={other} builds it with {typed})" if other else ""
+    return (
+        f"ASGARD_DBT_TARGET={typed} is not used by the gold asset: ASGARD_PROFILE="
+        f"{profile_name} builds gold with dbt's {target} target{switch}; it only sets the "
+        "default target of dbt commands typed by hand"
+    )
 
 
 def check() -> None:

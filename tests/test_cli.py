@@ -575,6 +575,17 @@ def test_the_stop_hint_names_a_home_that_is_not_the_default(home, monkeypatch, t
     assert stop_command() == ".venv/bin/asgard stop"
 
 
+def test_demo_warns_that_the_profile_chooses_golds_dbt_target(home, monkeypatch, capsys):
+    monkeypatch.setenv("ASGARD_DBT_TARGET", "trino")
+    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://nobody:pw@127.0.0.1:1/none")
+    assert cli.main(["demo"]) == 1  # the source is unreachable: the warning came before
+    assert capsys.readouterr().err.startswith(
+        "asgard demo: warning: ASGARD_DBT_TARGET=trino is not used by the gold asset: "
+        "ASGARD_PROFILE=local builds gold with dbt's duckdb target (ASGARD_PROFILE=k8s builds "
+        "it with trino); it only sets the default target of dbt commands typed by hand\n"
+    )
+
+
 def test_demo_reads_the_source_even_with_its_first_day_set(home, monkeypatch, capsys):
     monkeypatch.setenv("ASGARD_PARTITION_START", "2025-01-01")
     monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://nobody:pw@127.0.0.1:1/none")

@@ -16,9 +16,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from ..settings import profile
-
-DBT_TARGETS = {"local": "duckdb", "k8s": "trino"}
+from ..settings import DBT_TARGETS, dbt_target_unused, profile
 
 
 def _env(name: str, default: str = ""):
@@ -44,17 +42,9 @@ def _load(path: str):
 def _dbt(profile_name: str):
     from ..gold.project import DBT_DIR, AsgardDbtCli
 
-    target = DBT_TARGETS[profile_name]
-    # the profile chooses gold's engine (Trino writes through the cluster's catalog, DuckDB
-    # through Asgard's): ASGARD_DBT_TARGET is profiles.yml's default, for dbt typed by hand
-    typed = os.environ.get("ASGARD_DBT_TARGET")
-    if typed and typed != target:
-        logging.getLogger("asgard").warning(
-            f"ASGARD_DBT_TARGET={typed} is not used by the gold asset: ASGARD_PROFILE="
-            f"{profile_name} builds gold with dbt's {target} target (ASGARD_PROFILE=k8s for "
-            "trino); it only sets the default target of dbt commands typed by hand"
-        )
-    return AsgardDbtCli(project_dir=str(DBT_DIR), target=target)
+    if unused := dbt_target_unused(profile_name):
+        logging.getLogger("asgard").warning(unused)
+    return AsgardDbtCli(project_dir=str(DBT_DIR), target=DBT_TARGETS[profile_name])
 
 
 def _airbyte():
