@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from . import judged
-from .key_checks import SPAN
+from .key_checks import OUTSIDE, SPAN
 from .metadata import skipped
 from .partitions import Window
 from .resources.lakehouse import Lakehouse
@@ -131,5 +131,7 @@ def unchanged(
 
 
 def _other_span(checks: Sequence[dg.AssetCheckResult], window: Window) -> bool:
-    spans = {c.metadata[SPAN].value for c in checks if SPAN in (c.metadata or {})}
-    return bool(spans - {window.span})
+    """A count of rows outside the partitions judged against another span than the
+    window's, or recorded before the span was recorded with it."""
+    spans = {(c.metadata or {}).get(SPAN) for c in checks if c.check_name == OUTSIDE}
+    return any(span is None or span.value != window.span for span in spans)

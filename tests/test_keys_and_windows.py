@@ -2,6 +2,7 @@
 partition are kept and reported, and blocking checks judge staged data before it is
 published (write-audit-publish)."""
 
+import json
 import shutil
 from datetime import datetime
 
@@ -14,7 +15,7 @@ from conftest import materialize
 from test_ingestion import failure_message, rows, stable
 from test_partitions import evaluate_new_rows, keys
 
-from asgard_assets import demo_data, partitions
+from asgard_assets import demo_data, judged, partitions
 from asgard_assets.key_checks import key_stats
 from asgard_assets.partitions import range_tags
 from asgard_assets.resources import resource
@@ -208,6 +209,16 @@ def test_rows_outside_are_judged_again_when_the_partitions_span_moved(own_source
     bounds set otherwise since, or a live source's last day moved on)."""
     first = materialize("bronze/work_orders")
     assert checks(first, "bronze")["work_orders.rows_outside_partitions"].passed
+    # a count recorded before the span was recorded with it is judged again too
+    table = resource("lakehouse").table("bronze.work_orders")
+    record = json.loads(table.properties[judged.PROPERTY])
+    for check in record["checks"]:
+        check["metadata"].pop("partitions_span", None)
+    with table.transaction() as txn:
+        txn.set_properties({judged.PROPERTY: json.dumps(record)})
+    again = materialize("bronze/work_orders", partition_key="2025-05-01")
+    outside = checks(again, "bronze")["work_orders.rows_outside_partitions"]
+    assert outside.metadata["partitions_span"].value == "[2025-01-01, 2025-07-01)"
     monkeypatch.setattr(  # ASGARD_PARTITION_START=2025-02-01 from now on
         partitions,
         "daily",
