@@ -101,6 +101,8 @@ SHAPING = (
     "ASGARD_PARTITION_END",
     "ASGARD_CATALOG_URI",
     "ASGARD_WAREHOUSE",
+    "ASGARD_S3_ENDPOINT",
+    "MLFLOW_TRACKING_URI",
 )
 
 
@@ -271,7 +273,7 @@ def load_demo(url: str) -> int:
         reason = error_line(e)
         database = sa.engine.make_url(url).database if isinstance(e, sa.exc.DBAPIError) else None
         hint = ""
-        if database and "does not exist" in reason:  # PostgreSQL's words
+        if database and f'database "{database}" does not exist' in reason:  # PostgreSQL's
             hint = f" (create it first, e.g. psql -h HOST -U USER -c 'CREATE DATABASE {database}')"
         elif database and "Unknown database" in reason:  # MySQL's and MariaDB's
             hint = f" (create it first, e.g. mysql -h HOST -u USER -e 'CREATE DATABASE {database}')"

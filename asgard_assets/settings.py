@@ -54,7 +54,7 @@ def home_prefix() -> str:
 
 
 def profile() -> str:
-    name = os.environ.get("ASGARD_PROFILE", "local")
+    name = os.environ.get("ASGARD_PROFILE") or "local"  # empty is unset, as for the others
     if name not in PROFILES:
         raise ValueError(f"ASGARD_PROFILE={name!r} is not one of {', '.join(PROFILES)}")
     return name
