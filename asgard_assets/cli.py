@@ -31,21 +31,13 @@ from . import journey_stamp, settings
 from .child_signals import forwarded_signals
 from .instance import ROOT, instance_env
 from .run_log import follow, lines_of
-from .settings import asgard_home, home_prefix
-
-
-def _bin(name: str) -> str:
-    """This venv's command, as the user would type it from where they stand (the
-    repository root: ``.venv/bin/dagster``), else its full path."""
-    path = Path(sys.executable).with_name(name)
-    local = Path(".venv/bin") / name
-    return str(local) if local.exists() and local.samefile(path) else str(path)
+from .settings import asgard_home, home_prefix, venv_command
 
 
 def materialize_command(selection: str, *days: str) -> list[str]:
     """``dagster asset materialize`` of ``selection`` on Asgard's definitions (``days``: the
     partition options, e.g. ``--partition DAY``)."""
-    cmd = [_bin("dagster"), "asset", "materialize", "-m", "asgard_assets.definitions"]
+    cmd = [venv_command("dagster"), "asset", "materialize", "-m", "asgard_assets.definitions"]
     return [*cmd, "--select", selection, *days]
 
 
@@ -170,7 +162,7 @@ def demo(force: bool = False) -> int:
         ended = "before it started" if followed.run_id is None else followed.ended or "ended"
         print(
             f"\nInterrupted ({signals.received.name}): the run stopped ({ended}, exit {code}). "
-            f"Each table is at its last committed snapshot; `{home_prefix()}{_bin('asgard')} "
+            f"Each table is at its last committed snapshot; `{home_prefix()}{venv_command('asgard')} "
             "demo` runs again what is left.",
             file=sys.stderr,
         )
@@ -178,7 +170,7 @@ def demo(force: bool = False) -> int:
     if explained:
         print(
             f"\nThe run failed (exit {code}). Each step's traceback: run {followed.run_id} in "
-            f"`{home_prefix()}{_bin('asgard')} ui`; Dagster's log: {log_path}",
+            f"`{home_prefix()}{venv_command('asgard')} ui`; Dagster's log: {log_path}",
             file=sys.stderr,
         )
     else:  # no step failed: the run did not start, or failed around its steps
@@ -239,7 +231,7 @@ def _nothing_changed(ran_on: dict) -> bool:
     print(
         f"Nothing to run: the source, the code, the settings and the days are those of run "
         f"{last.run_id[:8]} ({last.when()}), and the tables, the model registry, the feature "
-        f"store and the inference service are as it left them (`{home_prefix()}{_bin('asgard')} "
+        f"store and the inference service are as it left them (`{home_prefix()}{venv_command('asgard')} "
         f"demo --force` runs every step anyway).\nThat run's summary:"
     )
     print(last.summary, end="")
@@ -318,7 +310,7 @@ def add_day() -> int:
         f"that day only, then gold and what follows it (a new model version when gold "
         f"changed, swapped into the running service):\n"
         f"  {home_prefix()}{that_day}\n  {home_prefix()}{onwards}\n"
-        f"or every day again: {home_prefix()}{_bin('asgard')} demo; in `asgard ui` (its "
+        f"or every day again: {home_prefix()}{venv_command('asgard')} demo; in `asgard ui` (its "
         f"definitions reloaded) the new_source_rows sensor and the automation do the same"
     )
     return 0

@@ -75,6 +75,8 @@ STORES = (CATALOG_DB, MLFLOW_DB, "feast/registry.db", "feast/online_store.db")
 # instance and the object storage keys the lakehouse is given (not a shell's session tokens)
 SETTINGS_PREFIXES = ("ASGARD_", "MLFLOW_", "PYICEBERG_")
 SETTINGS = ("DAGSTER_HOME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+# read by none of the run's steps (dbt typed by hand only): no reason to run again
+NOT_SETTINGS = ("ASGARD_DBT_TARGET",)
 DUE = timedelta(days=1)  # the daily maintenance, the freshness checks' day
 # Dagster's SQLite run storage in its instance folder, unless dagster.yaml names another
 RUNS_DB = Path("history") / "runs.db"
@@ -149,7 +151,7 @@ def settings_digest(environ: Mapping[str, str]) -> dict[str, str]:
     return {
         k: hmac.new(key, v.encode(), hashlib.sha256).hexdigest()[:16]
         for k, v in sorted(environ.items())
-        if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS
+        if (k.startswith(SETTINGS_PREFIXES) or k in SETTINGS) and k not in NOT_SETTINGS
     }
 
 

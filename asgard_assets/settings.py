@@ -40,6 +40,16 @@ def export_absolute_paths() -> None:
         os.environ["ASGARD_WAREHOUSE"] = local_warehouse(warehouse, catalog)
 
 
+def venv_command(name: str) -> str:
+    """This venv's command, as the user would type it from where they stand (the
+    repository root: ``.venv/bin/dagster``), else its full path."""
+    import sys
+
+    path = Path(sys.executable).with_name(name)
+    local = Path(".venv/bin") / name
+    return str(local) if local.exists() and local.samefile(path) else str(path)
+
+
 def home_prefix() -> str:
     """``ASGARD_HOME=<home> `` to put before a command printed for the user to copy, when
     the home is not the default one (the command would otherwise act on ./.asgard)."""

@@ -14,7 +14,7 @@ from .orchestration import dagster_instance  # noqa: F401
 from .resources import resource
 from .resources.deployer import LocalDeployer
 from .resources.lakehouse import Lakehouse
-from .settings import home_prefix
+from .settings import home_prefix, venv_command
 
 
 def print_run_end(run_id: str, reported: set[str], succeeded: bool) -> bool:
@@ -135,7 +135,7 @@ def outcome(check) -> str:
 
 def stop_command() -> str:
     """`asgard stop`, for this home (another home's service would be stopped instead)."""
-    return f"{home_prefix()}.venv/bin/asgard stop"
+    return f"{home_prefix()}{venv_command('asgard')} stop"
 
 
 def check_results(instance, run_id: str) -> dict[str, list[str]]:
