@@ -294,6 +294,12 @@ def test_hostile_bodies_get_a_4xx_with_a_message(service, body):
     assert service.post("/predict", json={"instances": [ROW]}).status_code == 200  # still serving
 
 
+def test_a_value_of_the_wrong_type_is_named_with_the_type_it_must_have(service):
+    r = service.post("/predict", json={"instances": [{**ROW, "units_per_hour": "fast"}]})
+    assert r.status_code == 422
+    assert "instances[0].units_per_hour (double) must be a number, got str" in r.text, r.text
+
+
 def test_an_integer_beyond_64_bits_is_read_as_the_nearest_double(service):
     big = json.dumps({"instances": [{**ROW, "units_per_hour": 10**22}]})
     r = service.post("/predict", content=big, headers={"content-type": "application/json"})

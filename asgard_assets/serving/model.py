@@ -136,7 +136,7 @@ class ServedModel:
             for j, v in enumerate(row):
                 if (problem := _problem(v)) is not None:
                     name, f = where(i, j)
-                    raise InvalidInput(f"{name} {problem} ({self.types[self.features[f]]})")
+                    raise InvalidInput(f"{name} ({self.types[self.features[f]]}) {problem}")
         raise InvalidInput("the values are not finite numbers in range")  # not reached
 
     def predict(self, x: np.ndarray) -> tuple[list[int], list[float]]:
