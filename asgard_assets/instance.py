@@ -85,9 +85,9 @@ def _typed_mistake(error: BaseException) -> str | None:
     from dagster._core.errors import DagsterInvalidConfigError, DagsterInvalidSubsetError
 
     text = str(error)
-    days, none = _days()
     if "no '--partition' option was provided" in text:
         # `--select '*'` without days raises a bare CheckError: say what to add
+        days, none = _days()
         if days is None:
             return f"the selection has daily-partitioned assets, and {none}"
         return (
@@ -95,10 +95,12 @@ def _typed_mistake(error: BaseException) -> str | None:
             f"{days} (every day, one run) or --partition DAY"
         )
     if "Invalid partition range format" in text:
+        days, _ = _days()
         example = f": e.g. {days}" if days else ""
         return f"--partition-range takes FIRST...LAST, three dots{example}"
     if isinstance(error, DagsterInvalidSubsetError):
         if "partition key" in text:  # a day outside the partitions
+            days, none = _days()
             return f"{text} The daily partitions are {days}." if days else f"{text} And {none}."
         return text  # an unknown asset key, with Dagster's "did you mean"
     if isinstance(error, DagsterInvalidConfigError):
@@ -107,7 +109,8 @@ def _typed_mistake(error: BaseException) -> str | None:
 
 
 def _days() -> tuple[str | None, str]:
-    """(every day as FIRST...LAST, "") or (None, why there is no day: the settings)."""
+    """(every day as FIRST...LAST, "") or (None, why there is no day: the settings). Only
+    for a mistake about days: with a real source it asks the source for its first day."""
     from . import settings
     from .days import all_days_range
 

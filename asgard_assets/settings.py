@@ -20,12 +20,19 @@ def asgard_home() -> Path:
     return home
 
 
+def rest_catalog(catalog_uri: str) -> bool:
+    """An Iceberg REST catalog (``http(s)://``); any other URI is a SQL catalog."""
+    from urllib.parse import urlparse
+
+    return urlparse(catalog_uri).scheme in ("http", "https")
+
+
 def local_warehouse(warehouse: str, catalog_uri: str) -> str:
     """A warehouse that is a bare folder (no scheme) as an absolute ``file://`` URI, as
     ASGARD_HOME is made absolute: the catalog records the tables' paths, and relative ones
     would resolve against each reader's working directory. A REST catalog's warehouse may
     be a name, not a folder: left as it is."""
-    if not warehouse or "://" in warehouse or catalog_uri.startswith(("http://", "https://")):
+    if not warehouse or "://" in warehouse or rest_catalog(catalog_uri):
         return warehouse
     return Path(warehouse).expanduser().resolve().as_uri()
 

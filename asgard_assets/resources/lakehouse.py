@@ -31,7 +31,7 @@ from pyiceberg.table import Table
 
 from .. import judged
 from ..partitions import Window
-from ..settings import asgard_home, embedded_catalog_uri, local_warehouse
+from ..settings import asgard_home, embedded_catalog_uri, local_warehouse, rest_catalog
 from . import data_files, table_files
 from .duckdb_bounds import bounded_duckdb
 from .failed_writes import undo_on_failure
@@ -372,7 +372,7 @@ class IcebergLakehouse(Lakehouse):
         home = asgard_home()
         uri = self.catalog_uri or embedded_catalog_uri()
         warehouse = local_warehouse(self.warehouse, uri) or (home / "warehouse").as_uri()
-        rest = urlparse(uri).scheme in ("http", "https")
+        rest = rest_catalog(uri)
         if warehouse.startswith("file://"):
             Path(to_local_path(warehouse)).mkdir(parents=True, exist_ok=True)
         props = {"type": "rest" if rest else "sql", "uri": uri, "warehouse": warehouse}
