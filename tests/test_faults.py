@@ -244,15 +244,17 @@ def test_a_killed_run_is_marked_failed_by_run_monitoring(tmp_path):
     shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     (tmp_path / "sleepy.py").write_text(textwrap.dedent(SLEEPY_JOB))
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/dagster"), "job", "execute", "-f", "sleepy.py", "-j", "sleepy"],
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # the instance's SQLite storage is made before the run's process opens it: two processes
+    # creating it at once race on its tables (Dagster's "alembic_version already exists")
     with DagsterInstance.from_config(str(dagster_home)) as instance:
+        proc = subprocess.Popen(
+            [str(ROOT / ".venv/bin/dagster"), "job", "execute", "-f", "sleepy.py", "-j", "sleepy"],
+            cwd=tmp_path,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         assert isinstance(instance.run_launcher, LocalRunLauncher)
         assert instance.run_monitoring_enabled
         record = None
