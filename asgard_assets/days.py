@@ -126,3 +126,24 @@ def all_days_range(strict: bool = False) -> str:
             "set ASGARD_PARTITION_START to a day that has ended"
         )
     return f"{first}...{last}"
+
+
+def reversed_range(first: str, last: str) -> str:
+    """The error for a ``FIRST...LAST`` range whose first day is after its last: Dagster
+    accepts one, and its window holds no row."""
+    return (
+        f"the partition range {first}...{last} is reversed (its first day is after its "
+        f"last): did you mean {last}...{first}?"
+    )
+
+
+def typed_range_mistake(days: str) -> str | None:
+    """``reversed_range``'s error for a typed ``--partition-range`` value that is reversed,
+    None for any other (Dagster's own parsing says what a malformed one should be)."""
+    first, dots, last = days.partition("...")
+    try:
+        if dots and datetime.strptime(first, DAY) > datetime.strptime(last, DAY):
+            return reversed_range(first, last)
+    except ValueError:
+        pass
+    return None

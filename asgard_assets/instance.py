@@ -55,6 +55,12 @@ def apply_defaults() -> None:
     if os.path.basename(sys.argv[0]).startswith("dagster"):
         if sys.argv[1:2] in (["asset"], ["job"]):  # the commands a selection is typed into
             sys.excepthook = _one_line_cli_errors
+            if mistake := _reversed_range_typed(sys.argv):
+                # Dagster would start the run, and the run fail in its first step. This
+                # runs while `site` imports .pth files, where SystemExit is a fatal error:
+                # nothing has started yet, so the process ends here
+                print(f"error: {mistake}", file=sys.stderr, flush=True)
+                os._exit(1)
         # Dagster's own notices on the commands the README uses, not about Asgard's code:
         # `asset materialize` and `dev` are "superseded" by the `dg` tool, and selecting `*` uses a
         # beta parameter inside Dagster
@@ -69,6 +75,17 @@ def apply_defaults() -> None:
         logging.getLogger("dagster").addFilter(
             lambda record: "will not be used to configure Dagster" not in record.getMessage()
         )
+
+
+def _reversed_range_typed(argv: list[str]) -> str | None:
+    from .days import typed_range_mistake
+
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name == "--partition-range":
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            return typed_range_mistake(value)
+    return None
 
 
 def _one_line_cli_errors(kind, error, tb) -> None:

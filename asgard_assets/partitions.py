@@ -32,7 +32,7 @@ from pyiceberg.expressions import (
 )
 
 from .contracts.sources import PARTITIONED_TABLES, SOURCES
-from .days import partition_bounds
+from .days import partition_bounds, reversed_range
 from .settings import source_url
 
 PARTITION_COLUMNS = {t: SOURCES[t].partition_column for t in PARTITIONED_TABLES}
@@ -159,8 +159,7 @@ def window_for(table: str, days: dg.TimeWindow) -> Window:
     if days.start >= days.end:
         start, end = days.start.date(), (days.end - timedelta(days=1)).date()
         raise dg.Failure(
-            f"the partition range {start}...{end} is reversed (its first day is after its "
-            f"last): did you mean {end}...{start}?",
+            reversed_range(str(start), str(end)),
             allow_retries=False,  # bad input: retrying cannot help
         )
     first, last = daily().get_first_partition_window(), daily().get_last_partition_window()

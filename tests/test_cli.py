@@ -239,8 +239,13 @@ def test_whole_graph_without_days_fails_in_one_line(tmp_path):
             ["--select", "silver/work_orders", "--partition-range", "2025-01-01..2025-01-03"],
             "error: --partition-range takes FIRST...LAST, three dots: e.g. 2025-01-01...2025-06-30",
         ),
+        (
+            ["--select", "silver/work_orders", "--partition-range=2025-03-03...2025-03-01"],
+            "error: the partition range 2025-03-03...2025-03-01 is reversed (its first day is "
+            "after its last): did you mean 2025-03-01...2025-03-03?",
+        ),
     ],
-    ids=["unknown key", "day outside", "two dots"],
+    ids=["unknown key", "day outside", "two dots", "reversed"],
 )
 def test_a_typing_mistake_on_the_dagster_cli_is_said_without_a_traceback(tmp_path, typed, said):
     _typed_on_the_dagster_cli(tmp_path, typed, said)
