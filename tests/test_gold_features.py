@@ -1,11 +1,14 @@
 """Gold with dbt and the Feast feature view: values, zero copy at the current snapshot,
 point-in-time retrieval, online lookup, and a broken dbt model."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 
 import dagster as dg
@@ -292,6 +295,42 @@ def test_broken_dbt_model_fails_with_dbt_message_and_keeps_gold(home, tmp_path):
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
     assert DuckDBConnectionManager._ENV is None
+
+    # a model dbt cannot even parse: the definitions still load (from the last parse), and
+    # the gold step is what fails, with dbt's message
+    source = "{{ source('silver', 'work_orders') }}"
+    model.write_text(model.read_text().replace(source, source[:-1], 1))
+    os.utime(model, ns=(time.time_ns() + 10**9,) * 2)
+    unparsable_gold = build_gold_assets(prepare(DbtProject(project_dir=broken, target="duckdb")))
+    result = dg.materialize([unparsable_gold], resources=resources, raise_on_error=False)
+    assert not result.success
+    assert "Compilation Error in model operator_features" in failure_message(result)
+    assert resource("lakehouse").snapshot_id(GOLD) == before
+
+
+def test_the_manifest_is_parsed_again_only_when_the_project_or_dbt_changed(tmp_path, monkeypatch):
+    """Also under `dagster dev` (`asgard ui`), where dagster-dbt would parse on every load of
+    the definitions: the code server's and every run's process."""
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
+    root = copy_dbt_project(tmp_path)
+    manifest = prepare(DbtProject(project_dir=root, target="duckdb")).manifest_path
+    parsed = manifest.stat().st_mtime_ns
+    prepare(DbtProject(project_dir=root, target="duckdb"))
+    assert manifest.stat().st_mtime_ns == parsed
+
+    # a manifest written by another dbt version
+    data = json.loads(manifest.read_text())
+    data["metadata"]["dbt_version"] = "1.0.0"
+    manifest.write_text(json.dumps(data))
+    prepare(DbtProject(project_dir=root, target="duckdb"))
+    assert json.loads(manifest.read_text())["metadata"]["dbt_version"] == version("dbt-core")
+
+    # a model edited after the parse
+    parsed = manifest.stat().st_mtime_ns
+    model = root / "models" / "gold" / "operator_features.sql"
+    os.utime(model, ns=(parsed + 10**9, parsed + 10**9))
+    prepare(DbtProject(project_dir=root, target="duckdb"))
+    assert manifest.stat().st_mtime_ns > parsed
 
 
 def test_dbt_that_cannot_start_fails_naming_why(home):

@@ -229,3 +229,28 @@ def test_a_rebuild_is_the_same_only_with_the_same_columns_types_and_rows():
     assert not same_rows(changed, new)
     lists = pa.table({"k": [[1], [2]]})  # cannot be sorted: written, not compared
     assert not same_rows(lists, lists)
+
+
+def test_a_row_that_does_not_fit_does_not_make_its_window_load_again(own_source):
+    """A source row whose start time is not a date (SQLite) goes to the quarantine, never
+    to bronze, and falls outside every day: a day run again with nothing changed still
+    finds bronze up to date, and the quarantine holds the row once."""
+    with sqlite3.connect(own_source.removeprefix("sqlite:///")) as conn:
+        changed = conn.execute(
+            "UPDATE work_orders SET start_time = 'not a date' WHERE work_order_id = 'WO-000001'"
+        )
+        assert changed.rowcount == 1
+    lakehouse = resource("lakehouse")
+    # a row on no day is loaded with the last day (the demo's: 2025-06-30)
+    assert materialize("bronze/work_orders", partition_key="2025-06-30").success
+    first = lakehouse.snapshot_id("bronze.work_orders")
+    quarantine = "bronze.work_orders__quarantine"
+    assert lakehouse.query(f"SELECT work_order_id FROM {quarantine}", quarantine).fetchall() == [
+        ("WO-000001",)
+    ]
+    for day in ("2025-06-30", "2025-06-30"):
+        again = materialize("bronze/work_orders", partition_key=day)
+        (mat,) = again.asset_materializations_for_node("bronze__work_orders")
+        assert "skipped" in mat.metadata, day
+    assert lakehouse.snapshot_id("bronze.work_orders") == first
+    assert lakehouse.query(f"SELECT count(*) FROM {quarantine}", quarantine).fetchone() == (1,)

@@ -196,7 +196,7 @@ mutation Launch($params: ExecutionParams!) {
 """
 STATUS = """
 query Status($runId: ID!) {
-  runOrError(runId: $runId) { ... on Run { status } }
+  runOrError(runId: $runId) { ... on Run { status tags { key value } } }
 }
 """
 MATERIALIZED = """
@@ -224,11 +224,14 @@ def test_graphql_launches_a_materialization_that_succeeds(dagster_ui):
     deadline = time.monotonic() + 180
     status = None
     while time.monotonic() < deadline:
-        status = graphql(dagster_ui, STATUS, {"runId": run_id})["runOrError"]["status"]
+        run = graphql(dagster_ui, STATUS, {"runId": run_id})["runOrError"]
+        status = run["status"]
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(1)
     assert status == "SUCCESS"
+    # handed to a warm process by Asgard's run launcher (dagster.yaml), not the code server
+    assert "asgard/run_worker_pid" in {t["key"] for t in run["tags"]}
     (latest,) = graphql(dagster_ui, MATERIALIZED, {"key": key})["assetOrError"][
         "assetMaterializations"
     ]

@@ -8,6 +8,7 @@ dropped or renamed column stops silver instead of turning into NULLs.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 
 import dagster as dg
@@ -15,12 +16,10 @@ import sqlglot
 from sqlglot import exp
 
 from ..contracts.sources import CURSOR_COLUMN, LOADED_AT, SOURCE_TABLES, SOURCES
-from ..resources.ingestion import QUARANTINE
+from ..resources.ingestion import QUARANTINE, QUARANTINED_KEYS, SAMPLE_KEYS
 from ..resources.lakehouse import Lakehouse
 from ..resources.source_streams import LOAD_ID
 from ..silver.assets import sql_path
-
-SAMPLE_KEYS = 20  # keys listed in a check's metadata
 
 
 @cache
@@ -63,7 +62,12 @@ def contract_checks(table: str) -> list[dg.AssetChecksDefinition]:
         missing = sorted(silver_columns(table) - have)
         return dg.AssetCheckResult(
             passed=not missing,
-            description=f"missing in {identifier}: {', '.join(missing)}" if missing else None,
+            # either side may be wrong: the source dropped or renamed a column, or the SQL
+            # names one the contract does not have (a typo)
+            description=f"{sql_path(table).name} reads column(s) {identifier} does not have: "
+            f"{', '.join(missing)} (renamed or dropped in the source, or mistyped in the SQL)"
+            if missing
+            else None,
             metadata={"missing_columns": missing, "silver_reads": sorted(silver_columns(table))},
         )
 
@@ -94,8 +98,9 @@ def contract_checks(table: str) -> list[dg.AssetChecksDefinition]:
     def values_fit_types(lakehouse: Lakehouse) -> dg.AssetCheckResult:
         summary = lakehouse.table(identifier).current_snapshot().summary
         count = int(summary.get("asgard.quarantined", 0))
-        keys: list = []
-        if count and lakehouse.exists(identifier + QUARANTINE):
+        keys: list = json.loads(summary.get(QUARANTINED_KEYS) or "[]")
+        if count and not keys and lakehouse.exists(identifier + QUARANTINE):
+            # a table loaded before the keys were recorded with the load: its rows of that load
             load = summary.get("asgard.load-id")
             _, keys = _keys(lakehouse, identifier + QUARANTINE, key, f"{LOAD_ID} = '{load}'")
         return dg.AssetCheckResult(

@@ -7,13 +7,30 @@ of the process that emitted it, so a run whose process no longer exists (kill -9
 killer, a reboot) is marked failed when the daemon next looks, instead of staying STARTED
 forever. Runs started from the CLI (``dagster asset materialize``) are covered too. Local
 profile only: the pid is looked up on the daemon's own machine.
+
+It also starts runs in a warm process (``warm_worker.py``): one waits with the libraries the
+steps use already imported, and a run launched (by the daemon's queue, a sensor, a schedule,
+a click on Materialize) is handed to it instead of to the code server, which would start a
+new interpreter and import them all again. ``warm_worker: false`` in ``dagster.yaml`` turns
+this off; a run whose code location uses another interpreter goes to the code server.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
 import psutil
-from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher, Field
+from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
+from dagster._grpc.types import ExecuteRunArgs
+
+# the run tag naming the warm process a run was handed to (to terminate it)
+WORKER_PID_TAG = "asgard/run_worker_pid"
 
 
 def run_pid(instance, run_id: str) -> int | None:
@@ -30,6 +47,66 @@ def alive(pid: int) -> bool:
 
 
 class LocalRunLauncher(DefaultRunLauncher):
+    def __init__(self, inst_data=None, warm_worker: bool = True):
+        super().__init__(inst_data=inst_data)
+        self._warm = warm_worker
+        self._next: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # the daemon launches from more than one thread
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"warm_worker": Field(bool, is_required=False, default_value=True)}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> LocalRunLauncher:
+        return cls(inst_data=inst_data, **config_value)
+
+    def _take_worker(self) -> subprocess.Popen:
+        """The waiting process (or a new one, when none is waiting or it died), and the
+        next one started."""
+        with self._lock:
+            worker = self._next
+            if worker is None or worker.poll() is not None:
+                worker = _start_worker()
+            self._next = _start_worker()
+            return worker
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        origin = run.job_code_origin
+        if not self._warm or origin is None or origin.executable_path != sys.executable:
+            return super().launch_run(context)
+        command = ExecuteRunArgs(
+            job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()
+        ).get_command_args()
+        worker = self._take_worker()
+        self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(worker.pid)})
+        worker.stdin.write(json.dumps(list(command)) + "\n")
+        worker.stdin.close()
+        self._run_ids.add(run.run_id)
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or WORKER_PID_TAG not in run.tags:
+            return super().terminate(run_id)
+        if run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        # as Dagster's container launchers stop a run: SIGTERM, which the run's process
+        # takes as an interrupt (the run is then marked canceled)
+        try:
+            os.kill(int(run.tags[WORKER_PID_TAG]), signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def dispose(self) -> None:
+        with self._lock:
+            if self._next is not None and self._next.poll() is None:
+                self._next.stdin.close()  # a waiting worker ends when its stdin does
+            self._next = None
+        super().dispose()
+
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
@@ -41,3 +118,13 @@ class LocalRunLauncher(DefaultRunLauncher):
         return CheckRunHealthResult(
             WorkerStatus.FAILED, f"the run's process {pid} no longer exists (killed?)"
         )
+
+
+def _start_worker() -> subprocess.Popen:
+    # stdout and stderr are the launcher's (dagster dev prints the runs' output, as it does
+    # for the code server's run processes)
+    return subprocess.Popen(
+        [sys.executable, "-m", "asgard_assets.orchestration.warm_worker"],
+        stdin=subprocess.PIPE,
+        text=True,
+    )

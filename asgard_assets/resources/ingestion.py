@@ -14,6 +14,7 @@ cursor came from (a concurrent load of the same table makes it read again).
 
 from __future__ import annotations
 
+import json
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ from .bronze_state import (
 )
 from .ingestion_interface import Ingestion, IngestResult
 from .lakehouse import Lakehouse
-from .source_fits import misfit_table, sqlite_fits
+from .source_fits import misfit_table, not_yet_quarantined, sqlite_fits
 from .source_streams import (
     chained,
     read_source,
@@ -61,6 +62,9 @@ from .write_pins import EMPTY
 from .write_results import KeyReplace, WriteResult
 
 QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
+# the snapshot property naming (the first of) the keys of the rows a load found misfit
+QUARANTINED_KEYS = "asgard.quarantined-keys"
+SAMPLE_KEYS = 20  # keys listed in a check's metadata
 # a concurrent load of the same table committed first: read again past its rows
 COMMIT_ATTEMPTS = 3
 
@@ -231,8 +235,11 @@ class EmbeddedIngestion(Ingestion):
             return False
         with self._connect() as conn:
             where = self._qualified(table, conn)
-            self._columns(table, conn)  # a type changed in place moves no row's updated_at
-            source = conn.execute(sa.text(rows_changed_query(where, window.sql()))).one()
+            # a type changed in place moves no row's updated_at
+            fits = self._fits(self._columns(table, conn))
+            # a row whose values do not fit (SQLite) is never in bronze: it is not counted
+            rows = f"{window.sql()} AND {fits}" if fits else window.sql()
+            source = conn.execute(sa.text(rows_changed_query(where, rows))).one()
         loaded = lakehouse.query(
             rows_changed_query(identifier, window.sql()), identifier
         ).fetchone()
@@ -328,6 +335,12 @@ class EmbeddedIngestion(Ingestion):
             props["asgard.cursor-from"] = str(cursor)
         misfits = self.misfits(table, since=cursor, window=window)
         props["asgard.quarantined"] = str(misfits.num_rows)
+        if misfits.num_rows:
+            keys = misfits.column(SOURCES[table].key).to_pylist()
+            props[QUARANTINED_KEYS] = json.dumps(sorted(str(k) for k in keys)[:SAMPLE_KEYS])
+            # a row already quarantined, found again (a reload of its day, or a cursor it
+            # never moved past: it never reached bronze), is not appended again
+            misfits = not_yet_quarantined(lakehouse, identifier + QUARANTINE, misfits)
         if misfits.num_rows:
             lakehouse.write(
                 identifier + QUARANTINE,

@@ -5,11 +5,16 @@ read to the rows that fit, and the quarantine table of the rows that do not."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import sqlalchemy as sa
 
 from ..contracts.sources import DOUBLE, INTEGER, TIMESTAMP, physical_type
+from .duckdb_bounds import bounded_duckdb
+
+if TYPE_CHECKING:
+    from .lakehouse import Lakehouse
 
 REASON = "_asgard_reason"  # quarantine: the columns whose value does not fit their type
 
@@ -44,3 +49,20 @@ def misfit_table(names: list[str], rows: Sequence[Sequence]) -> pa.Table:
     return pa.table(
         {n: pa.array(list(v), pa.string()) for n, v in zip([*names, REASON], columns, strict=True)}
     )
+
+
+def not_yet_quarantined(lakehouse: Lakehouse, quarantine: str, misfits: pa.Table) -> pa.Table:
+    """The rows of ``misfits`` that the quarantine table does not already hold (the same
+    value in every column, the reason included)."""
+    if not lakehouse.exists(quarantine):
+        return misfits
+    held = {f.name for f in lakehouse.table(quarantine).schema().fields}
+    if not set(misfits.column_names) <= held:
+        return misfits  # a column the table never had: none of these is held
+    columns = ", ".join(f'"{c}"' for c in misfits.column_names)
+    con = bounded_duckdb()
+    lakehouse.attach(con, [quarantine])
+    con.register("misfits", misfits)
+    return con.sql(
+        f"SELECT * FROM misfits EXCEPT ALL SELECT {columns} FROM {quarantine}"
+    ).to_arrow_table()
