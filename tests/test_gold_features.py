@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +18,7 @@ from conftest import journey_assets, materialize
 from dagster_dbt import DbtProject
 
 from asgard_assets.gold.assets import build_gold_assets
-from asgard_assets.gold.project import DBT_DIR, AsgardDbtCli, prepare
+from asgard_assets.gold.project import DBT_DIR, PARSED_FROM, AsgardDbtCli, prepare
 from asgard_assets.resources import resource, resources_for
 from asgard_assets.resources.feature_store import FeatureStoreResource
 from asgard_assets.resources.table_reads import to_local_path
@@ -313,24 +312,31 @@ def test_the_manifest_is_parsed_again_only_when_the_project_or_dbt_changed(tmp_p
     the definitions: the code server's and every run's process."""
     monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
     root = copy_dbt_project(tmp_path)
-    manifest = prepare(DbtProject(project_dir=root, target="duckdb")).manifest_path
-    parsed = manifest.stat().st_mtime_ns
-    prepare(DbtProject(project_dir=root, target="duckdb"))
-    assert manifest.stat().st_mtime_ns == parsed
 
-    # a manifest written by another dbt version
-    data = json.loads(manifest.read_text())
-    data["metadata"]["dbt_version"] = "1.0.0"
-    manifest.write_text(json.dumps(data))
-    prepare(DbtProject(project_dir=root, target="duckdb"))
-    assert json.loads(manifest.read_text())["metadata"]["dbt_version"] == version("dbt-core")
+    def parsed() -> int:
+        manifest = prepare(DbtProject(project_dir=root, target="duckdb")).manifest_path
+        return manifest.stat().st_mtime_ns
 
-    # a model edited after the parse
-    parsed = manifest.stat().st_mtime_ns
+    first = parsed()
+    assert parsed() == first  # nothing changed
+
+    stamp = root / "target" / PARSED_FROM  # as if parsed by another dbt
+    inputs = json.loads(stamp.read_text())
+    stamp.write_text(json.dumps({**inputs, "dbt": {"dbt-core": "1.0.0", "dbt-duckdb": "1.0.0"}}))
+    second = parsed()
+    assert second > first
+
     model = root / "models" / "gold" / "operator_features.sql"
-    os.utime(model, ns=(parsed + 10**9, parsed + 10**9))
-    prepare(DbtProject(project_dir=root, target="duckdb"))
-    assert manifest.stat().st_mtime_ns > parsed
+    os.utime(model, ns=(second + 10**9, second + 10**9))  # edited
+    third = parsed()
+    assert third > second
+
+    # renamed: the same mtime, a new path (dbt's manifest then names the new model)
+    model.rename(model.with_name("operator_features_renamed.sql"))
+    fourth = parsed()
+    assert fourth > third
+    nodes = json.loads((root / "target" / "manifest.json").read_text())["nodes"]
+    assert any(n.endswith(".operator_features_renamed") for n in nodes)
 
 
 def test_dbt_that_cannot_start_fails_naming_why(home):

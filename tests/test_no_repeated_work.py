@@ -254,3 +254,12 @@ def test_a_row_that_does_not_fit_does_not_make_its_window_load_again(own_source)
         assert "skipped" in mat.metadata, day
     assert lakehouse.snapshot_id("bronze.work_orders") == first
     assert lakehouse.query(f"SELECT count(*) FROM {quarantine}", quarantine).fetchone() == (1,)
+
+    # a second row that does not fit is a change: the day loads, the new row is quarantined
+    with sqlite3.connect(own_source.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE work_orders SET start_time = '?' WHERE work_order_id = 'WO-000002'")
+    again = materialize("bronze/work_orders", partition_key="2025-06-30")
+    (mat,) = again.asset_materializations_for_node("bronze__work_orders")
+    assert "skipped" not in mat.metadata
+    held = lakehouse.query(f"SELECT work_order_id FROM {quarantine} ORDER BY 1", quarantine)
+    assert held.fetchall() == [("WO-000001",), ("WO-000002",)]

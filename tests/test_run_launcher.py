@@ -2,6 +2,8 @@
 runs, a real Dagster instance with the repository's dagster.yaml, the runs' own processes."""
 
 import shutil
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -11,10 +13,15 @@ import psutil
 import pytest
 from conftest import ROOT
 from dagster._core.definitions.reconstruct import ReconstructableJob
-from dagster._core.launcher.base import LaunchRunContext
+from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
-from asgard_assets.orchestration.run_launcher import WORKER_PID_TAG, LocalRunLauncher
+from asgard_assets.orchestration.run_launcher import (
+    WORKER_PID_TAG,
+    WORKER_STARTED_TAG,
+    LocalRunLauncher,
+    handed_to,
+)
 
 JOBS = """
 import os
@@ -48,8 +55,20 @@ def instance(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.run_launcher, LocalRunLauncher)
-        yield instance
-        instance.run_launcher.dispose()
+        try:
+            yield instance
+        finally:
+            # no process of a test outlives it (a failed test's sleepy run included)
+            # (the processes the runs were handed to, matched by their start time too)
+            workers = [handed_to(r) for r in instance.get_runs() if WORKER_PID_TAG in r.tags]
+            if instance.run_launcher._next is not None:
+                workers.append(psutil.Process(instance.run_launcher._next.pid))
+            instance.run_launcher.dispose()
+            for worker in filter(None, workers):
+                try:
+                    worker.kill()
+                except psutil.NoSuchProcess:
+                    pass
 
 
 def launch(instance: dg.DagsterInstance, folder: Path, job: str) -> dg.DagsterRun:
@@ -141,3 +160,52 @@ def test_warm_worker_false_leaves_runs_to_the_code_server(tmp_path, monkeypatch)
         with pytest.raises(dg.DagsterInvariantViolationError, match="requires a workspace"):
             instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
         assert instance.run_launcher._next is None
+
+
+def test_a_run_whose_worker_died_before_starting_it_is_failed_by_monitoring(instance, tmp_path):
+    """Its process gone before RUN_START (an import that crashed it, the OOM killer): run
+    monitoring fails the run at once instead of waiting for its start timeout."""
+    recon = ReconstructableJob.for_file(str(tmp_path / "jobs.py"), "quick")
+    run = instance.create_run_for_job(
+        job_def=recon.get_definition(), job_code_origin=recon.get_python_origin()
+    )
+    gone = subprocess.Popen(["true"])
+    started = psutil.Process(gone.pid).create_time()
+    gone.wait()
+    instance.add_run_tags(
+        run.run_id, {WORKER_PID_TAG: str(gone.pid), WORKER_STARTED_TAG: str(started)}
+    )
+    health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
+    assert health.status == WorkerStatus.FAILED
+    assert f"the run's process {gone.pid} ended before it started the run" in health.msg
+    # a pid now used by another process (started later) is not the run's
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(other.pid)})
+        run = instance.get_run_by_id(run.run_id)
+        assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
+        assert instance.run_launcher.terminate(run.run_id)  # nothing to stop: canceled
+        assert other.poll() is None  # not signalled
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_waiting_worker_has_imported_libraries_only():
+    """What a run executes is imported by the run: nothing of the definitions (or of a
+    workspace's module) is in the waiting process."""
+    code = (
+        "import importlib, sys\n"
+        "from asgard_assets.orchestration.warm_worker import PRELOAD\n"
+        "for name in PRELOAD: importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('asgard')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert eval(done.stdout) == [
+        "asgard_assets",
+        "asgard_assets.features",
+        "asgard_assets.features.feast_import",
+        "asgard_assets.orchestration",
+        "asgard_assets.orchestration.warm_worker",
+    ]

@@ -1,6 +1,7 @@
 """The dbt project: where it lives and how its manifest is prepared. Imported by the gold
 assets and by the dbt resource, so neither has to import the other."""
 
+import fcntl
 import json
 import logging
 from collections.abc import Sequence
@@ -27,23 +28,26 @@ DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 dbt_project = DbtProject(project_dir=DBT_DIR, target="duckdb")
 
 
+# in the target folder, beside the manifest: what it was parsed from
+PARSED_FROM = "asgard-parsed-from.json"
+
+
 def prepare(project: DbtProject) -> DbtProject:
-    """Parse once into a manifest, and again only after the project's files changed or dbt
-    was upgraded. Not dagster-dbt's ``prepare_if_dev``: under `dagster dev` (`asgard ui`) it
-    parses on every load of the definitions, which is every run's process too (3.6 s a run
-    here). The parse state left in the project's target folder seeds each new home's first
-    build (gold/assets.invocation_target)."""
+    """Parse into a manifest once, and again only when the project's files (any added,
+    removed, renamed or changed) or the dbt packages changed. Not dagster-dbt's
+    ``prepare_if_dev``: under `dagster dev` (`asgard ui`) it parses on every load of the
+    definitions, which is every run's process too (3.6 s a run here). One process parses at
+    a time; the others wait and read its manifest. The parse state left in the project's
+    target folder seeds each new home's first build (gold/assets.invocation_target)."""
     manifest = project.manifest_path
     root = Path(project.project_dir)
-    files = [p for d in ("models", "macros", "tests") for p in (root / d).rglob("*") if p.is_file()]
-    if (
-        not manifest.exists()
-        or any(
-            p.stat().st_mtime > manifest.stat().st_mtime
-            for p in [*files, root / "dbt_project.yml", root / "profiles.yml"]
-        )
-        or _parsed_by(manifest) != version("dbt-core")
-    ):
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest.parent / ".asgard-parse.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        inputs = _parse_inputs(root, manifest.parent)
+        stamp = manifest.parent / PARSED_FROM
+        if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == inputs:
+            return project
         try:
             project.preparer.prepare(project)
         except DagsterDbtCliRuntimeError as e:
@@ -55,14 +59,24 @@ def prepare(project: DbtProject) -> DbtProject:
             logging.getLogger(__name__).warning(
                 f"dbt cannot parse {root}, gold keeps its last parsed models: {e}"
             )
+            return project
+        stamp.write_text(json.dumps(inputs))
     return project
 
 
-def _parsed_by(manifest: Path) -> str | None:
-    try:
-        return json.loads(manifest.read_bytes())["metadata"]["dbt_version"]
-    except (OSError, ValueError, KeyError):
-        return None  # unreadable: parse again
+def _parse_inputs(root: Path, target: Path) -> dict:
+    """Every file of the project (but its target and logs, and hidden files such as dbt's
+    own `.user.yml`) by path, size and mtime, and the dbt packages' versions: what a parse
+    depends on."""
+    skip = {target.resolve(), (root / "logs").resolve()}
+    files = {
+        str(p.relative_to(root)): [p.stat().st_size, p.stat().st_mtime_ns]
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+        and not p.name.startswith(".")
+        and not any(d in skip for d in p.resolve().parents)
+    }
+    return {"files": files, "dbt": {d: version(d) for d in ("dbt-core", "dbt-duckdb")}}
 
 
 class AsgardDbtCli(DbtCliResource):

@@ -18,7 +18,6 @@ this off; a run whose code location uses another interpreter goes to the code se
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,8 +28,10 @@ from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher, Field
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._grpc.types import ExecuteRunArgs
 
-# the run tag naming the warm process a run was handed to (to terminate it)
+# the run tags naming the warm process a run was handed to, and when it started (a pid is
+# reused once its process is gone: the start time tells the process apart)
 WORKER_PID_TAG = "asgard/run_worker_pid"
+WORKER_STARTED_TAG = "asgard/run_worker_started"
 
 
 def run_pid(instance, run_id: str) -> int | None:
@@ -79,11 +80,20 @@ class LocalRunLauncher(DefaultRunLauncher):
         command = ExecuteRunArgs(
             job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()
         ).get_command_args()
-        worker = self._take_worker()
-        self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(worker.pid)})
-        worker.stdin.write(json.dumps(list(command)) + "\n")
-        worker.stdin.close()
-        self._run_ids.add(run.run_id)
+        for _ in range(2):  # a worker that died just before taking the run: the next one
+            worker = self._take_worker()
+            try:
+                started = psutil.Process(worker.pid).create_time()
+                self._instance.add_run_tags(
+                    run.run_id, {WORKER_PID_TAG: str(worker.pid), WORKER_STARTED_TAG: str(started)}
+                )
+                worker.stdin.write(json.dumps(list(command)) + "\n")
+                worker.stdin.close()
+            except (OSError, psutil.NoSuchProcess):
+                continue
+            self._run_ids.add(run.run_id)
+            return None
+        return super().launch_run(context)
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
@@ -92,12 +102,16 @@ class LocalRunLauncher(DefaultRunLauncher):
         if run.is_finished:
             return False
         self._instance.report_run_canceling(run)
+        worker = handed_to(run)
+        if worker is None:  # its process is gone: nothing is left to stop
+            self._instance.report_run_canceled(run, message="the run's process had ended")
+            return True
         # as Dagster's container launchers stop a run: SIGTERM, which the run's process
         # takes as an interrupt (the run is then marked canceled)
         try:
-            os.kill(int(run.tags[WORKER_PID_TAG]), signal.SIGTERM)
-        except ProcessLookupError:
-            return False
+            worker.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            self._instance.report_run_canceled(run, message="the run's process had ended")
         return True
 
     def dispose(self) -> None:
@@ -113,11 +127,32 @@ class LocalRunLauncher(DefaultRunLauncher):
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         pid = run_pid(self._instance, run.run_id)
-        if pid is None or alive(pid):  # no pid yet: still starting, not ours to judge
+        if pid is None:
+            # not started yet: still starting, unless the warm process it was handed to is
+            # gone (it failed or was killed before starting it)
+            if WORKER_PID_TAG in run.tags and handed_to(run) is None:
+                return CheckRunHealthResult(
+                    WorkerStatus.FAILED,
+                    f"the run's process {run.tags[WORKER_PID_TAG]} ended before it started "
+                    "the run (its error, if any, is in the output of `asgard ui`)",
+                )
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        if alive(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         return CheckRunHealthResult(
             WorkerStatus.FAILED, f"the run's process {pid} no longer exists (killed?)"
         )
+
+
+def handed_to(run: DagsterRun) -> psutil.Process | None:
+    """The live warm process ``run`` was handed to, or None when it is gone (its pid reused
+    by another process counts as gone)."""
+    try:
+        worker = psutil.Process(int(run.tags[WORKER_PID_TAG]))
+        same = abs(worker.create_time() - float(run.tags.get(WORKER_STARTED_TAG, 0))) < 0.01
+        return worker if same and worker.status() != psutil.STATUS_ZOMBIE else None
+    except (psutil.NoSuchProcess, KeyError, ValueError):
+        return None
 
 
 def _start_worker() -> subprocess.Popen:

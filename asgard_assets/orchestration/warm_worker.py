@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import signal
 import sys
 
@@ -50,8 +51,10 @@ def main() -> None:
         for name in PRELOAD:
             try:
                 importlib.import_module(name)
-            except ImportError:
-                pass  # a library this installation lacks: the run reports it, if it needs it
+            except Exception as e:  # noqa: BLE001
+                # a library missing or broken here fails only the runs that use it, with
+                # their own error, as in a process of Dagster's
+                print(f"warm worker: importing {name} ahead failed: {e!r}", file=sys.stderr)
         line = sys.stdin.readline()
     except KeyboardInterrupt:
         sys.exit(130)
@@ -59,6 +62,7 @@ def main() -> None:
         return
     command = json.loads(line)  # the entry point ("dagster"), "api", "execute_run", args
     sys.stdin.close()
+    sys.stdin = open(os.devnull)  # as in a run process of Dagster's  # noqa: SIM115
     from dagster._cli import main as dagster_main
 
     sys.argv = ["dagster", *command[command.index("api") :]]

@@ -243,7 +243,15 @@ class EmbeddedIngestion(Ingestion):
         loaded = lakehouse.query(
             rows_changed_query(identifier, window.sql()), identifier
         ).fetchone()
-        return source[0] == loaded[0] and same_time(source[1], loaded[1])
+        if not (source[0] == loaded[0] and same_time(source[1], loaded[1])):
+            return False
+        # ...but a row that does not fit, new or changed, is a change (to quarantine)
+        return (
+            not fits
+            or not not_yet_quarantined(
+                lakehouse, identifier + QUARANTINE, self.misfits(table, window=window)
+            ).num_rows
+        )
 
     def _window_clause(
         self,
@@ -334,10 +342,13 @@ class EmbeddedIngestion(Ingestion):
             write = {"mode": "overwrite" if cursor is None else "append"}
             props["asgard.cursor-from"] = str(cursor)
         misfits = self.misfits(table, since=cursor, window=window)
-        props["asgard.quarantined"] = str(misfits.num_rows)
-        if misfits.num_rows:
+        found = misfits.num_rows
+        props["asgard.quarantined"] = str(found)
+        if found:
             keys = misfits.column(SOURCES[table].key).to_pylist()
-            props[QUARANTINED_KEYS] = json.dumps(sorted(str(k) for k in keys)[:SAMPLE_KEYS])
+            props[QUARANTINED_KEYS] = json.dumps(
+                sorted(k for k in keys if k is not None)[:SAMPLE_KEYS]
+            )
             # a row already quarantined, found again (a reload of its day, or a cursor it
             # never moved past: it never reached bronze), is not appended again
             misfits = not_yet_quarantined(lakehouse, identifier + QUARANTINE, misfits)
@@ -354,7 +365,7 @@ class EmbeddedIngestion(Ingestion):
             )
         if window is not None:
             result = self._ingest_window(table, lakehouse, window, load_id, props, audit, base)
-            return IngestResult(result, mode, None, redact(self.url()), misfits.num_rows)
+            return IngestResult(result, mode, None, redact(self.url()), found)
         reader = self.read(table, since=cursor)
         if cursor is not None:
             reader = not_yet_loaded(reader, lakehouse, identifier, cursor)
@@ -366,7 +377,7 @@ class EmbeddedIngestion(Ingestion):
             audit=audit,
             **write,
         )
-        return IngestResult(result, mode, cursor, redact(self.url()), misfits.num_rows)
+        return IngestResult(result, mode, cursor, redact(self.url()), found)
 
     def _ingest_window(
         self,
