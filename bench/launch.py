@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import requests
 from journey import ROOT, remove, run_demo, settle
+
+from asgard_assets.resources.deployer import free_port
 
 LOCATION = "asgard_assets.definitions"
 ASSETS = (["bronze", "materials"], ["models", "operator_efficiency_predictor"])
@@ -49,12 +50,6 @@ def graphql(url: str, query: str, variables: dict) -> dict:
     if "errors" in body:
         raise SystemExit(f"GraphQL: {body['errors']}")
     return body["data"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_ui(env: dict, port: int) -> subprocess.Popen:

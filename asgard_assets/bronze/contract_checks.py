@@ -16,8 +16,8 @@ import sqlglot
 from sqlglot import exp
 
 from ..contracts.sources import CURSOR_COLUMN, LOADED_AT, SOURCE_TABLES, SOURCES
-from ..resources.ingestion import QUARANTINE, QUARANTINED_KEYS, SAMPLE_KEYS
 from ..resources.lakehouse import Lakehouse
+from ..resources.source_fits import QUARANTINE, QUARANTINED_KEYS, SAMPLE_KEYS
 from ..resources.source_streams import LOAD_ID
 from ..silver.assets import sql_path
 

@@ -14,7 +14,6 @@ cursor came from (a concurrent load of the same table makes it read again).
 
 from __future__ import annotations
 
-import json
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -49,7 +48,13 @@ from .bronze_state import (
 )
 from .ingestion_interface import Ingestion, IngestResult
 from .lakehouse import Lakehouse
-from .source_fits import misfit_table, not_yet_quarantined, sqlite_fits
+from .source_fits import (
+    QUARANTINE,
+    misfit_table,
+    not_yet_quarantined,
+    quarantine,
+    sqlite_fits,
+)
 from .source_streams import (
     chained,
     read_source,
@@ -61,10 +66,6 @@ from .write_audit import Audit
 from .write_pins import EMPTY
 from .write_results import KeyReplace, WriteResult
 
-QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
-# the snapshot property naming (the first of) the keys of the rows a load found misfit
-QUARANTINED_KEYS = "asgard.quarantined-keys"
-SAMPLE_KEYS = 20  # keys listed in a check's metadata
 # a concurrent load of the same table committed first: read again past its rows
 COMMIT_ATTEMPTS = 3
 
@@ -343,26 +344,7 @@ class EmbeddedIngestion(Ingestion):
             props["asgard.cursor-from"] = str(cursor)
         misfits = self.misfits(table, since=cursor, window=window)
         found = misfits.num_rows
-        props["asgard.quarantined"] = str(found)
-        if found:
-            keys = misfits.column(SOURCES[table].key).to_pylist()
-            props[QUARANTINED_KEYS] = json.dumps(
-                sorted(k for k in keys if k is not None)[:SAMPLE_KEYS]
-            )
-            # a row already quarantined, found again (a reload of its day, or a cursor it
-            # never moved past: it never reached bronze), is not appended again
-            misfits = not_yet_quarantined(lakehouse, identifier + QUARANTINE, misfits)
-        if misfits.num_rows:
-            lakehouse.write(
-                identifier + QUARANTINE,
-                with_load_columns(
-                    pa.RecordBatchReader.from_batches(misfits.schema, misfits.to_batches()),
-                    load_id,
-                    loaded_at,
-                ),
-                mode="append",
-                properties={"asgard.load-id": load_id},
-            )
+        props.update(quarantine(lakehouse, table, misfits, load_id, loaded_at))
         if window is not None:
             result = self._ingest_window(table, lakehouse, window, load_id, props, audit, base)
             return IngestResult(result, mode, None, redact(self.url()), found)

@@ -4,19 +4,26 @@ read to the rows that fit, and the quarantine table of the rows that do not."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import sqlalchemy as sa
 
-from ..contracts.sources import DOUBLE, INTEGER, TIMESTAMP, physical_type
+from ..contracts.sources import DOUBLE, INTEGER, SOURCES, TIMESTAMP, physical_type
 from .duckdb_bounds import bounded_duckdb
+from .source_streams import with_load_columns
 
 if TYPE_CHECKING:
     from .lakehouse import Lakehouse
 
 REASON = "_asgard_reason"  # quarantine: the columns whose value does not fit their type
+QUARANTINE = "__quarantine"  # bronze.<table>__quarantine holds the rows that did not fit
+# the snapshot property naming (the first of) the keys of the rows a load found misfit
+QUARANTINED_KEYS = "asgard.quarantined-keys"
+SAMPLE_KEYS = 20  # keys listed in a check's metadata
 
 
 def sqlite_fits(columns: dict[str, sa.types.TypeEngine]) -> dict[str, str]:
@@ -54,7 +61,7 @@ def misfit_table(names: list[str], rows: Sequence[Sequence]) -> pa.Table:
 def not_yet_quarantined(lakehouse: Lakehouse, quarantine: str, misfits: pa.Table) -> pa.Table:
     """The rows of ``misfits`` that the quarantine table does not already hold (the same
     value in every column, the reason included)."""
-    if not lakehouse.exists(quarantine):
+    if not misfits.num_rows or not lakehouse.exists(quarantine):
         return misfits
     held = {f.name for f in lakehouse.table(quarantine).schema().fields}
     if not set(misfits.column_names) <= held:
@@ -66,3 +73,31 @@ def not_yet_quarantined(lakehouse: Lakehouse, quarantine: str, misfits: pa.Table
     return con.sql(
         f"SELECT * FROM misfits EXCEPT ALL SELECT {columns} FROM {quarantine}"
     ).to_arrow_table()
+
+
+def quarantine(
+    lakehouse: Lakehouse, table: str, misfits: pa.Table, load_id: str, loaded_at: datetime
+) -> dict[str, str]:
+    """Append the rows of a read that did not fit to ``bronze.<table>__quarantine`` (those
+    it does not hold yet); the properties the load's bronze snapshot records about them."""
+    props = {"asgard.quarantined": str(misfits.num_rows)}
+    if not misfits.num_rows:
+        return props
+    keys = misfits.column(SOURCES[table].key).to_pylist()
+    props[QUARANTINED_KEYS] = json.dumps(sorted(k for k in keys if k is not None)[:SAMPLE_KEYS])
+    # a row already quarantined, found again (a reload of its day, or a cursor it never moved
+    # past: it never reached bronze), is not appended again
+    identifier = f"bronze.{table}{QUARANTINE}"
+    new = not_yet_quarantined(lakehouse, identifier, misfits)
+    if new.num_rows:
+        lakehouse.write(
+            identifier,
+            with_load_columns(
+                pa.RecordBatchReader.from_batches(new.schema, new.to_batches()),
+                load_id,
+                loaded_at,
+            ),
+            mode="append",
+            properties={"asgard.load-id": load_id},
+        )
+    return props
