@@ -13,13 +13,14 @@ import psutil
 import pytest
 from conftest import ROOT
 from dagster._core.definitions.reconstruct import ReconstructableJob
-from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
+from dagster._core.launcher.base import LaunchRunContext
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
 from asgard_assets.orchestration.run_launcher import (
     WORKER_PID_TAG,
     WORKER_STARTED_TAG,
     LocalRunLauncher,
+    WarmProcess,
     handed_to,
 )
 
@@ -45,6 +46,25 @@ def sleepy():
     wait()
 """
 
+# a job whose code crashes the run's process as it is imported (not this test's process,
+# which loads it from its file too)
+CRASHING = """
+import os
+import sys
+import dagster as dg
+
+if "execute_run" in sys.argv:
+    os._exit(3)
+
+@dg.op
+def nothing():
+    pass
+
+@dg.job(executor_def=dg.in_process_executor)
+def crashing():
+    nothing()
+"""
+
 
 @pytest.fixture
 def instance(tmp_path, monkeypatch):
@@ -52,6 +72,7 @@ def instance(tmp_path, monkeypatch):
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     (tmp_path / "jobs.py").write_text(textwrap.dedent(JOBS))
+    (tmp_path / "crashing.py").write_text(textwrap.dedent(CRASHING))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.run_launcher, LocalRunLauncher)
@@ -62,7 +83,7 @@ def instance(tmp_path, monkeypatch):
             # (the processes the runs were handed to, matched by their start time too)
             workers = [handed_to(r) for r in instance.get_runs() if WORKER_PID_TAG in r.tags]
             if instance.run_launcher._next is not None:
-                workers.append(psutil.Process(instance.run_launcher._next.pid))
+                workers.append(psutil.Process(instance.run_launcher._next.process.pid))
             instance.run_launcher.dispose()
             for worker in filter(None, workers):
                 try:
@@ -71,15 +92,36 @@ def instance(tmp_path, monkeypatch):
                     pass
 
 
-def launch(instance: dg.DagsterInstance, folder: Path, job: str) -> dg.DagsterRun:
+def launch(
+    instance: dg.DagsterInstance, folder: Path, job: str, file: str = "jobs.py"
+) -> dg.DagsterRun:
     """What the daemon's queue does with a run (the job loaded from its file, as a code
     location would)."""
-    recon = ReconstructableJob.for_file(str(folder / "jobs.py"), job)
+    recon = ReconstructableJob.for_file(str(folder / file), job)
     run = instance.create_run_for_job(
         job_def=recon.get_definition(), job_code_origin=recon.get_python_origin()
     )
     instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     return instance.get_run_by_id(run.run_id)
+
+
+def launched_by_code_server(instance, folder: Path, job: str = "quick") -> None:
+    """Dagster's own launch (the code server) needs a workspace, which these tests have not:
+    its error shows the launcher chose it."""
+    with pytest.raises(dg.DagsterInvariantViolationError, match="requires a workspace"):
+        launch(instance, folder, job)
+
+
+def ready_worker(instance) -> WarmProcess:
+    """The waiting process, started if none is, once its imports are done."""
+    launcher = instance.run_launcher
+    if launcher._next is None:
+        assert launcher._take_worker() is None  # none was waiting: one starts
+    deadline = time.monotonic() + 180  # a bound, not a timing assertion
+    while not launcher._next.ready():
+        assert time.monotonic() < deadline, "the warm process never said it was ready"
+        time.sleep(0.2)
+    return launcher._next
 
 
 def wait_for(instance, run_id: str, statuses, bound: float = 180) -> dg.DagsterRun:
@@ -98,29 +140,56 @@ def started_in(instance, run_id: str) -> int:
 
 
 def test_a_launched_run_runs_in_the_worker_that_was_waiting(instance, tmp_path):
+    # the first launch finds none waiting: the code server starts it, and one starts warming
+    launched_by_code_server(instance, tmp_path)
+    assert instance.run_launcher._next is not None
+    first_worker = ready_worker(instance)
     first = launch(instance, tmp_path, "quick")
+    assert int(first.tags[WORKER_PID_TAG]) == first_worker.process.pid
     waiting = instance.run_launcher._next  # started as the first run was handed over
-    assert waiting is not None and waiting.poll() is None
+    assert waiting is not first_worker and waiting.process.poll() is None
     done = wait_for(instance, first.run_id, FINISHED_STATUSES)
     assert done.status == dg.DagsterRunStatus.SUCCESS
-    assert started_in(instance, first.run_id) == int(first.tags[WORKER_PID_TAG])
+    assert started_in(instance, first.run_id) == first_worker.process.pid
+    # its process was reaped once it ended (no zombie left until the next launch)
+    deadline = time.monotonic() + 60
+    while first_worker.process.returncode is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert first_worker.process.returncode == 0
 
+    assert ready_worker(instance) is waiting
     second = launch(instance, tmp_path, "quick")
-    assert int(second.tags[WORKER_PID_TAG]) == waiting.pid
+    assert int(second.tags[WORKER_PID_TAG]) == waiting.process.pid
     done = wait_for(instance, second.run_id, FINISHED_STATUSES)
     assert done.status == dg.DagsterRunStatus.SUCCESS
-    assert started_in(instance, second.run_id) == waiting.pid
+    assert started_in(instance, second.run_id) == waiting.process.pid
     # the run imported the job's code itself: the worker had only the libraries
     messages = [e.message for e in instance.all_logs(second.run_id)]
-    assert f"pid {waiting.pid}" in messages
+    assert f"pid {waiting.process.pid}" in messages
 
     # the launcher's end ends the worker still waiting
     nxt = instance.run_launcher._next
     instance.run_launcher.dispose()
-    assert nxt.wait(timeout=120) == 0
+    assert nxt.process.wait(timeout=120) == 0
+
+
+def test_a_run_launched_while_the_next_worker_imports_goes_to_the_code_server(instance, tmp_path):
+    """Simultaneous launches: one takes the waiting process; the next would wait for a new
+    one's imports, slower than Dagster's own launch, which it gets instead."""
+    ready_worker(instance)
+    first = launch(instance, tmp_path, "quick")
+    importing = instance.run_launcher._next
+    assert WORKER_PID_TAG in first.tags and not importing.ready()
+    launched_by_code_server(instance, tmp_path)
+    assert instance.run_launcher._next is importing  # kept for the launch after
+    assert wait_for(instance, first.run_id, FINISHED_STATUSES).status == (
+        dg.DagsterRunStatus.SUCCESS
+    )
 
 
 def test_terminating_a_run_in_a_worker_cancels_it(instance, tmp_path):
+    ready_worker(instance)
     run = launch(instance, tmp_path, "sleepy")
     wait_for(instance, run.run_id, [dg.DagsterRunStatus.STARTED])
     assert instance.run_launcher.terminate(run.run_id)
@@ -131,13 +200,14 @@ def test_terminating_a_run_in_a_worker_cancels_it(instance, tmp_path):
 
 
 def test_a_worker_that_died_while_waiting_is_replaced(instance, tmp_path):
-    launch_first = launch(instance, tmp_path, "quick")
-    wait_for(instance, launch_first.run_id, FINISHED_STATUSES)
-    dead = instance.run_launcher._next
-    dead.kill()
-    dead.wait()
+    dead = ready_worker(instance)
+    dead.process.kill()
+    dead.process.wait()
+    launched_by_code_server(instance, tmp_path)
+    replacement = ready_worker(instance)
+    assert replacement is not dead
     run = launch(instance, tmp_path, "quick")
-    assert int(run.tags[WORKER_PID_TAG]) != dead.pid
+    assert int(run.tags[WORKER_PID_TAG]) == replacement.process.pid
     done = wait_for(instance, run.run_id, FINISHED_STATUSES)
     assert done.status == dg.DagsterRunStatus.SUCCESS
 
@@ -152,38 +222,50 @@ def test_warm_worker_false_leaves_runs_to_the_code_server(tmp_path, monkeypatch)
     with dg.DagsterInstance.get() as instance:
         assert instance.run_launcher._warm is False
         (tmp_path / "jobs.py").write_text(textwrap.dedent(JOBS))
-        recon = ReconstructableJob.for_file(str(tmp_path / "jobs.py"), "quick")
-        run = instance.create_run_for_job(
-            job_def=recon.get_definition(), job_code_origin=recon.get_python_origin()
-        )
-        # Dagster's own path: it needs a code location from a workspace, which this has not
-        with pytest.raises(dg.DagsterInvariantViolationError, match="requires a workspace"):
-            instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
-        assert instance.run_launcher._next is None
+        launched_by_code_server(instance, tmp_path)
+        assert instance.run_launcher._next is None  # and no process warming
 
 
-def test_a_run_whose_worker_died_before_starting_it_is_failed_by_monitoring(instance, tmp_path):
-    """Its process gone before RUN_START (an import that crashed it, the OOM killer): run
-    monitoring fails the run at once instead of waiting for its start timeout."""
+def test_a_run_whose_process_ended_before_or_during_it_is_failed_at_once(instance, tmp_path):
+    """Its process gone before RUN_START (here: the job's code crashes it as it is imported;
+    also the OOM killer) or during the run (kill -9): the launcher fails the run at once,
+    instead of the start timeout (run monitoring asks only about started runs) or the next
+    monitoring poll."""
+    ready_worker(instance)
+    run = launch(instance, tmp_path, "crashing", file="crashing.py")
+    done = wait_for(instance, run.run_id, FINISHED_STATUSES)
+    assert done.status == dg.DagsterRunStatus.FAILURE
+    (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    pid = run.tags[WORKER_PID_TAG]
+    assert f"the run's process {pid} ended (exit code 3) before it started the run" in (
+        failure.message
+    )
+
+    ready_worker(instance)
+    run = launch(instance, tmp_path, "sleepy")
+    wait_for(instance, run.run_id, [dg.DagsterRunStatus.STARTED])
+    psutil.Process(int(run.tags[WORKER_PID_TAG])).kill()
+    done = wait_for(instance, run.run_id, FINISHED_STATUSES)
+    assert done.status == dg.DagsterRunStatus.FAILURE
+    (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert "ended (exit code -9) during the run" in failure.message
+
+
+def test_a_run_in_a_process_that_is_gone_is_canceled_and_nothing_else_signalled(instance, tmp_path):
+    """Terminate when the run's process is gone, its pid now another process's (started
+    later): the run is canceled, the other process left alone."""
     recon = ReconstructableJob.for_file(str(tmp_path / "jobs.py"), "quick")
     run = instance.create_run_for_job(
         job_def=recon.get_definition(), job_code_origin=recon.get_python_origin()
     )
-    gone = subprocess.Popen(["true"])
-    started = psutil.Process(gone.pid).create_time()
-    gone.wait()
-    instance.add_run_tags(
-        run.run_id, {WORKER_PID_TAG: str(gone.pid), WORKER_STARTED_TAG: str(started)}
-    )
-    health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
-    assert health.status == WorkerStatus.FAILED
-    assert f"the run's process {gone.pid} ended before it started the run" in health.msg
-    # a pid now used by another process (started later) is not the run's
     other = subprocess.Popen(["sleep", "60"])
+    started = psutil.Process(other.pid).create_time() - 1  # the run's, a second earlier
     try:
-        instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(other.pid)})
+        instance.add_run_tags(
+            run.run_id, {WORKER_PID_TAG: str(other.pid), WORKER_STARTED_TAG: str(started)}
+        )
         run = instance.get_run_by_id(run.run_id)
-        assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
+        assert handed_to(run) is None
         assert instance.run_launcher.terminate(run.run_id)  # nothing to stop: canceled
         assert other.poll() is None  # not signalled
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED

@@ -23,7 +23,7 @@ from ..metadata import skipped, table_metadata
 from ..resources.lakehouse import Lakehouse
 from ..resources.write_results import described
 from ..settings import asgard_home
-from .project import DBT_DIR, dbt_project, prepare  # noqa: F401 - re-exported
+from .project import DBT_DIR, dbt_project, parse_is_current, prepare  # noqa: F401 - re-exported
 
 
 def docs_link(project: DbtProject, unique_id: str) -> dg.MetadataValue:
@@ -145,7 +145,10 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
         checks. A failing model or test fails the step with dbt's own message. When no
         model's silver inputs nor its SQL changed since it was built, dbt is not run."""
         built = {key: model_inputs(context, lakehouse, key) for key in context.selected_asset_keys}
-        if all(built_from(lakehouse, _name(key)) == built[key] for key in built):
+        # code versions come from the last parse: after an edit dbt could not parse they
+        # would match, and dbt must run to fail with its own message
+        current = parse_is_current(project)
+        if current and all(built_from(lakehouse, _name(key)) == built[key] for key in built):
             for key in sorted(built, key=lambda k: k.to_user_string()):
                 yield from unchanged_output(context, lakehouse, key)
             return

@@ -45,8 +45,7 @@ def prepare(project: DbtProject) -> DbtProject:
     with open(manifest.parent / ".asgard-parse.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         inputs = _parse_inputs(root, manifest.parent)
-        stamp = manifest.parent / PARSED_FROM
-        if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == inputs:
+        if _parsed_from(project) == inputs:
             return project
         try:
             project.preparer.prepare(project)
@@ -60,8 +59,23 @@ def prepare(project: DbtProject) -> DbtProject:
                 f"dbt cannot parse {root}, gold keeps its last parsed models: {e}"
             )
             return project
-        stamp.write_text(json.dumps(inputs))
+        (manifest.parent / PARSED_FROM).write_text(json.dumps(inputs))
     return project
+
+
+def parse_is_current(project: DbtProject) -> bool:
+    """The manifest was parsed from the project's files as they are now: False after an
+    edit not parsed yet, or one dbt could not parse (the manifest is then the last good one,
+    whose code versions would say nothing changed)."""
+    target = project.manifest_path.parent
+    return _parsed_from(project) == _parse_inputs(Path(project.project_dir), target)
+
+
+def _parsed_from(project: DbtProject) -> dict | None:
+    stamp = project.manifest_path.parent / PARSED_FROM
+    if not (project.manifest_path.exists() and stamp.exists()):
+        return None
+    return json.loads(stamp.read_text())
 
 
 def _parse_inputs(root: Path, target: Path) -> dict:

@@ -11,20 +11,27 @@ profile only: the pid is looked up on the daemon's own machine.
 It also starts runs in a warm process (``warm_worker.py``): one waits with the libraries the
 steps use already imported, and a run launched (by the daemon's queue, a sensor, a schedule,
 a click on Materialize) is handed to it instead of to the code server, which would start a
-new interpreter and import them all again. ``warm_worker: false`` in ``dagster.yaml`` turns
-this off; a run whose code location uses another interpreter goes to the code server.
+new interpreter and import them all again. When none is ready (the first launch, or one
+launched while the next is still importing) the run goes to the code server, as it would
+without this: a process still importing would start it later than Dagster's own. A handed-
+over process is watched: one that ends before its run started or finished has the run failed
+at once (run monitoring asks the launcher only about started runs, and only every 30 s).
+``warm_worker: false`` in ``dagster.yaml`` turns this off; a run whose code location uses
+another interpreter goes to the code server.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 
 import psutil
-from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher, Field
+from dagster import DagsterEventType, DagsterRun, DagsterRunStatus, DefaultRunLauncher, Field
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._grpc.types import ExecuteRunArgs
 
@@ -51,7 +58,7 @@ class LocalRunLauncher(DefaultRunLauncher):
     def __init__(self, inst_data=None, warm_worker: bool = True):
         super().__init__(inst_data=inst_data)
         self._warm = warm_worker
-        self._next: subprocess.Popen | None = None
+        self._next: WarmProcess | None = None
         self._lock = threading.Lock()  # the daemon launches from more than one thread
 
     @classmethod
@@ -62,38 +69,59 @@ class LocalRunLauncher(DefaultRunLauncher):
     def from_config_value(cls, inst_data, config_value) -> LocalRunLauncher:
         return cls(inst_data=inst_data, **config_value)
 
-    def _take_worker(self) -> subprocess.Popen:
-        """The waiting process (or a new one, when none is waiting or it died), and the
-        next one started."""
+    def _take_worker(self) -> WarmProcess | None:
+        """The waiting process if it is ready (the next one then starts), else None, with
+        one started or still importing for a later launch."""
         with self._lock:
-            worker = self._next
-            if worker is None or worker.poll() is not None:
-                worker = _start_worker()
-            self._next = _start_worker()
-            return worker
+            waiting = self._next
+            if waiting is not None and waiting.ready():
+                self._next = WarmProcess()
+                return waiting
+            if waiting is None or waiting.process.poll() is not None:
+                self._next = WarmProcess()
+            return None
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
         origin = run.job_code_origin
         if not self._warm or origin is None or origin.executable_path != sys.executable:
             return super().launch_run(context)
+        worker = self._take_worker()
+        if worker is None:
+            return super().launch_run(context)
         command = ExecuteRunArgs(
             job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()
         ).get_command_args()
-        for _ in range(2):  # a worker that died just before taking the run: the next one
-            worker = self._take_worker()
-            try:
-                started = psutil.Process(worker.pid).create_time()
-                self._instance.add_run_tags(
-                    run.run_id, {WORKER_PID_TAG: str(worker.pid), WORKER_STARTED_TAG: str(started)}
-                )
-                worker.stdin.write(json.dumps(list(command)) + "\n")
-                worker.stdin.close()
-            except (OSError, psutil.NoSuchProcess):
-                continue
-            self._run_ids.add(run.run_id)
-            return None
-        return super().launch_run(context)
+        process = worker.process
+        try:
+            started = psutil.Process(process.pid).create_time()
+            self._instance.add_run_tags(
+                run.run_id, {WORKER_PID_TAG: str(process.pid), WORKER_STARTED_TAG: str(started)}
+            )
+            process.stdin.write(json.dumps(list(command)) + "\n")
+            process.stdin.close()
+        except (OSError, psutil.NoSuchProcess):  # it died since it said it was ready
+            return super().launch_run(context)
+        self._run_ids.add(run.run_id)
+        threading.Thread(target=self._watch, args=(process, run.run_id), daemon=True).start()
+        return None
+
+    def _watch(self, process: subprocess.Popen, run_id: str) -> None:
+        """Wait for the run's process (which also reaps it) and fail the run if it ended
+        before the run did: a crash while importing the definitions, kill -9, the OOM
+        killer. A run that ended writes its last event before its process exits."""
+        code = process.wait()
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return
+        ended = f"the run's process {process.pid} ended (exit code {code})"
+        if run.status == DagsterRunStatus.CANCELING:
+            self._instance.report_run_canceled(run, message=ended)
+            return
+        when = "during" if run.status == DagsterRunStatus.STARTED else "before it started"
+        self._instance.report_run_failed(
+            run, f"{ended} {when} the run; its output, and any error, is in `asgard ui`'s"
+        )
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
@@ -116,8 +144,8 @@ class LocalRunLauncher(DefaultRunLauncher):
 
     def dispose(self) -> None:
         with self._lock:
-            if self._next is not None and self._next.poll() is None:
-                self._next.stdin.close()  # a waiting worker ends when its stdin does
+            if self._next is not None:
+                self._next.close()
             self._next = None
         super().dispose()
 
@@ -127,15 +155,7 @@ class LocalRunLauncher(DefaultRunLauncher):
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         pid = run_pid(self._instance, run.run_id)
-        if pid is None:
-            # not started yet: still starting, unless the warm process it was handed to is
-            # gone (it failed or was killed before starting it)
-            if WORKER_PID_TAG in run.tags and handed_to(run) is None:
-                return CheckRunHealthResult(
-                    WorkerStatus.FAILED,
-                    f"the run's process {run.tags[WORKER_PID_TAG]} ended before it started "
-                    "the run (its error, if any, is in the output of `asgard ui`)",
-                )
+        if pid is None:  # not started yet (a warm process ending first is seen by _watch)
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         if alive(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING)
@@ -155,11 +175,33 @@ def handed_to(run: DagsterRun) -> psutil.Process | None:
         return None
 
 
-def _start_worker() -> subprocess.Popen:
-    # stdout and stderr are the launcher's (dagster dev prints the runs' output, as it does
-    # for the code server's run processes)
-    return subprocess.Popen(
-        [sys.executable, "-m", "asgard_assets.orchestration.warm_worker"],
-        stdin=subprocess.PIPE,
-        text=True,
-    )
+class WarmProcess:
+    """A warm process (warm_worker.py) and the pipe on which it says its imports are done."""
+
+    def __init__(self):
+        said, say = os.pipe()
+        # stdout and stderr are the launcher's (dagster dev prints the runs' output, as it
+        # does for the code server's run processes)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "asgard_assets.orchestration.warm_worker", str(say)],
+            stdin=subprocess.PIPE,
+            text=True,
+            pass_fds=(say,),
+        )
+        os.close(say)
+        self._said: int | None = said
+
+    def ready(self) -> bool:
+        """Imports done and alive (a process that died closes the pipe too)."""
+        if self._said is not None and select.select([self._said], [], [], 0)[0]:
+            os.close(self._said)
+            self._said = None
+        return self._said is None and self.process.poll() is None
+
+    def close(self) -> None:
+        """End it if it still waits (it ends when its stdin does)."""
+        if self._said is not None:
+            os.close(self._said)
+            self._said = None
+        if self.process.poll() is None:
+            self.process.stdin.close()

@@ -4,9 +4,10 @@ Dagster's code server starts every run in a new interpreter (``multiprocessing``
 which imports Dagster, the definitions (dagster-dbt, pyiceberg, DuckDB: ~4 s here) and then
 what the steps use (dbt's runner, MLflow, scikit-learn, Feast: 2-6 s more) before the first
 step does any work. A day of new rows is four such runs. ``LocalRunLauncher`` keeps one
-process waiting instead: it imports ``PRELOAD`` as soon as it starts, then reads one line
-from stdin, the command of ``dagster api execute_run`` (what Dagster's container launchers
-run), and runs it in itself. The launcher starts the next one as it hands a run over.
+process waiting instead: it imports ``PRELOAD`` as soon as it starts, says so on the pipe
+named by its argument, then reads one line from stdin, the command of ``dagster api
+execute_run`` (what Dagster's container launchers run), and runs it in itself. The launcher
+starts the next one as it hands a run over.
 
 Only libraries are imported ahead (and two small modules of Asgard's that must come before
 them: the package's environment defaults, Feast's import): the definitions (the workspace's
@@ -55,6 +56,12 @@ def main() -> None:
                 # a library missing or broken here fails only the runs that use it, with
                 # their own error, as in a process of Dagster's
                 print(f"warm worker: importing {name} ahead failed: {e!r}", file=sys.stderr)
+        if len(sys.argv) > 1:  # the launcher's pipe: ready (a run goes elsewhere until then)
+            try:
+                os.write(int(sys.argv[1]), b"ready")
+            except BrokenPipeError:  # the launcher was disposed of: stdin has ended too
+                pass
+            os.close(int(sys.argv[1]))
         line = sys.stdin.readline()
     except KeyboardInterrupt:
         sys.exit(130)
