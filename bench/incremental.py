@@ -10,7 +10,7 @@ changed. Runs execute in this process (a daemon would start a process per run on
 It also times, apart, what no process running the day can skip: importing the libraries
 its steps first use (dbt's runner, Feast, MLflow, scikit-learn, the ONNX converter and
 runtime) once the definitions are loaded: what the day's runs do not pay when the daemon
-hands them to warm processes (``warm_worker`` in dagster.yaml), which start each run in ~1 s
+hands them to warm processes (``warm_worker`` in dagster.yaml), which start each run in ~0.25 s
 (``bench/launch.py``).
 
     .venv/bin/python bench/incremental.py
@@ -197,7 +197,7 @@ def main() -> None:
         "imports it) in a process "
         f"that has the definitions: {floor:.2f} s (best of 3, apart); the day above that: "
         f"{(total - floor) / cold:.2f}x cold (the daemon's warm run processes have these "
-        "imports already; each of its runs adds ~1 s from launch to start: bench/launch.py)"
+        "imports already; each of its runs adds ~0.25 s from launch to start: bench/launch.py)"
     )
 
 

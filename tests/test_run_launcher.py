@@ -1,9 +1,9 @@
 """LocalRunLauncher hands launched runs to a warm process (orchestration/warm_worker.py): real
 runs, a real Dagster instance with the repository's dagster.yaml, the runs' own processes."""
 
+import os
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -26,12 +26,14 @@ from asgard_assets.orchestration.run_launcher import (
 
 JOBS = """
 import os
+import sys
 import time
 import dagster as dg
 
 @dg.op
 def where(context):
-    context.log.info(f"pid {os.getpid()}")
+    ahead = "asgard_assets.definitions" in sys.modules
+    context.log.info(f"pid {os.getpid()}, definitions imported ahead: {ahead}")
 
 @dg.job(executor_def=dg.in_process_executor)
 def quick():
@@ -134,6 +136,21 @@ def wait_for(instance, run_id: str, statuses, bound: float = 180) -> dg.DagsterR
     raise AssertionError(f"run {run_id} still {run.status}")
 
 
+def messages(instance, run_id: str) -> list[str]:
+    return [e.message for e in instance.all_logs(run_id)]
+
+
+def ran_in(instance, run: dg.DagsterRun, worker: WarmProcess, ahead: bool) -> None:
+    """``run`` was handed to ``worker``, started and succeeded in its process (its pid,
+    whether or not it replaced itself), and found Asgard's definitions imported or not."""
+    pid = worker.process.pid
+    assert int(run.tags[WORKER_PID_TAG]) == pid
+    done = wait_for(instance, run.run_id, FINISHED_STATUSES)
+    assert done.status == dg.DagsterRunStatus.SUCCESS
+    assert started_in(instance, run.run_id) == pid
+    assert f"pid {pid}, definitions imported ahead: {ahead}" in messages(instance, run.run_id)
+
+
 def started_in(instance, run_id: str) -> int:
     (start,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START)
     return start.dagster_event.pid
@@ -159,14 +176,9 @@ def test_a_launched_run_runs_in_the_worker_that_was_waiting(instance, tmp_path):
     assert first_worker.process.returncode == 0
 
     assert ready_worker(instance) is waiting
-    second = launch(instance, tmp_path, "quick")
-    assert int(second.tags[WORKER_PID_TAG]) == waiting.process.pid
-    done = wait_for(instance, second.run_id, FINISHED_STATUSES)
-    assert done.status == dg.DagsterRunStatus.SUCCESS
-    assert started_in(instance, second.run_id) == waiting.process.pid
-    # the run imported the job's code itself: the worker had only the libraries
-    messages = [e.message for e in instance.all_logs(second.run_id)]
-    assert f"pid {waiting.process.pid}" in messages
+    # the run imported the job's code itself (the worker had the libraries and Asgard's
+    # definitions, unchanged since)
+    ran_in(instance, launch(instance, tmp_path, "quick"), waiting, ahead=True)
 
     # the launcher's end ends the worker still waiting
     nxt = instance.run_launcher._next
@@ -274,20 +286,41 @@ def test_a_run_in_a_process_that_is_gone_is_canceled_and_nothing_else_signalled(
         other.wait()
 
 
-def test_a_waiting_worker_has_imported_libraries_only():
-    """What a run executes is imported by the run: nothing of the definitions (or of a
-    workspace's module) is in the waiting process."""
-    code = (
-        "import importlib, sys\n"
-        "from asgard_assets.orchestration.warm_worker import PRELOAD\n"
-        "for name in PRELOAD: importlib.import_module(name)\n"
-        "print(sorted(m for m in sys.modules if m.startswith('asgard')))"
+def test_a_run_starts_in_a_new_process_when_the_source_days_changed(home, instance, tmp_path):
+    """The waiting process imported the definitions ahead; a day added to the demo
+    database since (`asgard add-day`) makes their partitions stale: the run is started by a
+    new `dagster api execute_run` process (exec: the same pid), which loads them again."""
+    from asgard_assets import demo_data
+    from asgard_assets.settings import demo_source_path
+
+    demo_data.ensure_sqlite(demo_source_path())
+    ready_worker(instance)
+    first = launch(instance, tmp_path, "quick")
+    waiting = ready_worker(instance)  # imported the definitions with the database's days
+    assert wait_for(instance, first.run_id, FINISHED_STATUSES).status == (
+        dg.DagsterRunStatus.SUCCESS
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert eval(done.stdout) == [
-        "asgard_assets",
-        "asgard_assets.features",
-        "asgard_assets.features.feast_import",
-        "asgard_assets.orchestration",
-        "asgard_assets.orchestration.warm_worker",
-    ]
+    pid = int(first.tags[WORKER_PID_TAG])
+    assert f"pid {pid}, definitions imported ahead: True" in messages(instance, first.run_id)
+
+    demo_data.add_day(demo_source_path())
+    ran_in(instance, launch(instance, tmp_path, "quick"), waiting, ahead=False)
+
+
+def test_files_state_changes_with_any_file_but_skipped_ones(tmp_path):
+    from asgard_assets.file_state import files_state
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "target").mkdir()
+    model = tmp_path / "models" / "a.sql"
+    model.write_text("select 1")
+    before = files_state(tmp_path, skip=(tmp_path / "target",))
+    assert list(before) == ["models/a.sql"]
+    for ignored in ("target/manifest.json", ".user.yml", "models/a.cpython-311.pyc"):
+        (tmp_path / ignored).write_text("x")
+    assert files_state(tmp_path, skip=(tmp_path / "target",)) == before
+    model.write_text("select 2")  # same size: its mtime tells
+    os.utime(model, ns=(before["models/a.sql"][1] + 10**9,) * 2)
+    assert files_state(tmp_path, skip=(tmp_path / "target",)) != before
+    model.rename(model.with_name("b.sql"))
+    assert list(files_state(tmp_path, skip=(tmp_path / "target",))) == ["models/b.sql"]

@@ -21,6 +21,7 @@ from dagster_dbt.dbt_manifest import DbtManifestParam, validate_manifest
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from packaging.version import Version
 
+from ..file_state import files_state
 from .dbt_in_process import DbtThread
 
 DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
@@ -79,17 +80,9 @@ def _parsed_from(project: DbtProject) -> dict | None:
 
 
 def _parse_inputs(root: Path, target: Path) -> dict:
-    """Every file of the project (but its target and logs, and hidden files such as dbt's
-    own `.user.yml`) by path, size and mtime, and the dbt packages' versions: what a parse
-    depends on."""
-    skip = {target.resolve(), (root / "logs").resolve()}
-    files = {
-        str(p.relative_to(root)): [p.stat().st_size, p.stat().st_mtime_ns]
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-        and not p.name.startswith(".")
-        and not any(d in skip for d in p.resolve().parents)
-    }
+    """Every file of the project (but its target and logs) and the dbt packages' versions:
+    what a parse depends on."""
+    files = files_state(root, skip=(target, root / "logs"))
     return {"files": files, "dbt": {d: version(d) for d in ("dbt-core", "dbt-duckdb")}}
 
 
