@@ -101,7 +101,23 @@ def print_failures(instance, run_id: str) -> bool:
             if entry.step_key in blocked:
                 continue
         print(f"  {asset_name(entry.step_key)}: {failure_reason(failure)}")
+    if not_run := abandoned_steps(instance, run_id):
+        names = ", ".join(asset_name(step) for step in not_run)
+        print(f"Not run, as a step before them failed: {names}")
     return bool(failed)
+
+
+def abandoned_steps(instance, run_id: str) -> list[str]:
+    """The steps Dagster did not start because one they depend on failed (it says so only
+    in a log line per step: "Dependencies for step ... failed: [...]. Not executing.")."""
+    return [
+        entry.step_key
+        for entry in instance.all_logs(run_id)
+        if entry.dagster_event is None
+        and entry.step_key
+        and entry.user_message.startswith(f"Dependencies for step {entry.step_key}")
+        and entry.user_message.endswith("Not executing.")
+    ]
 
 
 def failed_checks(instance, run_id: str) -> dict[str, list[str]]:

@@ -201,6 +201,8 @@ def test_gate_blocks_a_model_trained_on_shuffled_labels(journey_home, capsys):
     assert why.startswith(f"  models/{MODEL_NAME} quality_gate: {evaluation.description}")
     assert why.startswith(f"  models/{MODEL_NAME} quality_gate: version {bad_version} refused: ")
     assert f"(version {before.version} stays champion)" in why and "blocking" not in why
+    # and what did not run because of it
+    assert why.endswith(f"\nNot run, as a step before them failed: deployments/{MODEL_NAME}\n")
 
 
 def test_going_back_to_an_older_version_is_said(journey_home, capsys):
