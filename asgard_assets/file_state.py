@@ -9,11 +9,15 @@ def files_state(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, list[int]]
     `.user.yml`) and bytecode: {relative path: [size, mtime_ns]}. A file added, removed,
     renamed or written changes it."""
     skipped = {p.resolve() for p in skip}
-    return {
-        str(p.relative_to(root)): [p.stat().st_size, p.stat().st_mtime_ns]
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p.suffix != ".pyc"
-        and not any(d in skipped for d in p.resolve().parents)
-    }
+    state = {}
+    for p in sorted(root.rglob("*")):
+        if p.name.startswith(".") or p.suffix == ".pyc":
+            continue
+        try:
+            if not p.is_file() or any(d in skipped for d in p.resolve().parents):
+                continue
+            stat = p.stat()
+        except FileNotFoundError:  # an editor's or a tool's temporary file, gone since
+            continue
+        state[str(p.relative_to(root))] = [stat.st_size, stat.st_mtime_ns]
+    return state

@@ -301,6 +301,12 @@ def test_broken_dbt_model_fails_with_dbt_message_and_keeps_gold(home, tmp_path):
     model.write_text((DBT_DIR / "models" / "gold" / "operator_features.sql").read_text())
     good = build_gold_assets(prepare(DbtProject(project_dir=broken, target="duckdb")))
     assert dg.materialize([good], resources=resources).success
+    assert dbt_skipped(dg.materialize([good], resources=resources))  # nothing changed
+    # a macro the model uses: its SQL's code version is the same, the build is not
+    macro = broken / "macros" / "type_double.sql"
+    macro.write_text(macro.read_text() + "\n{# edited #}\n")
+    assert not dbt_skipped(dg.materialize([good], resources=resources))
+    kept = resource("lakehouse").snapshot_id(GOLD)
     source = "{{ source('silver', 'work_orders') }}"
     model.write_text(model.read_text().replace(source, source[:-1], 1))
     os.utime(model, ns=(time.time_ns() + 10**9,) * 2)
@@ -308,6 +314,18 @@ def test_broken_dbt_model_fails_with_dbt_message_and_keeps_gold(home, tmp_path):
     result = dg.materialize([unparsable_gold], resources=resources, raise_on_error=False)
     assert not result.success
     assert "Compilation Error in model operator_features" in failure_message(result)
+    assert resource("lakehouse").snapshot_id(GOLD) == kept
+
+
+def dbt_skipped(result: dg.ExecuteInProcessResult) -> bool:
+    """dbt was not run (not: dbt ran and built the same rows, also "skipped")."""
+    assert result.success
+    (gold,) = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == dg.AssetKey(["gold", "operator_features"])
+    ]
+    return gold.metadata.get("skipped", dg.TextMetadataValue("")).text.startswith("dbt not run")
 
 
 def test_the_manifest_is_parsed_again_only_when_the_project_or_dbt_changed(tmp_path, monkeypatch):

@@ -307,6 +307,16 @@ def test_a_run_starts_in_a_new_process_when_the_source_days_changed(home, instan
     ran_in(instance, launch(instance, tmp_path, "quick"), waiting, ahead=False)
 
 
+def test_a_run_starts_in_a_new_process_when_dotenv_changed(instance, tmp_path, monkeypatch):
+    """`.env` in the working directory, which a new run process loads before the
+    definitions, written after the waiting process imported them: it replaces itself. (The
+    package's files are watched the same way: files_state, below.)"""
+    monkeypatch.chdir(tmp_path)  # the launcher's, and so its processes' working directory
+    waiting = ready_worker(instance)
+    (tmp_path / ".env").write_text("ASGARD_TRIAL_SETTING=1\n")
+    ran_in(instance, launch(instance, tmp_path, "quick"), waiting, ahead=False)
+
+
 def test_files_state_changes_with_any_file_but_skipped_ones(tmp_path):
     from asgard_assets.file_state import files_state
 

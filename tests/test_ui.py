@@ -208,6 +208,19 @@ query Latest($key: AssetKeyInput!) {
 """
 
 
+def launch_and_wait(dagster_ui: str, params: dict) -> tuple[str, dict]:
+    launched = graphql(dagster_ui, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        run = graphql(dagster_ui, STATUS, {"runId": run_id})["runOrError"]
+        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    return run_id, run
+
+
 def test_graphql_launches_a_materialization_that_succeeds(dagster_ui):
     key = {"path": ["bronze", "materials"]}
     params = {
@@ -218,20 +231,17 @@ def test_graphql_launches_a_materialization_that_succeeds(dagster_ui):
             "assetSelection": [key],
         },
     }
-    launched = graphql(dagster_ui, LAUNCH, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + 180
-    status = None
-    while time.monotonic() < deadline:
-        run = graphql(dagster_ui, STATUS, {"runId": run_id})["runOrError"]
-        status = run["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+    # the first launch after the UI started goes to the code server (no warm process is
+    # ready yet: one starts importing); once one is, a run is handed to it (Asgard's run
+    # launcher, dagster.yaml). Runs of either kind succeed.
+    for _ in range(6):
+        run_id, run = launch_and_wait(dagster_ui, params)
+        assert run["status"] == "SUCCESS"
+        if {t["key"]: t["value"] for t in run["tags"]}.get("asgard/run_worker_pid"):
             break
-        time.sleep(1)
-    assert status == "SUCCESS"
-    # handed to a warm process by Asgard's run launcher (dagster.yaml), not the code server
-    assert "asgard/run_worker_pid" in {t["key"] for t in run["tags"]}
+        time.sleep(5)  # a bound on the waiting process's imports, not a timing assertion
+    else:
+        raise AssertionError("no run was handed to a warm process")
     (latest,) = graphql(dagster_ui, MATERIALIZED, {"key": key})["assetOrError"][
         "assetMaterializations"
     ]

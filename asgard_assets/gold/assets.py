@@ -23,7 +23,7 @@ from ..metadata import skipped, table_metadata
 from ..resources.lakehouse import Lakehouse
 from ..resources.write_results import described
 from ..settings import asgard_home
-from .project import DBT_DIR, dbt_project, parse_is_current, prepare  # noqa: F401 - re-exported
+from .project import DBT_DIR, dbt_project, prepare, project_digest  # noqa: F401 - re-exported
 
 
 def docs_link(project: DbtProject, unique_id: str) -> dg.MetadataValue:
@@ -92,11 +92,15 @@ class AsgardDbtTranslator(DagsterDbtTranslator):
         return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 
 
-def model_inputs(context: dg.AssetExecutionContext, lakehouse: Lakehouse, key: dg.AssetKey) -> str:
-    """What a model is built from: its SQL's code version and the current snapshot of each
-    Iceberg table it reads (its silver sources)."""
+def model_inputs(
+    context: dg.AssetExecutionContext, lakehouse: Lakehouse, key: dg.AssetKey, files: str
+) -> str:
+    """What a model is built from: its SQL's code version, the project's ``files``
+    (``project_digest``) and the current snapshot of each Iceberg table it reads (its silver
+    sources)."""
     sources = [".".join(k.path) for k in context.assets_def.asset_deps[key]]
-    return inputs(lakehouse, context.assets_def.code_versions_by_key.get(key), sources)
+    code = f"{context.assets_def.code_versions_by_key.get(key)}+{files}"
+    return inputs(lakehouse, code, sources)
 
 
 def _name(key: dg.AssetKey) -> str:
@@ -117,7 +121,9 @@ def unchanged_output(
             "dagster/row_count": written.total_rows,
             "iceberg_snapshot_id": str(written.snapshot_id),
             **skipped(
-                context, "dbt not run: no silver input and no model SQL changed since this snapshot"
+                context,
+                "dbt not run: no silver input and no file of the dbt project changed since this "
+                "snapshot",
             ),
         },
         data_version=dg.DataVersion(str(written.snapshot_id)),
@@ -143,12 +149,13 @@ def build_gold_assets(project: DbtProject) -> dg.AssetsDefinition:
     ):
         """dbt build: each model lands as an Iceberg table in `gold`; dbt tests are asset
         checks. A failing model or test fails the step with dbt's own message. When no
-        model's silver inputs nor its SQL changed since it was built, dbt is not run."""
-        built = {key: model_inputs(context, lakehouse, key) for key in context.selected_asset_keys}
-        # code versions come from the last parse: after an edit dbt could not parse they
-        # would match, and dbt must run to fail with its own message
-        current = parse_is_current(project)
-        if current and all(built_from(lakehouse, _name(key)) == built[key] for key in built):
+        model's silver inputs nor the project's files changed since it was built, dbt is not
+        run."""
+        files = project_digest(project)
+        built = {
+            key: model_inputs(context, lakehouse, key, files) for key in context.selected_asset_keys
+        }
+        if all(built_from(lakehouse, _name(key)) == built[key] for key in built):
             for key in sorted(built, key=lambda k: k.to_user_string()):
                 yield from unchanged_output(context, lakehouse, key)
             return

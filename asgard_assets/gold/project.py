@@ -2,8 +2,10 @@
 assets and by the dbt resource, so neither has to import the other."""
 
 import fcntl
+import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from functools import cached_property
 from importlib.metadata import version
@@ -60,23 +62,36 @@ def prepare(project: DbtProject) -> DbtProject:
                 f"dbt cannot parse {root}, gold keeps its last parsed models: {e}"
             )
             return project
-        (manifest.parent / PARSED_FROM).write_text(json.dumps(inputs))
+        # whole or not at all: other processes read it without the lock
+        staged = manifest.parent / f"{PARSED_FROM}.{os.getpid()}"
+        staged.write_text(json.dumps(inputs))
+        staged.replace(manifest.parent / PARSED_FROM)
     return project
 
 
-def parse_is_current(project: DbtProject) -> bool:
-    """The manifest was parsed from the project's files as they are now: False after an
-    edit not parsed yet, or one dbt could not parse (the manifest is then the last good one,
-    whose code versions would say nothing changed)."""
-    target = project.manifest_path.parent
-    return _parsed_from(project) == _parse_inputs(Path(project.project_dir), target)
+def project_digest(project: DbtProject) -> str:
+    """The content of every file of the project (but its target and logs): a model's build
+    depends on the macros, tests and configuration besides its own SQL (dagster-dbt's code
+    version), and a model dbt cannot parse leaves the manifest, and its code versions, at
+    the last good parse."""
+    root = Path(project.project_dir)
+    digest = hashlib.sha256()
+    for name in files_state(root, skip=(project.manifest_path.parent, root / "logs")):
+        try:
+            digest.update(f"{name}\0".encode() + (root / name).read_bytes() + b"\0")
+        except FileNotFoundError:  # removed since it was listed
+            continue
+    return digest.hexdigest()[:16]
 
 
 def _parsed_from(project: DbtProject) -> dict | None:
     stamp = project.manifest_path.parent / PARSED_FROM
     if not (project.manifest_path.exists() and stamp.exists()):
         return None
-    return json.loads(stamp.read_text())
+    try:
+        return json.loads(stamp.read_text())
+    except ValueError:  # a stamp cut short (a crash while writing it): parse again
+        return None
 
 
 def _parse_inputs(root: Path, target: Path) -> dict:

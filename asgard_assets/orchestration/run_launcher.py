@@ -9,13 +9,14 @@ forever. Runs started from the CLI (``dagster asset materialize``) are covered t
 profile only: the pid is looked up on the daemon's own machine.
 
 It also starts runs in a warm process (``warm_worker.py``): one waits with the libraries the
-steps use already imported, and a run launched (by the daemon's queue, a sensor, a schedule,
+steps use and the definitions already imported, and a run launched (by the daemon's queue, a sensor, a schedule,
 a click on Materialize) is handed to it instead of to the code server, which would start a
 new interpreter and import them all again. When none is ready (the first launch, or one
 launched while the next is still importing) the run goes to the code server, as it would
 without this: a process still importing would start it later than Dagster's own. A handed-
-over process is watched: one that ends before its run started or finished has the run failed
-at once (run monitoring asks the launcher only about started runs, and only every 30 s).
+over process is watched by the launching process (the daemon): one that ends before its run
+started or finished has the run failed at once (run monitoring asks the launcher only about
+started runs, and only every 30 s; it still covers the runs of a daemon that restarted).
 ``warm_worker: false`` in ``dagster.yaml`` turns this off; a run whose code location uses
 another interpreter goes to the code server.
 """
@@ -23,6 +24,7 @@ another interpreter goes to the code server.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -75,11 +77,19 @@ class LocalRunLauncher(DefaultRunLauncher):
         with self._lock:
             waiting = self._next
             if waiting is not None and waiting.ready():
-                self._next = WarmProcess()
+                self._next = None
+                self._start_next()
                 return waiting
             if waiting is None or waiting.process.poll() is not None:
-                self._next = WarmProcess()
+                self._start_next()
             return None
+
+    def _start_next(self) -> None:
+        try:
+            self._next = WarmProcess()
+        except OSError as e:  # no memory to fork: runs go to the code server meanwhile
+            self._next = None
+            logging.getLogger(__name__).warning(f"cannot start a warm run process: {e}")
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -101,6 +111,8 @@ class LocalRunLauncher(DefaultRunLauncher):
             process.stdin.write(json.dumps(list(command)) + "\n")
             process.stdin.close()
         except (OSError, psutil.NoSuchProcess):  # it died since it said it was ready
+            # tags cannot be removed: an empty pid says the run was not handed over
+            self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: ""})
             return super().launch_run(context)
         self._run_ids.add(run.run_id)
         threading.Thread(target=self._watch, args=(process, run.run_id), daemon=True).start()
@@ -120,12 +132,12 @@ class LocalRunLauncher(DefaultRunLauncher):
             return
         when = "during" if run.status == DagsterRunStatus.STARTED else "before it started"
         self._instance.report_run_failed(
-            run, f"{ended} {when} the run; its output, and any error, is in `asgard ui`'s"
+            run, f"{ended} {when} the run; its error, if any, is in the output of `asgard ui`"
         )
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
-        if run is None or WORKER_PID_TAG not in run.tags:
+        if run is None or not run.tags.get(WORKER_PID_TAG):
             return super().terminate(run_id)
         if run.is_finished:
             return False
@@ -193,9 +205,12 @@ class WarmProcess:
 
     def ready(self) -> bool:
         """Imports done and alive (a process that died closes the pipe too)."""
-        if self._said is not None and select.select([self._said], [], [], 0)[0]:
-            os.close(self._said)
-            self._said = None
+        if self._said is not None:
+            said = select.poll()  # not select(): a long-lived daemon's fds may pass 1024
+            said.register(self._said, select.POLLIN)
+            if said.poll(0):
+                os.close(self._said)
+                self._said = None
         return self._said is None and self.process.poll() is None
 
     def close(self) -> None:

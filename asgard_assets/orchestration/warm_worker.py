@@ -11,11 +11,12 @@ starts the next one as it hands a run over.
 
 It imports the definitions ahead too (``asgard_assets.definitions``, the workspace's module:
 ~0.6 s of every run), and before running a command it checks they are still what a new
-process would load: the files of the package, the dbt project and the Feast repository
-unchanged since it started, the demo database's days those of its partitions. Otherwise it
-replaces itself (``exec``, the same pid) with a new ``dagster api execute_run`` process,
+process would load: the files of the package, the dbt project and the Feast repository,
+and `.env`, unchanged since it started, the demo database's days those of its partitions.
+Otherwise it replaces itself (``exec``, the same pid) with a new ``dagster api execute_run`` process,
 Dagster's own run process: a run always executes the code as it is when the run starts. A
-library upgraded while the UI runs is picked up by the next ``asgard ui``, as by the daemon.
+library upgraded while the UI runs is used by the processes started after the upgrade (the
+one waiting then keeps the version it imported), by the daemon only after ``asgard ui`` again.
 """
 
 from __future__ import annotations
@@ -54,14 +55,21 @@ CODE = (ROOT / "asgard_assets", ROOT / "dbt_project", ROOT / "feature_repo")
 NOT_CODE = (ROOT / "dbt_project" / "target", ROOT / "dbt_project" / "logs")
 
 
-def code_state() -> list[dict[str, list[int]]]:
-    return [files_state(root, skip=NOT_CODE) for root in CODE]
+def code_state() -> list:
+    """The files of ``CODE``, and the working directory's `.env` (a new run process loads
+    it before the definitions: `dagster api execute_run`)."""
+    dotenv = Path.cwd() / ".env"
+    env = [dotenv.stat().st_size, dotenv.stat().st_mtime_ns] if dotenv.exists() else None
+    return [*(files_state(root, skip=NOT_CODE) for root in CODE), env]
 
 
-def changed_since(state: list[dict[str, list[int]]]) -> str | None:
+def changed_since(state: list) -> str | None:
     """Why what was imported ahead is not what a new process would load, or None."""
-    if code_state() != state:
-        return "the code changed since this process imported it"
+    try:
+        if code_state() != state:
+            return "the code or .env changed since this process imported it"
+    except OSError as e:  # a new process will load whatever is there now
+        return f"the code cannot be compared: {e!r}"
     if "asgard_assets.definitions" not in sys.modules:
         return None  # nothing of the definitions is loaded: the run imports them
     try:
