@@ -17,6 +17,9 @@ DAY = "%Y-%m-%d"
 # the generated demo database's days (demo_data.py); `asgard add-day` adds more
 DEMO_START = datetime(2025, 1, 1)
 DEMO_DAYS = 181  # 2025-01-01 .. 2025-06-30
+# the stand-in first days this process used because the source could not be read: its
+# partitions are not those of a process loading them now (orchestration/warm_worker.py)
+STAND_INS: list[str] = []
 
 
 def last_day(conn: sqlite3.Connection) -> datetime:
@@ -102,6 +105,7 @@ def partition_bounds(strict: bool = False) -> tuple[str, str | None]:
                 f"cannot read the source database (ASGARD_SOURCE_URL={redact(url)}): {reason}"
             ) from e
         fallback = f"{DEMO_START:{DAY}}"
+        STAND_INS.append(fallback)
         logging.getLogger("asgard").warning(
             f"cannot read the source ({reason}): until it can be read, daily partitions "
             f"start at {fallback} (ASGARD_PARTITION_START sets the first day)"

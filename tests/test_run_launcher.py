@@ -334,3 +334,20 @@ def test_files_state_changes_with_any_file_but_skipped_ones(tmp_path):
     assert files_state(tmp_path, skip=(tmp_path / "target",)) != before
     model.rename(model.with_name("b.sql"))
     assert list(files_state(tmp_path, skip=(tmp_path / "target",))) == ["models/b.sql"]
+
+
+def test_definitions_imported_while_the_source_was_down_are_not_used(home, monkeypatch):
+    """Their first day was a stand-in (the source could not be read): a run gets a new
+    process, which reads the source's first day again."""
+    import asgard_assets.definitions  # noqa: F401 - as the waiting process has
+    from asgard_assets import days
+    from asgard_assets.orchestration import warm_worker
+
+    state = warm_worker.code_state()
+    monkeypatch.setattr(days, "STAND_INS", [])
+    monkeypatch.setenv("ASGARD_SOURCE_URL", "postgresql+psycopg2://asgard@127.0.0.1:1/x")
+    days.partition_bounds()  # down: the stand-in first day, with a warning
+    assert days.STAND_INS == [f"{days.DEMO_START:%Y-%m-%d}"]
+    assert warm_worker.changed_since(state) == (
+        "the source could not be read when this process imported the definitions"
+    )

@@ -12,7 +12,8 @@ starts the next one as it hands a run over.
 It imports the definitions ahead too (``asgard_assets.definitions``, the workspace's module:
 ~0.6 s of every run), and before running a command it checks they are still what a new
 process would load: the files of the package, the dbt project and the Feast repository,
-and `.env`, unchanged since it started, the demo database's days those of its partitions.
+and `.env`, unchanged since it started, the demo database's days those of its partitions,
+the source's first day read (not a stand-in for a source that was down).
 Otherwise it replaces itself (``exec``, the same pid) with a new ``dagster api execute_run`` process,
 Dagster's own run process: a run always executes the code as it is when the run starts. A
 library upgraded while the UI runs is used by the processes started after the upgrade (the
@@ -73,8 +74,11 @@ def changed_since(state: list) -> str | None:
     if "asgard_assets.definitions" not in sys.modules:
         return None  # nothing of the definitions is loaded: the run imports them
     try:
+        from asgard_assets.days import STAND_INS
         from asgard_assets.partitions import stale_partitions
 
+        if STAND_INS:  # a new process reads the source's first day again
+            return "the source could not be read when this process imported the definitions"
         return stale_partitions()
     except Exception as e:  # noqa: BLE001 - a new process will say what is wrong
         return f"its partitions cannot be checked: {e!r}"
