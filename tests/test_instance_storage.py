@@ -1,6 +1,9 @@
 """The Dagster instance of dagster.yaml: Dagster's SQLite files, engines kept."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import dagster as dg
 import yaml
@@ -279,3 +282,31 @@ def test_a_run_file_failing_to_commit_a_batch_rolls_the_index_back_too(tmp_path,
         result = run_range(instance)
         assert result.success and failed
         assert _stored(instance, result.run_id) == expected
+
+
+def test_processes_opening_a_new_instance_at_once_all_succeed(tmp_path):
+    """`asgard ui` and a `dagster asset materialize` started together on a new home: each
+    process creates the tables it finds missing; without the lock some failed (table
+    exists) and some left two alembic heads that every later process refused."""
+    code = "import dagster as dg\nwith dg.DagsterInstance.get() as i: print(len(i.get_runs()))"
+    for attempt in range(3):
+        home = tmp_path / f"home{attempt}"
+        home.mkdir()
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        env = {**os.environ, "DAGSTER_HOME": str(home)}
+        opening = [
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        for process in opening:
+            out, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err[-2000:]
+            assert out.strip() == "0"
+        with instance_at(home) as instance:  # and the home opens afterwards
+            assert instance.get_runs() == []

@@ -17,11 +17,13 @@ file. The same files, schema and layout, and the same lock around every write.
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from functools import cached_property
+from pathlib import Path
 
 import yaml
 from dagster import DagsterInstance
@@ -197,11 +199,17 @@ class AsgardSqliteStorage(DagsterSqliteStorage):
     """Dagster's default SQLite storage (same files) with the two storages above."""
 
     def __init__(self, base_dir: str, inst_data=None) -> None:
-        # DagsterSqliteStorage.__init__ with two of its storages replaced, none built twice
+        # DagsterSqliteStorage.__init__ with two of its storages replaced, none built twice;
+        # one process at a time: each creates the tables it finds missing and stamps their
+        # alembic version, and two doing so at once on a new home failed (table exists) or
+        # left two alembic heads, which every later process refused
         self.base_dir = base_dir
-        self._run_storage = KeptEngineRunStorage.from_local(_runs_directory(base_dir))
-        self._event_log_storage = KeptEngineEventLogStorage(_event_logs_directory(base_dir))
-        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        Path(base_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(base_dir) / ".asgard-storage.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._run_storage = KeptEngineRunStorage.from_local(_runs_directory(base_dir))
+            self._event_log_storage = KeptEngineEventLogStorage(_event_logs_directory(base_dir))
+            self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
         self._inst_data = inst_data
         super(DagsterSqliteStorage, self).__init__()
 
