@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import requests
 from journey import ROOT, remove, run_demo, settle
 
@@ -76,12 +77,19 @@ def start_ui(env: dict, port: int) -> subprocess.Popen:
 
 
 def stop_ui(ui: subprocess.Popen) -> None:
+    """Stop `asgard ui` and wait for every process it started: a warm process still
+    importing when the UI stops ends only once its imports are done (and would write into
+    the home the bench then removes)."""
+    tree = psutil.Process(ui.pid).children(recursive=True)
     ui.send_signal(signal.SIGTERM)  # asgard ui stops dagster dev and all it started
     try:
         ui.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(ui.pid, signal.SIGKILL)
         ui.wait()
+    _, alive = psutil.wait_procs(tree, timeout=60)
+    for process in alive:
+        process.kill()
 
 
 def launch_and_wait(url: str, key: list[str]) -> str:
