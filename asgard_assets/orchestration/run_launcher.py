@@ -9,9 +9,9 @@ forever. Runs started from the CLI (``dagster asset materialize``) are covered t
 profile only: the pid is looked up on the daemon's own machine.
 
 It also starts runs in a warm process (``warm_worker.py``): one waits with the libraries the
-steps use and the definitions already imported, and a run launched (by the daemon's queue, a sensor, a schedule,
-a click on Materialize) is handed to it instead of to the code server, which would start a
-new interpreter and import them all again. When none is ready (the first launch, or one
+steps use and the definitions already imported, and a run launched (by the daemon's queue,
+a sensor, a schedule, a click on Materialize) is handed to it instead of to the code server,
+which would start a new interpreter and import them all again. When none is ready (the first launch, or one
 launched while the next is still importing) the run goes to the code server, as it would
 without this: a process still importing would start it later than Dagster's own. A handed-
 over process is watched by the launching process (the daemon): one that ends before its run
@@ -192,15 +192,20 @@ class WarmProcess:
 
     def __init__(self):
         said, say = os.pipe()
-        # stdout and stderr are the launcher's (dagster dev prints the runs' output, as it
-        # does for the code server's run processes)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "asgard_assets.orchestration.warm_worker", str(say)],
-            stdin=subprocess.PIPE,
-            text=True,
-            pass_fds=(say,),
-        )
-        os.close(say)
+        try:
+            # stdout and stderr are the launcher's (dagster dev prints the runs' output, as
+            # it does for the code server's run processes)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "asgard_assets.orchestration.warm_worker", str(say)],
+                stdin=subprocess.PIPE,
+                text=True,
+                pass_fds=(say,),
+            )
+        except OSError:
+            os.close(said)
+            raise
+        finally:
+            os.close(say)
         self._said: int | None = said
 
     def ready(self) -> bool:
