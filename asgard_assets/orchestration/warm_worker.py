@@ -64,7 +64,7 @@ def code_state() -> list:
     return [*(files_state(root, skip=NOT_CODE) for root in CODE), env]
 
 
-def changed_since(state: list) -> str | None:
+def changed_since(state: list | None) -> str | None:
     """Why what was imported ahead is not what a new process would load, or None."""
     try:
         if code_state() != state:
@@ -88,7 +88,10 @@ def main() -> None:
     # a run is interrupted by SIGTERM as by SIGINT (Dagster's run processes map it the same
     # way); while the worker waits, either ends it
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    state = code_state()  # before the imports: an edit made during them counts
+    try:
+        state = code_state()  # before the imports: an edit made during them counts
+    except OSError:
+        state = None  # not comparable: the run gets a new process
     try:
         for name in PRELOAD:
             try:
