@@ -206,6 +206,26 @@ def test_the_guide_and_the_config_map_set_what_the_k8s_profile_requires():
     assert hosts and {ns for _, ns in hosts} == {"data-platform"}, hosts
 
 
+def test_the_config_maps_settings_load_the_k8s_resources(monkeypatch):
+    """deploy/k8s/config.yaml as the pods' environment (and the guide's secrets, here
+    stand-ins): every resource of the k8s profile builds with its values, the image builder
+    with the ConfigMap's executor; an executor it does not know is refused by name."""
+    from asgard_assets.resources import profile_settings, resource, resources_for
+
+    config = yaml.safe_load((ROOT / "deploy/k8s/config.yaml").read_text())["data"]
+    for var, value in config.items():
+        monkeypatch.setenv(var, value)
+    for var in profile_settings("k8s") - set(config):  # the secrets' variables
+        monkeypatch.setenv(var, "https://stand-in.example" if var.endswith("_URL") else "x")
+    assert set(resources_for("k8s")) >= {"image_builder", "spark", "dbt", "deployer"}
+    assert resource("image_builder", "k8s").executor == config["ASGARD_IMAGE_BUILDER"]
+    monkeypatch.setenv("ASGARD_IMAGE_BUILDER", "buildkit")
+    assert resource("image_builder", "k8s").executor == "buildkit"
+    monkeypatch.setenv("ASGARD_IMAGE_BUILDER", "docker")
+    with pytest.raises(ValueError, match="ASGARD_IMAGE_BUILDER='docker': must be one of kaniko"):
+        resources_for("k8s")
+
+
 def test_images_install_the_runtime_lock_without_dev_tools(bundle):
     runtime = (ROOT / "requirements.runtime.lock").read_text()
     pins = dict(re.findall(r"^([a-z0-9_.-]+)==(\S+)", runtime, re.M))

@@ -24,6 +24,15 @@ def _env(name: str, default: str = ""):
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    """A setting naming one of ``choices`` (the first when unset): read as it is, not as an
+    EnvVar (Dagster would hand a Literal field the EnvVar itself), and refused by name."""
+    value = os.environ.get(name) or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
 def _pair(first: str, second: str) -> tuple[dg.EnvVar | None, dg.EnvVar | None]:
     """Two settings that go together: both EnvVars once either is set (so the settings check
     names the other when it is missing), else None (dagster-airbyte's "not configured")."""
@@ -119,7 +128,7 @@ K8S: dict[str, Callable[[], dg.ConfigurableResource]] = {
         namespace=_env("ASGARD_K8S_NAMESPACE", "asgard"),
         image_repository=dg.EnvVar("ASGARD_IMAGE_REPOSITORY"),
         context_uri=dg.EnvVar("ASGARD_BUILD_CONTEXT"),
-        executor=_env("ASGARD_IMAGE_BUILDER", "kaniko"),
+        executor=_choice("ASGARD_IMAGE_BUILDER", ("kaniko", "buildkit")),
         s3_endpoint=_env("ASGARD_S3_ENDPOINT"),
         s3_region=_env("AWS_REGION", "us-east-1"),
         s3_access_key_id=_env("AWS_ACCESS_KEY_ID"),
