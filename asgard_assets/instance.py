@@ -37,7 +37,10 @@ def dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or asgard_home() / "dagster").expanduser()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists() and (ROOT / "dagster.yaml").exists():
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        # whole or not at all: another process starting on the new home reads it meanwhile
+        staged = home / f".dagster.yaml.{os.getpid()}"
+        shutil.copy(ROOT / "dagster.yaml", staged)
+        staged.replace(home / "dagster.yaml")
     return home
 
 

@@ -80,16 +80,28 @@ def stop_ui(ui: subprocess.Popen) -> None:
     """Stop `asgard ui` and wait for every process it started: a warm process still
     importing when the UI stops ends only once its imports are done (and would write into
     the home the bench then removes)."""
-    tree = psutil.Process(ui.pid).children(recursive=True)
+    try:
+        tree = psutil.Process(ui.pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # it had exited already
+        tree = []
     ui.send_signal(signal.SIGTERM)  # asgard ui stops dagster dev and all it started
     try:
         ui.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(ui.pid, signal.SIGKILL)
         ui.wait()
+    # and any process of its session started meanwhile (a warm process as the UI stopped)
+    tree += [p for p in psutil.process_iter() if _session(p) == ui.pid and p not in tree]
     _, alive = psutil.wait_procs(tree, timeout=60)
     for process in alive:
         process.kill()
+
+
+def _session(process: psutil.Process) -> int | None:
+    try:
+        return os.getsid(process.pid)
+    except OSError:
+        return None
 
 
 def launch_and_wait(url: str, key: list[str]) -> str:

@@ -351,3 +351,11 @@ def test_definitions_imported_while_the_source_was_down_are_not_used(home, monke
     assert warm_worker.changed_since(state) == (
         "the source could not be read when this process imported the definitions"
     )
+
+
+def test_code_that_could_not_be_listed_at_start_means_a_new_process():
+    from asgard_assets.orchestration import warm_worker
+
+    assert warm_worker.changed_since(None) == (
+        "the code could not be listed when this process started"
+    )

@@ -18,6 +18,7 @@ file. The same files, schema and layout, and the same lock around every write.
 from __future__ import annotations
 
 import fcntl
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -206,7 +207,13 @@ class AsgardSqliteStorage(DagsterSqliteStorage):
         self.base_dir = base_dir
         Path(base_dir).mkdir(parents=True, exist_ok=True)
         with open(Path(base_dir) / ".asgard-storage.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # said, so a process stopped holding it is findable
+                logging.getLogger(__name__).info(
+                    f"waiting for {lock.name}: another process is opening this Dagster storage"
+                )
+                fcntl.flock(lock, fcntl.LOCK_EX)
             self._run_storage = KeptEngineRunStorage.from_local(_runs_directory(base_dir))
             self._event_log_storage = KeptEngineEventLogStorage(_event_logs_directory(base_dir))
             self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))

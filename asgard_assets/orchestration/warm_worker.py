@@ -66,6 +66,8 @@ def code_state() -> list:
 
 def changed_since(state: list | None) -> str | None:
     """Why what was imported ahead is not what a new process would load, or None."""
+    if state is None:
+        return "the code could not be listed when this process started"
     try:
         if code_state() != state:
             return "the code or .env changed since this process imported it"
