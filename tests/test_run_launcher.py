@@ -256,11 +256,20 @@ def test_a_run_whose_process_ended_before_or_during_it_is_failed_at_once(instanc
     ready_worker(instance)
     run = launch(instance, tmp_path, "sleepy")
     wait_for(instance, run.run_id, [dg.DagsterRunStatus.STARTED])
-    psutil.Process(int(run.tags[WORKER_PID_TAG])).kill()
+    victim = psutil.Process(int(run.tags[WORKER_PID_TAG]))
+    # its children outlive a kill -9 (Dagster's `tail -F` of the run's captured logs, as for
+    # a run process of Dagster's own): ended here, so the test leaves no process behind
+    children = victim.children(recursive=True)
+    victim.kill()
     done = wait_for(instance, run.run_id, FINISHED_STATUSES)
     assert done.status == dg.DagsterRunStatus.FAILURE
     (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert "ended (exit code -9) during the run" in failure.message
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def test_a_run_in_a_process_that_is_gone_is_canceled_and_nothing_else_signalled(instance, tmp_path):
