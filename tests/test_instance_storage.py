@@ -4,8 +4,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import dagster as dg
+import psutil
 import yaml
 from conftest import ROOT
 from sqlalchemy.pool import NullPool
@@ -310,3 +312,36 @@ def test_processes_opening_a_new_instance_at_once_all_succeed(tmp_path):
             assert out.strip() == "0"
         with instance_at(home) as instance:  # and the home opens afterwards
             assert instance.get_runs() == []
+
+
+def test_a_process_waiting_long_for_the_storage_lock_says_which_file(tmp_path):
+    """A process holding the lock (here this test; a stopped `dagster` in life): another
+    opening the instance waits, says so after a while naming the lock file, and goes on once
+    it is released."""
+    import fcntl
+
+    home = tmp_path / "home"
+    with instance_at(home):
+        pass  # the tables exist: the waiting is the lock's alone
+    with open(home / ".asgard-storage.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        code = "import dagster as dg\nwith dg.DagsterInstance.get() as i: print(len(i.get_runs()))"
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # once it has the lock file open it is waiting: held past its patience from there
+        path = str(home / ".asgard-storage.lock")
+        deadline = time.monotonic() + 120  # a bound, not a timing assertion
+        while path not in {f.path for f in psutil.Process(waiting.pid).open_files()}:
+            assert waiting.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(dagster_instance.LOCK_PATIENCE_S + 1.5)
+        assert waiting.poll() is None  # still waiting
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err[-2000:]
+    assert out.strip() == "0"
+    assert f"waiting for {home / '.asgard-storage.lock'}: another process has been opening" in err

@@ -20,11 +20,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from functools import cached_property
 from pathlib import Path
+from typing import IO
 
 import yaml
 from dagster import DagsterInstance
@@ -196,6 +198,28 @@ class KeptEngineRunStorage(SqliteRunStorage):
             self._engine.dispose()
 
 
+# a process opening the storage holds its lock for milliseconds; one holding it longer was
+# stopped (Ctrl-Z) or is stuck, and the processes waiting say so
+LOCK_PATIENCE_S = 2.0
+
+
+def _lock_patiently(lock: IO) -> None:
+    deadline = time.monotonic() + LOCK_PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+    logging.getLogger(__name__).warning(
+        f"waiting for {lock.name}: another process has been opening this Dagster storage "
+        f"for {LOCK_PATIENCE_S:.0f} s (stopped? `fuser {lock.name}` names it)"
+    )
+    fcntl.flock(lock, fcntl.LOCK_EX)
+
+
 class AsgardSqliteStorage(DagsterSqliteStorage):
     """Dagster's default SQLite storage (same files) with the two storages above."""
 
@@ -207,13 +231,7 @@ class AsgardSqliteStorage(DagsterSqliteStorage):
         self.base_dir = base_dir
         Path(base_dir).mkdir(parents=True, exist_ok=True)
         with open(Path(base_dir) / ".asgard-storage.lock", "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # said, so a process stopped holding it is findable
-                logging.getLogger(__name__).info(
-                    f"waiting for {lock.name}: another process is opening this Dagster storage"
-                )
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            _lock_patiently(lock)
             self._run_storage = KeptEngineRunStorage.from_local(_runs_directory(base_dir))
             self._event_log_storage = KeptEngineEventLogStorage(_event_logs_directory(base_dir))
             self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
