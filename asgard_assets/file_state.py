@@ -1,7 +1,20 @@
-"""Files by path, size and modification time: what tells that code or a project changed
-without reading it (the dbt parse's inputs, a warm run process's definitions)."""
+"""Files as other processes see them: by path, size and modification time, what tells that
+code or a project changed without reading it (the dbt parse's inputs, a warm run process's
+definitions), and writes they never see half of."""
 
+import os
 from pathlib import Path
+
+
+def write_whole(path: Path, content: str | bytes) -> None:
+    """``content`` into ``path`` whole or not at all: written under a name of this process
+    beside it, then renamed over it (other processes read it without a lock)."""
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    if isinstance(content, bytes):
+        staged.write_bytes(content)
+    else:
+        staged.write_text(content)
+    staged.replace(path)
 
 
 def files_state(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, list[int]]:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import sysconfig
 import warnings
 from pathlib import Path
 
+from .file_state import write_whole
 from .settings import asgard_home, export_absolute_paths
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +38,7 @@ def dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists() and (ROOT / "dagster.yaml").exists():
         # whole or not at all: another process starting on the new home reads it meanwhile
-        staged = home / f".dagster.yaml.{os.getpid()}"
-        shutil.copy(ROOT / "dagster.yaml", staged)
-        staged.replace(home / "dagster.yaml")
+        write_whole(home / "dagster.yaml", (ROOT / "dagster.yaml").read_text())
     return home
 
 

@@ -45,6 +45,7 @@ from .contracts.sources import (
     table_name,
 )
 from .deployments.service import Deployment, is_service, serves, state_path
+from .file_state import write_whole
 from .instance import ROOT, dagster_home
 from .settings import (
     CATALOG_DB,
@@ -219,10 +220,7 @@ def record(run_id: str, ran_on: dict, summary: str) -> bool:
         "left": left(),
         "summary": summary,
     }
-    path = asgard_home() / STAMP
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(stamp, indent=1))
-    os.replace(tmp, path)
+    write_whole(asgard_home() / STAMP, json.dumps(stamp, indent=1))
     return True
 
 

@@ -19,6 +19,7 @@ from dagster_dbt import (
 
 from .. import judged
 from ..built_from import built_from, inputs, record
+from ..file_state import write_whole
 from ..metadata import skipped, table_metadata
 from ..resources.lakehouse import Lakehouse
 from ..resources.write_results import described
@@ -54,9 +55,7 @@ def write_docs(project: DbtProject, dbt: DbtCliResource, target: Path) -> None:
     dbt.cli(args, manifest=project.manifest_path, target_path=target).wait()
     page.parent.mkdir(parents=True, exist_ok=True)
     # whole or not at all: two processes may write it at once (a new parse, two homes)
-    staged = target / f"{page.name}.{os.getpid()}"
-    shutil.copy(target / page.name, staged)
-    staged.replace(page)
+    write_whole(page, (target / page.name).read_bytes())
 
 
 class AsgardDbtTranslator(DagsterDbtTranslator):

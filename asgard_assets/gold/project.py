@@ -5,7 +5,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from functools import cached_property
 from importlib.metadata import version
@@ -23,7 +22,7 @@ from dagster_dbt.dbt_manifest import DbtManifestParam, validate_manifest
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from packaging.version import Version
 
-from ..file_state import files_state
+from ..file_state import files_state, write_whole
 from .dbt_in_process import DbtThread
 
 DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
@@ -62,10 +61,7 @@ def prepare(project: DbtProject) -> DbtProject:
                 f"dbt cannot parse {root}, gold keeps its last parsed models: {e}"
             )
             return project
-        # whole or not at all: other processes read it without the lock
-        staged = manifest.parent / f"{PARSED_FROM}.{os.getpid()}"
-        staged.write_text(json.dumps(inputs))
-        staged.replace(manifest.parent / PARSED_FROM)
+        write_whole(manifest.parent / PARSED_FROM, json.dumps(inputs))  # read without the lock
     return project
 
 

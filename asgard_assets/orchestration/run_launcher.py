@@ -11,14 +11,14 @@ profile only: the pid is looked up on the daemon's own machine.
 It also starts runs in a warm process (``warm_worker.py``): one waits with the libraries the
 steps use and the definitions already imported, and a run launched (by the daemon's queue,
 a sensor, a schedule, a click on Materialize) is handed to it instead of to the code server,
-which would start a new interpreter and import them all again. When none is ready (the first launch, or one
-launched while the next is still importing) the run goes to the code server, as it would
-without this: a process still importing would start it later than Dagster's own. A handed-
-over process is watched by the launching process (the daemon): one that ends before its run
-started or finished has the run failed at once (run monitoring asks the launcher only about
-started runs, and only every 30 s; it still covers the runs of a daemon that restarted).
-``warm_worker: false`` in ``dagster.yaml`` turns this off; a run whose code location uses
-another interpreter goes to the code server.
+which would start a new interpreter and import them all again. When none is ready (the
+first launch, or one launched while the next is still importing) the run goes to the code
+server, as it would without this: a process still importing would start it later than
+Dagster's own. A handed-over process is watched by the launching process (the daemon): one
+that ends before its run started or finished has the run failed at once (run monitoring
+asks the launcher only about started runs, and only every 30 s; it still covers the runs of
+a daemon that restarted). ``warm_worker: false`` in ``dagster.yaml`` turns this off; a run
+whose code location uses another interpreter goes to the code server.
 """
 
 from __future__ import annotations

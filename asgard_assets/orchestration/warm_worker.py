@@ -13,8 +13,8 @@ It imports the definitions ahead too (``asgard_assets.definitions``, the workspa
 ~0.6 s of every run), and before running a command it checks they are still what a new
 process would load: the files of the package, the dbt project and the Feast repository,
 and `.env`, unchanged since it started, the demo database's days those of its partitions,
-the source's first day read (not a stand-in for a source that was down).
-Otherwise it replaces itself (``exec``, the same pid) with a new ``dagster api execute_run`` process,
+the source's first day read (not a stand-in for a source that was down). Otherwise it
+replaces itself (``exec``, the same pid) with a new ``dagster api execute_run`` process,
 Dagster's own run process: a run always executes the code as it is when the run starts. A
 library upgraded while the UI runs is used by the processes started after the upgrade (the
 one waiting then keeps the version it imported), by the daemon only after ``asgard ui`` again.
