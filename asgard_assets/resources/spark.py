@@ -22,16 +22,21 @@ from sqlglot.errors import ParseError
 from ..partitions import Window
 from .duckdb_bounds import DUCKDB_MEMORY, bounded_duckdb
 from .lakehouse import Lakehouse
+from .window_rewrite import singleton_windows
 from .write_audit import Audit
 from .write_pins import EMPTY
 from .write_results import KeyReplace, WriteResult
 
 
 def transpile(sql_path: Path) -> str:
-    """Spark SQL file → DuckDB SQL, failing with the file name and sqlglot's message."""
+    """Spark SQL file → DuckDB SQL (its latest-row windows planned for DuckDB:
+    ``window_rewrite.py``), failing with the file name and sqlglot's message."""
     text = sql_path.read_text()
     try:
-        statements = sqlglot.transpile(text, read="spark", write="duckdb")
+        statements = [
+            singleton_windows(tree).sql("duckdb") if tree is not None else ""
+            for tree in sqlglot.parse(text, read="spark")
+        ]
     except ParseError as e:
         raise dg.Failure(f"Spark SQL in {sql_path.name} does not parse: {e}") from e
     if len(statements) != 1:
