@@ -22,7 +22,7 @@ from sqlglot.errors import ParseError
 from ..partitions import Window
 from .duckdb_bounds import DUCKDB_MEMORY, bounded_duckdb
 from .lakehouse import Lakehouse
-from .window_rewrite import singleton_windows
+from .window_rewrite import split_latest_row_windows
 from .write_audit import Audit
 from .write_pins import EMPTY
 from .write_results import KeyReplace, WriteResult
@@ -34,7 +34,7 @@ def transpile(sql_path: Path) -> str:
     text = sql_path.read_text()
     try:
         statements = [
-            singleton_windows(tree).sql("duckdb") if tree is not None else ""
+            split_latest_row_windows(tree).sql("duckdb") if tree is not None else ""
             for tree in sqlglot.parse(text, read="spark")
         ]
     except ParseError as e:

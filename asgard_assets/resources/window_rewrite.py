@@ -13,8 +13,14 @@ letting DuckDB plan it). Spark runs the file as written: there the split was slo
 s against 9.1).
 
 Only a SELECT of exactly ``*, ROW_NUMBER() OVER (PARTITION BY <columns> ORDER BY ...) AS
-name`` from one table or CTE, with at most a WHERE, is rewritten; any other shape is left
-as it is.
+name`` from one table or CTE, with at most a WHERE, whose window names only that source's
+columns (no subquery, no struct field), is rewritten; any other shape is left as it is.
+Assumed, as the silver inputs (Parquet, Arrow) are: keys compare without a collation (the
+GROUP BY and the join compare bytes where a window would honour one), and the source gives
+the same rows each time it is read (DuckDB computes a CTE read three times once; a
+``random()`` filter relies on that). The split is a subquery (it may stand where a UNION's
+branch stands): a number named like one of the source's columns comes out renamed
+(``k_1``), as DuckDB names a subquery's repeated columns.
 """
 
 from __future__ import annotations
@@ -25,9 +31,9 @@ from sqlglot import exp
 DIALECT = "duckdb"
 
 
-def singleton_windows(tree: exp.Expression) -> exp.Expression:
-    """``tree`` (DuckDB SQL) with each latest-row window numbering only the keys that have
-    more than one row."""
+def split_latest_row_windows(tree: exp.Expression) -> exp.Expression:
+    """``tree`` (parsed in any dialect) with each latest-row window numbering only the keys
+    that have more than one row; the parts it adds are DuckDB SQL."""
     n = 0  # the CTEs' names: numbered within the statement, so its text is always the same
     for select in list(tree.find_all(exp.Select)):
         window = _numbering(select)
@@ -43,9 +49,11 @@ def singleton_windows(tree: exp.Expression) -> exp.Expression:
 
 def _numbering(select: exp.Select) -> exp.Alias | None:
     """The ``ROW_NUMBER() ... AS name`` of a select of the rewritable shape, else None."""
-    if len(select.expressions) != 2 or not isinstance(select.expressions[0], exp.Star):
+    if len(select.expressions) != 2:
         return None
-    numbered = select.expressions[1]
+    star, numbered = select.expressions
+    if not isinstance(star, exp.Star) or any(star.args.values()):  # not `* EXCEPT (...)`
+        return None
     if not isinstance(numbered, exp.Alias) or not isinstance(numbered.this, exp.Window):
         return None
     window = numbered.this
@@ -59,12 +67,18 @@ def _numbering(select: exp.Select) -> exp.Alias | None:
         return None
     if {arg for arg, value in select.args.items() if value} - {"expressions", "from_", "where"}:
         return None  # a join, GROUP BY, DISTINCT, LIMIT, its own WITH, ...
+    # the window is moved onto a CTE of the source's rows: it may name only their columns
+    if window.find(exp.Subquery, exp.Select):
+        return None
+    names = {source.this.alias_or_name}
+    if any(c.table and c.table not in names for c in window.find_all(exp.Column)):
+        return None  # a struct's field (p.k), a column of an outer query
     return numbered
 
 
 def _split(select: exp.Select, numbered: exp.Alias, n: int) -> exp.Expression:
     rows, dup = f"_asgard_rows_{n}", f"_asgard_dup_{n}"
-    # the CTE has the source's columns by name: drop any table qualifier
+    # on the CTE the source's columns are unqualified (its own name was checked above)
     window = numbered.transform(
         lambda node: (
             exp.column(node.name, quoted=node.this.quoted) if isinstance(node, exp.Column) else node
@@ -72,7 +86,7 @@ def _split(select: exp.Select, numbered: exp.Alias, n: int) -> exp.Expression:
     )
     keys = [k.sql(DIALECT) for k in window.this.args["partition_by"]]
     source = select.copy()
-    source.set("expressions", [exp.Star()])
+    source.set("expressions", [source.expressions[0]])  # the star
     on = " AND ".join(f"{rows}.{k} IS NOT DISTINCT FROM {dup}.{k}" for k in keys)
     name = exp.to_identifier(numbered.alias).sql(DIALECT)
     return sqlglot.parse_one(
