@@ -4,6 +4,7 @@ runs, a real Dagster instance with the repository's dagster.yaml, the runs' own 
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from asgard_assets.orchestration.run_launcher import (
     WarmProcess,
     handed_to,
 )
+from asgard_assets.orchestration.warm_worker import PRELOAD
 
 JOBS = """
 import os
@@ -116,14 +118,13 @@ def launched_by_code_server(instance, folder: Path, job: str = "quick") -> None:
 
 def ready_worker(instance) -> WarmProcess:
     """The waiting process, started if none is, once its imports are done."""
-    launcher = instance.run_launcher
-    if launcher._next is None:
-        assert launcher._take_worker() is None  # none was waiting: one starts
+    worker = instance.run_launcher.prepare()
     deadline = time.monotonic() + 180  # a bound, not a timing assertion
-    while not launcher._next.ready():
+    while not worker.ready():
         assert time.monotonic() < deadline, "the warm process never said it was ready"
         time.sleep(0.2)
-    return launcher._next
+    assert instance.run_launcher.prepare() is worker  # the same one, until a run takes it
+    return worker
 
 
 def wait_for(instance, run_id: str, statuses, bound: float = 180) -> dg.DagsterRun:
@@ -368,3 +369,26 @@ def test_code_that_could_not_be_listed_at_start_means_a_new_process():
     assert warm_worker.changed_since(None) == (
         "the code could not be listed when this process started"
     )
+
+
+def test_everything_a_warm_process_prepares_is_there():
+    """A name in PRELOAD that no longer imports (a library moved a module) or an MLflow
+    whose cache is gone would only print a warning in each warm process and quietly cost
+    every run its time again: here they fail."""
+    code = textwrap.dedent(
+        """
+        import importlib, sys
+        from asgard_assets.orchestration.warm_worker import PRELOAD, fill_caches
+        for name in PRELOAD:
+            importlib.import_module(name)
+        fill_caches()
+        from mlflow.utils import requirements_utils
+        assert "sklearn" in requirements_utils._MODULES_TO_PACKAGES
+        print("prepared", len(PRELOAD))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"prepared {len(PRELOAD)}"

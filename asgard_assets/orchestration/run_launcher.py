@@ -84,6 +84,17 @@ class LocalRunLauncher(DefaultRunLauncher):
                 self._start_next()
             return None
 
+    def prepare(self) -> WarmProcess | None:
+        """The process waiting for the next run, started now if none is (a run launched once
+        it is ready goes to it); None when runs go to the code server (``warm_worker:
+        false``)."""
+        if not self._warm:
+            return None
+        with self._lock:
+            if self._next is None or self._next.process.poll() is not None:
+                self._start_next()
+            return self._next
+
     def _start_next(self) -> None:
         try:
             self._next = WarmProcess()

@@ -42,10 +42,18 @@ PRELOAD = (
     "duckdb",
     "pyarrow.parquet",
     "dbt.cli.main",
+    "dbt.task.build",  # what the first `dbt build` in a process imports
+    "dbt.adapters.duckdb",
     "mlflow",
     "mlflow.sklearn",
+    "mlflow.pyfunc",
+    "mlflow.store.tracking.sqlalchemy_store",  # the embedded tracking store (~0.5 s)
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "git",  # MLflow tags a run with the code's git commit
     "sklearn.ensemble",
     "asgard_assets.features.feast_import",  # Feast, as Asgard imports it
+    "feast.infra.offline_stores.duckdb",  # what Feast's materialize imports on first use
+    "ibis.backends.duckdb",
     "skl2onnx",
     "onnxruntime",
     "asgard_assets.definitions",  # workspace.yaml's module: the definitions, last
@@ -86,6 +94,15 @@ def changed_since(state: list | None) -> str | None:
         return f"its partitions cannot be checked: {e!r}"
 
 
+def fill_caches() -> None:
+    """What a process computes the first time it logs a model and keeps: MLflow's map of
+    modules to the distributions that install them, for its requirement check (~0.4 s: it
+    reads every installed distribution's metadata; private to MLflow, so best effort)."""
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._init_modules_to_packages_map()
+
+
 def main() -> None:
     # a run is interrupted by SIGTERM as by SIGINT (Dagster's run processes map it the same
     # way); while the worker waits, either ends it
@@ -102,6 +119,10 @@ def main() -> None:
                 # a library missing or broken here fails only the runs that use it, with
                 # their own error, as in a process of Dagster's
                 print(f"warm worker: importing {name} ahead failed: {e!r}", file=sys.stderr)
+        try:
+            fill_caches()
+        except Exception:  # noqa: BLE001 - MLflow fills it when it needs it
+            pass
         if len(sys.argv) > 1:  # the launcher's pipe: ready (a run goes elsewhere until then)
             try:
                 os.write(int(sys.argv[1]), b"ready")
