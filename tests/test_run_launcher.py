@@ -392,3 +392,15 @@ def test_everything_a_warm_process_prepares_is_there():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == f"prepared {len(PRELOAD)}"
+
+
+@pytest.mark.parametrize("disposed", [True, False])
+def test_a_run_ending_after_the_launcher_s_instance_is_gone_is_left_to_run_monitoring(disposed):
+    """The daemon stopping while a handed-over run goes on: when that run's process ends,
+    its watcher reads no instance (one garbage-collected raised in the watcher's thread)."""
+    launcher = LocalRunLauncher()  # no instance, as one collected with its daemon
+    if disposed:
+        launcher.dispose()
+    process = subprocess.Popen(["true"])
+    launcher._watch(process, "a-run")
+    assert process.returncode == 0

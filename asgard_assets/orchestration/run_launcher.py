@@ -33,7 +33,14 @@ import sys
 import threading
 
 import psutil
-from dagster import DagsterEventType, DagsterRun, DagsterRunStatus, DefaultRunLauncher, Field
+from dagster import (
+    DagsterEventType,
+    DagsterInvariantViolationError,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultRunLauncher,
+    Field,
+)
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._grpc.types import ExecuteRunArgs
 
@@ -62,6 +69,7 @@ class LocalRunLauncher(DefaultRunLauncher):
         self._warm = warm_worker
         self._next: WarmProcess | None = None
         self._lock = threading.Lock()  # the daemon launches from more than one thread
+        self._disposed = False
 
     @classmethod
     def config_type(cls) -> dict:
@@ -134,15 +142,21 @@ class LocalRunLauncher(DefaultRunLauncher):
         before the run did: a crash while importing the definitions, kill -9, the OOM
         killer. A run that ended writes its last event before its process exits."""
         code = process.wait()
-        run = self._instance.get_run_by_id(run_id)
+        try:
+            instance = None if self._disposed else self._instance
+        except DagsterInvariantViolationError:  # garbage-collected: its process is ending
+            instance = None
+        if instance is None:  # the daemon is going away: run monitoring looks after the run
+            return
+        run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return
         ended = f"the run's process {process.pid} ended (exit code {code})"
         if run.status == DagsterRunStatus.CANCELING:
-            self._instance.report_run_canceled(run, message=ended)
+            instance.report_run_canceled(run, message=ended)
             return
         when = "during" if run.status == DagsterRunStatus.STARTED else "before it started"
-        self._instance.report_run_failed(
+        instance.report_run_failed(
             run, f"{ended} {when} the run; its error, if any, is in the output of `asgard ui`"
         )
 
@@ -167,6 +181,7 @@ class LocalRunLauncher(DefaultRunLauncher):
 
     def dispose(self) -> None:
         with self._lock:
+            self._disposed = True
             if self._next is not None:
                 self._next.close()
             self._next = None
