@@ -404,3 +404,12 @@ def test_a_run_ending_after_the_launcher_s_instance_is_gone_is_left_to_run_monit
     process = subprocess.Popen(["true"])
     launcher._watch(process, "a-run")
     assert process.returncode == 0
+
+
+def test_a_disposed_launcher_starts_no_warm_process():
+    """A launch racing the daemon's shutdown would start a process nobody ends."""
+    launcher = LocalRunLauncher()
+    launcher.dispose()
+    assert launcher.prepare() is None
+    assert launcher._take_worker() is None
+    assert launcher._next is None

@@ -88,17 +88,19 @@ class LocalRunLauncher(DefaultRunLauncher):
                 self._next = None
                 self._start_next()
                 return waiting
-            if waiting is None or waiting.process.poll() is not None:
+            if not self._disposed and (waiting is None or waiting.process.poll() is not None):
                 self._start_next()
             return None
 
     def prepare(self) -> WarmProcess | None:
         """The process waiting for the next run, started now if none is (a run launched once
         it is ready goes to it); None when runs go to the code server (``warm_worker:
-        false``)."""
+        false``) or the launcher was disposed of (none is started then: it would be left)."""
         if not self._warm:
             return None
         with self._lock:
+            if self._disposed:
+                return None
             if self._next is None or self._next.process.poll() is not None:
                 self._start_next()
             return self._next
@@ -148,10 +150,19 @@ class LocalRunLauncher(DefaultRunLauncher):
             instance = None
         if instance is None:  # the daemon is going away: run monitoring looks after the run
             return
+        try:
+            self._fail_unfinished(instance, run_id, process.pid, code)
+        except Exception:
+            if not self._disposed:
+                raise
+            # the instance's storage was disposed of first: run monitoring looks after it
+
+    @staticmethod
+    def _fail_unfinished(instance, run_id: str, pid: int, code: int) -> None:
         run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return
-        ended = f"the run's process {process.pid} ended (exit code {code})"
+        ended = f"the run's process {pid} ended (exit code {code})"
         if run.status == DagsterRunStatus.CANCELING:
             instance.report_run_canceled(run, message=ended)
             return

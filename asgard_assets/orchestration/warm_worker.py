@@ -49,7 +49,6 @@ PRELOAD = (
     "mlflow.pyfunc",
     "mlflow.store.tracking.sqlalchemy_store",  # the embedded tracking store (~0.5 s)
     "mlflow.store.model_registry.sqlalchemy_store",
-    "git",  # MLflow tags a run with the code's git commit
     "sklearn.ensemble",
     "asgard_assets.features.feast_import",  # Feast, as Asgard imports it
     "feast.infra.offline_stores.duckdb",  # what Feast's materialize imports on first use
