@@ -157,13 +157,18 @@ class Warm:
         return time.perf_counter() - t
 
     def close(self) -> None:
-        """End the process started for a next run: it would import beside what follows."""
+        """Wait for the process started for a next run to end (dispose closes its stdin; it
+        ends once its imports are done, cleaning up as it exits): it would import beside
+        what follows."""
         launcher = self.instance.run_launcher
         waiting = launcher.prepare()
         launcher.dispose()
         if waiting is not None:
-            waiting.process.kill()
-            waiting.process.wait()
+            try:
+                waiting.process.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                waiting.process.kill()
+                waiting.process.wait()
 
 
 def one_day(instance, defs, source: Path, runner) -> tuple[dict, list[tuple[str, float]]]:
@@ -287,7 +292,8 @@ def main() -> None:
     print(f"{'cold journey (asgard demo)':<52}{cold:>17.2f}")
     print(
         f"one new day / cold journey: {total / cold:.2f} in this process, "
-        f"{warm_total / cold:.2f} in warm processes, as the daemon runs it   (target <= 0.3)"
+        f"{warm_total / cold:.2f} in warm processes (a best case of the daemon's way)   "
+        "(target <= 0.3)"
     )
     print(
         "waits, not counted, for the next warm process to be ready before each launch "
