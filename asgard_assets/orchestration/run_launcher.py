@@ -84,13 +84,12 @@ class LocalRunLauncher(DefaultRunLauncher):
         one started or still importing for a later launch."""
         with self._lock:
             waiting = self._next
-            if waiting is not None and waiting.ready():
-                self._next = None
-                self._start_next()
-                return waiting
-            if not self._disposed and (waiting is None or waiting.process.poll() is not None):
-                self._start_next()
-            return None
+            if waiting is None or not waiting.ready():
+                self._alive_next()
+                return None
+            self._next = None
+            self._alive_next()
+            return waiting
 
     def prepare(self) -> WarmProcess | None:
         """The process waiting for the next run, started now if none is (a run launched once
@@ -99,11 +98,14 @@ class LocalRunLauncher(DefaultRunLauncher):
         if not self._warm:
             return None
         with self._lock:
-            if self._disposed:
-                return None
-            if self._next is None or self._next.process.poll() is not None:
-                self._start_next()
-            return self._next
+            return self._alive_next()
+
+    def _alive_next(self) -> WarmProcess | None:
+        """(Under the lock.) The process waiting for the next run, started if none is alive;
+        none once the launcher is disposed of."""
+        if not self._disposed and (self._next is None or self._next.process.poll() is not None):
+            self._start_next()
+        return self._next
 
     def _start_next(self) -> None:
         try:
