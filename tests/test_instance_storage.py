@@ -345,3 +345,62 @@ def test_a_process_waiting_long_for_the_storage_lock_says_which_file(tmp_path):
     assert waiting.returncode == 0, err[-2000:]
     assert out.strip() == "0"
     assert f"waiting for {home / '.asgard-storage.lock'}: another process has been opening" in err
+
+
+def _schema(path) -> tuple[list, list, str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        tables = sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+        stamp = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    return tables, stamp, mode
+
+
+def test_a_new_run_file_is_the_one_dagster_would_make(tmp_path):
+    """A run's file is copied from an empty one Dagster's own init made: the same tables,
+    indexes, alembic stamp and WAL mode as Dagster's SqliteEventLogStorage gives a new
+    run's file, and the run's events are stored in it."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    ours = dagster_instance.KeptEngineEventLogStorage(str(tmp_path / "ours"))
+    theirs = SqliteEventLogStorage(str(tmp_path / "theirs"))
+    for storage in (ours, theirs):
+        with storage.run_connection("a-run") as conn:
+            conn.exec_driver_sql("SELECT 1")
+    copied, made = (_schema(s.path_for_shard("a-run")) for s in (ours, theirs))
+    assert copied == made
+    assert copied[1] and copied[2] == "wal"
+    assert not [p.name for p in (tmp_path / "ours").iterdir() if p.name.startswith(".")]
+
+    with instance_at(tmp_path / "home") as instance:
+        result = run_range(instance)
+        events = instance.all_logs(result.run_id)
+    materialized = [
+        e.dagster_event.asset_key.to_user_string()
+        for e in events
+        if e.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+    ]
+    assert sorted(materialized) == ["daily"] * 10 + ["total"]
+
+
+def test_a_run_file_another_process_made_is_kept(tmp_path):
+    """A second storage (another process's) writing to a run's file that exists keeps the
+    events in it: the copy never replaces a file."""
+    from dagster._core.events.log import EventLogEntry
+
+    def event(message: str) -> EventLogEntry:
+        return EventLogEntry(
+            error_info=None,
+            level="INFO",
+            user_message=message,
+            run_id="a-run",
+            timestamp=time.time(),
+            dagster_event=None,
+        )
+
+    first = dagster_instance.KeptEngineEventLogStorage(str(tmp_path))
+    first.store_event(event("first"))
+    second = dagster_instance.KeptEngineEventLogStorage(str(tmp_path))
+    second.store_event(event("second"))
+    assert [e.user_message for e in second.get_logs_for_run("a-run")] == ["first", "second"]

@@ -371,27 +371,50 @@ def test_code_that_could_not_be_listed_at_start_means_a_new_process():
     )
 
 
-def test_everything_a_warm_process_prepares_is_there():
-    """A name in PRELOAD that no longer imports (a library moved a module) or an MLflow
-    whose cache is gone would only print a warning in each warm process and quietly cost
-    every run its time again: here they fail."""
+def test_everything_a_warm_process_prepares_is_there(tmp_path):
+    """A name in PRELOAD that no longer imports (a library moved a module), an MLflow
+    whose cache is gone or a dbt command that fails would only print a warning in each warm
+    process and quietly cost every run its time again: here they fail. dbt's ``ls`` ran in
+    the process (its task imported) and left nothing in the project or the home."""
     code = textwrap.dedent(
         """
         import importlib, sys
         from asgard_assets.orchestration.warm_worker import PRELOAD, fill_caches
         for name in PRELOAD:
             importlib.import_module(name)
+        assert "dbt.task.list" not in sys.modules
         fill_caches()
         from mlflow.utils import requirements_utils
         assert "sklearn" in requirements_utils._MODULES_TO_PACKAGES
+        assert "dbt.task.list" in sys.modules
+        from asgard_assets.orchestration import dagster_instance
+        assert dagster_instance._template is not None  # the empty run file
         print("prepared", len(PRELOAD))
         """
     )
+    home = tmp_path / "home"
+    (tmp_path / "dagster").mkdir()
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster")
+    target = ROOT / "dbt_project" / "target"
+    before = sorted(p.name for p in target.iterdir())
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "ASGARD_HOME": str(home),
+            "DAGSTER_HOME": str(tmp_path / "dagster"),
+            "TMPDIR": str(tmp_path),
+        },
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == f"prepared {len(PRELOAD)}"
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert not (home / "dbt").exists()
+    assert not list(tmp_path.glob("asgard-dbt-ls-*"))  # its scratch target removed
 
 
 @pytest.mark.parametrize("disposed", [True, False])

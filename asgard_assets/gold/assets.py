@@ -1,10 +1,11 @@
 """gold/*: the dbt project, one Dagster asset per dbt model, dbt tests as asset checks."""
 
+import io
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -238,10 +239,8 @@ def invocation_target(context: dg.AssetExecutionContext, project: DbtProject) ->
     state = asgard_home() / "dbt"
     state.mkdir(parents=True, exist_ok=True)
     kept = state / PARSE_STATE
-    seed = kept if kept.exists() else Path(project.project_dir) / project.target_path / PARSE_STATE
     target = Path(tempfile.mkdtemp(prefix="target-", dir=state))
-    if seed.exists():
-        shutil.copy(seed, target / PARSE_STATE)
+    _seed(project, target)
     try:
         yield target
     except BaseException:
@@ -253,3 +252,28 @@ def invocation_target(context: dg.AssetExecutionContext, project: DbtProject) ->
 
 
 gold_dbt_assets = build_gold_assets(prepare(dbt_project))
+
+
+def _seed(project: DbtProject, target: Path) -> None:
+    """``target`` gets the parse state a build starts from (see ``invocation_target``)."""
+    kept = asgard_home() / "dbt" / PARSE_STATE
+    seed = kept if kept.exists() else Path(project.project_dir) / project.target_path / PARSE_STATE
+    if seed.exists():
+        shutil.copy(seed, target / PARSE_STATE)
+
+
+def warm_up(project: DbtProject, dbt: DbtCliResource) -> None:
+    """``dbt ls`` in this process ahead of its first build (a warm run process does it:
+    ``warm_worker.fill_caches``). dbt builds some things once per process and keeps them:
+    its config classes' JSON schemas, the adapter's behavior flags (which read their own
+    source files), the manifest's decoders. The first build in a process took 1.07 s here,
+    the next ones 0.40 s; after an ``ls`` (0.64 s) 0.54 s. Nothing is built or written but
+    in a scratch target folder, removed after; a failure raises dbt's error. dagster-dbt
+    echoes dbt's lines to stdout: kept out of the process's output."""
+    target = Path(tempfile.mkdtemp(prefix="asgard-dbt-ls-"))
+    try:
+        _seed(project, target)
+        with redirect_stdout(io.StringIO()):
+            dbt.cli(["ls"], manifest=project.manifest_path, target_path=target).wait()
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
