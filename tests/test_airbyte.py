@@ -412,10 +412,10 @@ def test_sensor_and_demo_days_under_the_k8s_profile(k8s_env, airbyte, own_source
     assert command[command.index("--partition-range") + 1].startswith(f"{days[0]}...")
     # nothing in bronze yet: every table is requested
     first = evaluate_new_rows(ingest)
-    assert sorted(tuple(k.path[1] for k in r.asset_selection) for r in first) == [
-        ("machine_logs",),
-        ("quality_checks", "materials"),
-        ("work_orders",),
+    assert sorted(tuple(k.to_user_string() for k in r.asset_selection) for r in first) == [
+        ("bronze/machine_logs", "silver/machine_logs"),
+        ("bronze/quality_checks", "bronze/materials", "silver/quality_checks", "silver/materials"),
+        ("bronze/work_orders", "silver/work_orders"),
     ]
     assert run_bronze(ingest, [f"bronze/{t}" for t in SOURCE_TABLES]).success
     assert evaluate_new_rows(ingest) == []
@@ -429,7 +429,10 @@ def test_sensor_and_demo_days_under_the_k8s_profile(k8s_env, airbyte, own_source
         ).scalar()
     (request,) = evaluate_new_rows(ingest)
     assert request.partition_key == str(start)[:10]
-    assert [k.to_user_string() for k in request.asset_selection] == ["bronze/work_orders"]
+    assert [k.to_user_string() for k in request.asset_selection] == [
+        "bronze/work_orders",
+        "silver/work_orders",
+    ]
 
 
 def test_missing_k8s_settings_are_listed_at_once(monkeypatch):

@@ -143,9 +143,10 @@ def test_moved_order_is_once_after_the_sensors_runs(own_source):
     ).success
     move(engine, "WO-000001", datetime(2025, 5, 3, 9))
     (request,) = evaluate_new_rows()
-    assert request.partition_key == "2025-05-03" and keys(request) == ["bronze/work_orders"]
+    assert request.partition_key == "2025-05-03"
+    assert keys(request) == ["bronze/work_orders", "silver/work_orders"]
+    # bronze alone (a person's run): the automation rebuilds that silver day
     assert materialize("bronze/work_orders", partition_key="2025-05-03", instance=instance).success
-    # the automation rebuilds that silver day
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     requested = result.get_requested_partitions(dg.AssetKey(["silver", "work_orders"]))
     assert requested == {"2025-05-03"}
@@ -244,7 +245,7 @@ def test_sensor_brings_rows_outside_the_partitions(own_source):
     assert materialize("bronze/work_orders").success
     add_outside_rows(sa.create_engine(own_source))
     requests = evaluate_new_rows()
-    (request,) = [r for r in requests if keys(r) == ["bronze/work_orders"]]
+    (request,) = [r for r in requests if keys(r) == ["bronze/work_orders", "silver/work_orders"]]
     assert materialize("bronze/work_orders", partition_key=request.partition_key).success
     assert rows("bronze.work_orders") == 15_003
 

@@ -11,6 +11,8 @@ from asgard_assets.orchestration import sensors as s
 from asgard_assets.resources import resource
 from asgard_assets.resources.deployer import Deployment, LocalDeployer
 
+LAYERS = ("bronze", "silver")
+
 
 def test_jobs_select_their_layers():
     from asgard_assets.definitions import defs
@@ -20,7 +22,7 @@ def test_jobs_select_their_layers():
             k.to_user_string() for k in defs.resolve_job_def(job).asset_layer.executable_asset_keys
         }
 
-    assert keys("ingest") == {f"bronze/{t}" for t in demo_data.TABLES}
+    assert keys("ingest") == {f"{layer}/{t}" for t in demo_data.TABLES for layer in LAYERS}
     assert keys("transform") == {f"silver/{t}" for t in demo_data.TABLES} | {
         "gold/operator_features"
     }

@@ -172,12 +172,12 @@ def keys(request: dg.RunRequest) -> list[str]:
 def test_new_source_rows_sensor_requests_the_changed_days(source):
     first = evaluate_new_rows()  # nothing loaded yet
     by_keys = {tuple(keys(r)): r for r in first}
-    assert set(by_keys) == {
-        ("bronze/quality_checks", "bronze/materials"),
-        ("bronze/work_orders",),
-        ("bronze/machine_logs",),
+    assert set(by_keys) == {  # each table's bronze, then its silver in the same run
+        ("bronze/quality_checks", "bronze/materials", "silver/quality_checks", "silver/materials"),
+        ("bronze/work_orders", "silver/work_orders"),
+        ("bronze/machine_logs", "silver/machine_logs"),
     }
-    whole = by_keys[("bronze/work_orders",)]
+    whole = by_keys[("bronze/work_orders", "silver/work_orders")]
     assert whole.partition_key is None
     assert whole.tags.items() >= range_tags(["2025-01-01", "2025-06-30"]).items()
     assert materialize(
@@ -187,7 +187,7 @@ def test_new_source_rows_sensor_requests_the_changed_days(source):
 
     correct_day(source)
     (request,) = evaluate_new_rows()
-    assert request.partition_key == DAY and keys(request) == ["bronze/work_orders"]
+    assert request.partition_key == DAY and keys(request) == WO.split()
     assert request.run_key == f"work_orders@{DAY}:{LATER.isoformat()}"
     assert materialize("bronze/work_orders", partition_key=DAY).success
     assert "up to date" in evaluate_new_rows()
@@ -220,6 +220,27 @@ def test_automation_rebuilds_only_the_changed_silver_partition(source):
     requested = result.get_requested_partitions(dg.AssetKey(["silver", "work_orders"]))
     assert requested == {DAY}
     assert not result.get_requested_partitions(dg.AssetKey(["silver", "machine_logs"]))
+
+
+def test_after_the_sensor_s_run_the_automation_asks_for_gold_only(source):
+    """The sensor's run takes the day through bronze and silver: the automation's next tick
+    asks for no silver partition again, and for gold."""
+    from asgard_assets.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    tables = "machine_logs quality_checks materials".split()
+    everything = [f"{layer}/{t}" for layer in ("bronze", "silver") for t in tables]
+    assert materialize(" ".join([WO, *everything]), instance=instance).success
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # gold: missing
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert settled.total_requested == 0
+    correct_day(source)
+    (request,) = evaluate_new_rows()
+    assert materialize(" ".join(keys(request)), partition_key=DAY, instance=instance).success
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
+    silver = [dg.AssetKey(["silver", t]) for t in ["work_orders", *tables]]
+    assert not any(result.get_requested_partitions(k) for k in silver)
+    assert result.get_requested_partitions(dg.AssetKey(["gold", "operator_features"]))
 
 
 def volume_check(result, table: str = "work_orders") -> dg.AssetCheckEvaluation:

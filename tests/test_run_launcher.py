@@ -414,6 +414,7 @@ def test_everything_a_warm_process_prepares_is_there(tmp_path):
     assert done.stdout.strip() == f"prepared {len(PRELOAD)}"
     assert sorted(p.name for p in target.iterdir()) == before
     assert not (home / "dbt").exists()
+    assert not (home / "mlflow").exists()  # no tracking store made ahead in a new home
     assert not list(tmp_path.glob("asgard-dbt-ls-*"))  # its scratch target removed
 
 

@@ -6,10 +6,10 @@ import dagster as dg
 # daily-partitioned through its assets (work orders, machine logs)
 ingest_job = dg.define_asset_job(
     "ingest",
-    selection=dg.AssetSelection.groups("bronze"),
+    selection=dg.AssetSelection.groups("bronze", "silver"),
     description=(
-        "Source tables into bronze: the run's days of work orders and machine logs, "
-        "rows past the cursor of the others."
+        "Source tables into bronze and on into silver: the run's days of work orders and "
+        "machine logs, rows past the cursor of the others."
     ),
 )
 transform_job = dg.define_asset_job(

@@ -1,6 +1,6 @@
 """Schedules: at 02:00 UTC, ingest the day that just ended (the daily partition of work
-orders and machine logs) and the rows past the cursor of the other tables. The automation
-and sensors carry it on through the journey."""
+orders and machine logs) and the rows past the cursor of the other tables, into bronze and
+silver. The automation and sensors carry it on through the journey."""
 
 import dagster as dg
 

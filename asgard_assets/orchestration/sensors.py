@@ -1,10 +1,11 @@
-"""Sensors: new source rows -> ingest -> (automation: silver, gold) -> retrain -> deploy,
-and failures recorded where an operator looks.
+"""Sensors: new source rows -> ingest (bronze, then silver) -> (automation: gold) ->
+retrain -> deploy, and failures recorded where an operator looks.
 
 With the sensors on, a new or changed row in the source reaches a retrained, redeployed
 model without anyone clicking; the quality gate still decides whether it is deployed.
-Silver and gold follow bronze by declarative automation (``transform_automation``): it
-rebuilds exactly the silver partitions whose bronze partition changed.
+The sensor's run takes the changed days through bronze and silver; declarative automation
+(``transform_automation``) rebuilds gold after it, and any silver partition whose bronze
+partition changed by other means (a person, another job).
 """
 
 import json
@@ -30,8 +31,9 @@ TRIGGER = "asgard/trigger"
     job=ingest_job,
     minimum_interval_seconds=60,
     description=(
-        "Source rows newer than bronze's updated_at cursor start an ingest: of the days they "
-        "fall on for partitioned tables, of the rows past the cursor for the others."
+        "Source rows newer than bronze's updated_at cursor start an ingest into bronze and "
+        "silver: of the days they fall on for partitioned tables, of the rows past the cursor "
+        "for the others."
     ),
 )
 def new_source_rows(
@@ -75,9 +77,11 @@ def new_source_rows(
 
 
 def _request(tables: list[str], run_key: str, tags: dict | None = None, **kw) -> dg.RunRequest:
+    # the tables' bronze and, in the same run, their silver: one run per day of new rows
+    # instead of two (the automation, evaluated next, finds silver done and asks for gold)
     return dg.RunRequest(
         run_key=run_key,
-        asset_selection=[dg.AssetKey(["bronze", t]) for t in tables],
+        asset_selection=[dg.AssetKey([layer, t]) for layer in ("bronze", "silver") for t in tables],
         tags={TRIGGER: "new_source_rows", **(tags or {})},
         **kw,
     )

@@ -105,15 +105,19 @@ def fill_caches() -> None:
     """What a process does the first time it opens the instance, builds gold or logs a
     model, and keeps: the instance's storage opened once (its modules imported, the empty
     run file made: ~0.1 s of each run), dbt's per-process set-up (``gold.assets.warm_up``:
-    a ``dbt ls``, ~0.5 s off the first build) and MLflow's map of modules to the
+    a ``dbt ls``, ~0.5 s off the first build), MLflow's map of modules to the
     distributions that install them, for its requirement check (~0.4 s: it reads every
-    installed distribution's metadata; private to MLflow). Raises what fails; the worker
-    says so and goes on (the run does it then)."""
+    installed distribution's metadata; private to MLflow), a run's tags (git) and its
+    tracking and registry stores (~0.08 s). Raises what fails; the worker says so and goes
+    on (the run does it then)."""
     from dagster import DagsterInstance
+    from mlflow.tracking.context.registry import resolve_tags
     from mlflow.utils import requirements_utils
 
+    from ..contracts.model import MODEL_NAME
     from ..gold.assets import dbt_project, warm_up
     from ..resources import resource
+    from ..settings import MLFLOW_DB, asgard_home, embedded_mlflow_uri
     from .dagster_instance import KeptEngineEventLogStorage
 
     if os.environ.get("DAGSTER_HOME"):  # the run's instance: its storage's modules
@@ -121,8 +125,14 @@ def fill_caches() -> None:
             storage = instance.event_log_storage
             if isinstance(storage, KeptEngineEventLogStorage):
                 storage.prepare()
-    requirements_utils._init_modules_to_packages_map()
     warm_up(dbt_project, resource("dbt"))
+    requirements_utils._init_modules_to_packages_map()
+    resolve_tags()  # a training run's tags: MLflow looks the code's git commit up, once
+    tracking = resource("mlflow_tracking")
+    if tracking.uri() != embedded_mlflow_uri() or (asgard_home() / MLFLOW_DB).exists():
+        # MLflow keeps its stores per URI: the run's first call finds them open (not made
+        # ahead in a home that has none yet: the first training run makes it)
+        tracking.champion(MODEL_NAME)
 
 
 def main() -> None:
