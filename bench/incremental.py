@@ -16,7 +16,7 @@ bench waits, untimed, until the warm process is ready before each launch, and sk
 daemon's queue (0.5-4.5 s a run, ``bench/launch.py``); the daemon's ticks come from three
 sensors and may follow a run sooner than a warm process imports (the run then goes to the
 code server, Dagster's way). It also times, apart, what a warm process does before a run is
-handed to it (the libraries imported, MLflow's requirement-check cache filled).
+handed to it (the libraries imported, the instance opened, a `dbt ls`, MLflow's caches).
 
     .venv/bin/python bench/incremental.py
 """
@@ -36,7 +36,7 @@ from journey import ROOT, remove, run_demo, settle
 # two days after the demo data ends: one run in this process, one in warm processes
 LAST_DAY = "2025-07-02"
 # what a warm run process has done before a run is handed to it (warm_worker.py): the
-# libraries the steps use imported, MLflow's requirement-check cache filled; measured once
+# libraries the steps use imported, its caches filled (fill_caches); measured once
 # the definitions are loaded, as a run's process has them before its steps
 AHEAD = (
     "import time, importlib, asgard_assets.definitions\n"
@@ -288,7 +288,7 @@ def main() -> None:
     )
     print(
         "of the day in this process, what a warm run process has done before its run "
-        f"(warm_worker.py: imports, MLflow's requirement cache): {floor:.2f} s (best of 3, apart)"
+        f"(warm_worker.py: imports, fill_caches): {floor:.2f} s (best of 3, apart)"
     )
 
 

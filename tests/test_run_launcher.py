@@ -17,6 +17,7 @@ from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.launcher.base import LaunchRunContext
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
+from asgard_assets.orchestration import run_launcher
 from asgard_assets.orchestration.run_launcher import (
     WORKER_PID_TAG,
     WORKER_STARTED_TAG,
@@ -127,6 +128,15 @@ def ready_worker(instance) -> WarmProcess:
     return worker
 
 
+def next_worker(instance) -> WarmProcess:
+    """The process the launcher started for the next run (by a run's end, or its length)."""
+    deadline = time.monotonic() + 60  # a bound, not a timing assertion
+    while (waiting := instance.run_launcher._next) is None:
+        assert time.monotonic() < deadline, "no warm process was started for the next run"
+        time.sleep(0.05)
+    return waiting
+
+
 def wait_for(instance, run_id: str, statuses, bound: float = 180) -> dg.DagsterRun:
     deadline = time.monotonic() + bound  # a bound, not a timing assertion
     while time.monotonic() < deadline:
@@ -164,8 +174,6 @@ def test_a_launched_run_runs_in_the_worker_that_was_waiting(instance, tmp_path):
     first_worker = ready_worker(instance)
     first = launch(instance, tmp_path, "quick")
     assert int(first.tags[WORKER_PID_TAG]) == first_worker.process.pid
-    waiting = instance.run_launcher._next  # started as the first run was handed over
-    assert waiting is not first_worker and waiting.process.poll() is None
     done = wait_for(instance, first.run_id, FINISHED_STATUSES)
     assert done.status == dg.DagsterRunStatus.SUCCESS
     assert started_in(instance, first.run_id) == first_worker.process.pid
@@ -175,6 +183,8 @@ def test_a_launched_run_runs_in_the_worker_that_was_waiting(instance, tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert first_worker.process.returncode == 0
+    waiting = next_worker(instance)  # started once the first run's process ended
+    assert waiting is not first_worker and waiting.process.poll() is None
 
     assert ready_worker(instance) is waiting
     # the run imported the job's code itself (the worker had the libraries and Asgard's
@@ -182,23 +192,42 @@ def test_a_launched_run_runs_in_the_worker_that_was_waiting(instance, tmp_path):
     ran_in(instance, launch(instance, tmp_path, "quick"), waiting, ahead=True)
 
     # the launcher's end ends the worker still waiting
-    nxt = instance.run_launcher._next
+    nxt = next_worker(instance)
     instance.run_launcher.dispose()
     assert nxt.process.wait(timeout=120) == 0
 
 
 def test_a_run_launched_while_the_next_worker_imports_goes_to_the_code_server(instance, tmp_path):
-    """Simultaneous launches: one takes the waiting process; the next would wait for a new
-    one's imports, slower than Dagster's own launch, which it gets instead."""
+    """Simultaneous launches: one takes the waiting process, and no other imports beside its
+    run; the next launch would wait for a new one's imports, slower than Dagster's own
+    launch, which it gets instead, and one starts importing for the launch after."""
     ready_worker(instance)
-    first = launch(instance, tmp_path, "quick")
+    first = launch(instance, tmp_path, "sleepy")
+    assert WORKER_PID_TAG in first.tags
+    assert instance.run_launcher._next is None  # not beside the run (for QUIET_S)
+    launched_by_code_server(instance, tmp_path)
     importing = instance.run_launcher._next
-    assert WORKER_PID_TAG in first.tags and not importing.ready()
+    assert importing is not None and not importing.ready()
     launched_by_code_server(instance, tmp_path)
     assert instance.run_launcher._next is importing  # kept for the launch after
+    assert instance.run_launcher.terminate(first.run_id)
     assert wait_for(instance, first.run_id, FINISHED_STATUSES).status == (
-        dg.DagsterRunStatus.SUCCESS
+        dg.DagsterRunStatus.CANCELED
     )
+
+
+def test_a_long_run_has_the_next_worker_import_beside_it(instance, tmp_path, monkeypatch):
+    """A run going on past QUIET_S: the next warm process starts while it runs, so one is
+    ready when it ends."""
+    monkeypatch.setattr(run_launcher, "QUIET_S", 1.0)
+    ready_worker(instance)
+    run = launch(instance, tmp_path, "sleepy")
+    assert instance.run_launcher._next is None
+    waiting = next_worker(instance)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    assert waiting.process.pid != int(run.tags[WORKER_PID_TAG])
+    assert instance.run_launcher.terminate(run.run_id)
+    wait_for(instance, run.run_id, FINISHED_STATUSES)
 
 
 def test_terminating_a_run_in_a_worker_cancels_it(instance, tmp_path):

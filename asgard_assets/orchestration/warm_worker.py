@@ -7,7 +7,7 @@ step does any work. A day of new rows is four such runs. ``LocalRunLauncher`` ke
 process waiting instead: it imports ``PRELOAD`` as soon as it starts, says so on the pipe
 named by its argument, then reads one line from stdin, the command of ``dagster api
 execute_run`` (what Dagster's container launchers run), and runs it in itself. The launcher
-starts the next one as it hands a run over.
+starts the next one once that run ends (or has run a while: ``run_launcher.QUIET_S``).
 
 It imports the definitions ahead too (``asgard_assets.definitions``, the workspace's module:
 ~0.6 s of every run), and before running a command it checks they are still what a new
