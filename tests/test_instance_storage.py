@@ -384,23 +384,50 @@ def test_a_new_run_file_is_the_one_dagster_would_make(tmp_path):
     assert sorted(materialized) == ["daily"] * 10 + ["total"]
 
 
+def log_entry(message: str):
+    from dagster._core.events.log import EventLogEntry
+
+    return EventLogEntry(
+        error_info=None,
+        level="INFO",
+        user_message=message,
+        run_id="a-run",
+        timestamp=time.time(),
+        dagster_event=None,
+    )
+
+
 def test_a_run_file_another_process_made_is_kept(tmp_path):
     """A second storage (another process's) writing to a run's file that exists keeps the
     events in it: the copy never replaces a file."""
-    from dagster._core.events.log import EventLogEntry
-
-    def event(message: str) -> EventLogEntry:
-        return EventLogEntry(
-            error_info=None,
-            level="INFO",
-            user_message=message,
-            run_id="a-run",
-            timestamp=time.time(),
-            dagster_event=None,
-        )
-
     first = dagster_instance.KeptEngineEventLogStorage(str(tmp_path))
-    first.store_event(event("first"))
+    first.store_event(log_entry("first"))
     second = dagster_instance.KeptEngineEventLogStorage(str(tmp_path))
-    second.store_event(event("second"))
+    second.store_event(log_entry("second"))
     assert [e.user_message for e in second.get_logs_for_run("a-run")] == ["first", "second"]
+
+
+def test_a_run_file_is_checked_by_its_stamp_and_initialized_when_older(tmp_path, monkeypatch):
+    """The run's process finds its file made (the process that created the run stored its
+    planned events there): it carries the stamp of Dagster's own init in this process, so
+    Dagster's init (its migration scripts read) is not run again; a file with another stamp
+    (an older Dagster's) gets Dagster's init, which checks it as it always did."""
+    import sqlite3
+
+    dagster_instance.KeptEngineEventLogStorage(str(tmp_path)).store_event(log_entry("made"))
+    inits: list[str] = []
+
+    def storage():
+        made = dagster_instance.KeptEngineEventLogStorage(str(tmp_path))
+        real = made._initdb
+        monkeypatch.setattr(
+            made, "_initdb", lambda e, **kw: (inits.append(e.url.database), real(e, **kw))
+        )
+        return made
+
+    storage().store_event(log_entry("current stamp"))
+    assert not [db for db in inits if db.endswith("a-run.db")]
+    with sqlite3.connect(tmp_path / "a-run.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'older'")
+    storage().store_event(log_entry("older stamp"))
+    assert [db for db in inits if db.endswith("a-run.db")] == [str(tmp_path / "a-run.db")]

@@ -224,7 +224,7 @@ def test_a_long_run_has_the_next_worker_import_beside_it(instance, tmp_path, mon
     run = launch(instance, tmp_path, "sleepy")
     assert instance.run_launcher._next is None
     waiting = next_worker(instance)
-    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    assert not instance.get_run_by_id(run.run_id).is_finished  # (it sleeps 600 s)
     assert waiting.process.pid != int(run.tags[WORKER_PID_TAG])
     assert instance.run_launcher.terminate(run.run_id)
     wait_for(instance, run.run_id, FINISHED_STATUSES)
@@ -400,24 +400,35 @@ def test_code_that_could_not_be_listed_at_start_means_a_new_process():
     )
 
 
-def test_everything_a_warm_process_prepares_is_there(tmp_path):
+@pytest.mark.parametrize("tracking_store", [False, True])
+def test_everything_a_warm_process_prepares_is_there(tmp_path, tracking_store):
     """A name in PRELOAD that no longer imports (a library moved a module), an MLflow
     whose cache is gone or a dbt command that fails would only print a warning in each warm
     process and quietly cost every run its time again: here they fail. dbt's ``ls`` ran in
-    the process (its task imported) and left nothing in the project or the home."""
+    the process (its task imported) and left nothing in the project or the home; a home
+    without a tracking store gets none, one with it has its stores opened, and the
+    environment is as it was (MLflow exports the URI it is given: a process that replaces
+    itself would pass it on)."""
     code = textwrap.dedent(
         """
-        import importlib, sys
+        import importlib, os, sys
         from asgard_assets.orchestration.warm_worker import PRELOAD, fill_caches
         for name in PRELOAD:
             importlib.import_module(name)
         assert "dbt.task.list" not in sys.modules
+        if sys.argv[1] == "True":  # a home that has trained: its tracking store exists
+            from mlflow import MlflowClient
+            from asgard_assets.settings import asgard_home, embedded_mlflow_uri
+            (asgard_home() / "mlflow").mkdir(parents=True)
+            MlflowClient(embedded_mlflow_uri()).search_experiments()
+        environment = dict(os.environ)
         fill_caches()
+        assert dict(os.environ) == environment
         from mlflow.utils import requirements_utils
         assert "sklearn" in requirements_utils._MODULES_TO_PACKAGES
         assert "dbt.task.list" in sys.modules
         from asgard_assets.orchestration import dagster_instance
-        assert dagster_instance._template is not None  # the empty run file
+        assert dagster_instance._template is not None  # Dagster's init of a run's file
         print("prepared", len(PRELOAD))
         """
     )
@@ -427,7 +438,7 @@ def test_everything_a_warm_process_prepares_is_there(tmp_path):
     target = ROOT / "dbt_project" / "target"
     before = sorted(p.name for p in target.iterdir())
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, str(tracking_store)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -445,7 +456,7 @@ def test_everything_a_warm_process_prepares_is_there(tmp_path):
     assert done.stdout.strip() == f"prepared {len(PRELOAD)}"
     assert sorted(p.name for p in target.iterdir()) == before
     assert not (home / "dbt").exists()
-    assert not (home / "mlflow").exists()  # no tracking store made ahead in a new home
+    assert (home / "mlflow").exists() == tracking_store  # none made ahead in a new home
     assert not list(tmp_path.glob("asgard-dbt-ls-*"))  # its scratch target removed
 
 

@@ -51,7 +51,7 @@ WORKER_PID_TAG = "asgard/run_worker_pid"
 WORKER_STARTED_TAG = "asgard/run_worker_started"
 # The next warm process starts importing when the handed-over run ends, or once it has run
 # this long: its import beside a run competed with it for the CPU (2 cores here: a day's
-# four runs took ~0.3 s longer in all, the automation's ticks between them twice as long);
+# three runs took ~0.3 s longer in all, the automation's ticks between them twice as long);
 # a long run has the next one ready by its end.
 QUIET_S = 10.0
 
@@ -154,12 +154,10 @@ class LocalRunLauncher(DefaultRunLauncher):
         try:
             code = process.wait(timeout=QUIET_S)
         except subprocess.TimeoutExpired:
-            self.prepare()  # a long run: the next run's process imports beside it
+            if self._live_instance() is not None:
+                self.prepare()  # a long run: the next run's process imports beside it
             code = process.wait()
-        try:
-            instance = None if self._disposed else self._instance
-        except DagsterInvariantViolationError:  # garbage-collected: its process is ending
-            instance = None
+        instance = self._live_instance()
         if instance is None:  # the daemon is going away: run monitoring looks after the run
             return
         self.prepare()
@@ -169,6 +167,13 @@ class LocalRunLauncher(DefaultRunLauncher):
             if not self._disposed:
                 raise
             # the instance's storage was disposed of first: run monitoring looks after it
+
+    def _live_instance(self):
+        """The launcher's instance, or None once it is disposed of or gone."""
+        try:
+            return None if self._disposed else self._instance
+        except DagsterInvariantViolationError:  # garbage-collected: its process is ending
+            return None
 
     @staticmethod
     def _fail_unfinished(instance, run_id: str, pid: int, code: int) -> None:

@@ -3,7 +3,7 @@
 Dagster's code server starts every run in a new interpreter (``multiprocessing`` spawn),
 which imports Dagster, the definitions (dagster-dbt, pyiceberg, DuckDB: ~4 s here) and then
 what the steps use (dbt's runner, MLflow, scikit-learn, Feast: 2-6 s more) before the first
-step does any work. A day of new rows is four such runs. ``LocalRunLauncher`` keeps one
+step does any work. A day of new rows is three such runs. ``LocalRunLauncher`` keeps one
 process waiting instead: it imports ``PRELOAD`` as soon as it starts, says so on the pipe
 named by its argument, then reads one line from stdin, the command of ``dagster api
 execute_run`` (what Dagster's container launchers run), and runs it in itself. The launcher
@@ -103,35 +103,62 @@ def changed_since(state: list | None) -> str | None:
 
 def fill_caches() -> None:
     """What a process does the first time it opens the instance, builds gold or logs a
-    model, and keeps: the instance's storage opened once (its modules imported, the empty
-    run file made: ~0.1 s of each run), dbt's per-process set-up (``gold.assets.warm_up``:
-    a ``dbt ls``, ~0.5 s off the first build), MLflow's map of modules to the
-    distributions that install them, for its requirement check (~0.4 s: it reads every
-    installed distribution's metadata; private to MLflow), a run's tags (git) and its
-    tracking and registry stores (~0.08 s). Raises what fails; the worker says so and goes
-    on (the run does it then)."""
-    from dagster import DagsterInstance
-    from mlflow.tracking.context.registry import resolve_tags
-    from mlflow.utils import requirements_utils
+    model, and keeps: the instance's storage opened once (its modules imported, Dagster's
+    init of a run's file done: ~20 ms of each run), dbt's per-process set-up
+    (``gold.assets.warm_up``: a ``dbt ls``, ~0.5 s off the first build), MLflow's map of
+    modules to the distributions that install them, for its requirement check (~0.4 s: it
+    reads every installed distribution's metadata; private to MLflow), a training run's tags
+    (git) and the embedded tracking and registry stores (~0.08 s). Each is tried on its own;
+    what failed is raised at the end (the worker says so and goes on: the run does it then).
+    The environment is left as it was (MLflow exports the tracking URI it is given, and a
+    process that replaces itself passes its environment on)."""
+    environment = dict(os.environ)
+    failed = []
+    for step in (_open_instance, _dbt, _mlflow):
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 - reported below, after the others
+            failed.append(f"{step.__name__.strip('_')}: {e!r}")
+    os.environ.clear()
+    os.environ.update(environment)
+    if failed:
+        raise RuntimeError("; ".join(failed))
 
-    from ..contracts.model import MODEL_NAME
-    from ..gold.assets import dbt_project, warm_up
-    from ..resources import resource
-    from ..settings import MLFLOW_DB, asgard_home, embedded_mlflow_uri
+
+def _open_instance() -> None:
+    from dagster import DagsterInstance
+
     from .dagster_instance import KeptEngineEventLogStorage
 
-    if os.environ.get("DAGSTER_HOME"):  # the run's instance: its storage's modules
+    if os.environ.get("DAGSTER_HOME"):
         with DagsterInstance.get() as instance:
             storage = instance.event_log_storage
             if isinstance(storage, KeptEngineEventLogStorage):
                 storage.prepare()
+
+
+def _dbt() -> None:
+    from ..gold.assets import dbt_project, warm_up
+    from ..resources import resource
+
     warm_up(dbt_project, resource("dbt"))
+
+
+def _mlflow() -> None:
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils import requirements_utils
+
+    from ..contracts.model import MODEL_NAME
+    from ..resources import resource
+    from ..settings import MLFLOW_DB, asgard_home, embedded_mlflow_uri
+
     requirements_utils._init_modules_to_packages_map()
     resolve_tags()  # a training run's tags: MLflow looks the code's git commit up, once
     tracking = resource("mlflow_tracking")
-    if tracking.uri() != embedded_mlflow_uri() or (asgard_home() / MLFLOW_DB).exists():
-        # MLflow keeps its stores per URI: the run's first call finds them open (not made
-        # ahead in a home that has none yet: the first training run makes it)
+    # MLflow keeps its stores per URI: the run's first call finds them open. Only the
+    # embedded store that exists (a server may be slow to answer or down: the process would
+    # not be ready meanwhile; a home without one gets it from its first training run)
+    if tracking.uri() == embedded_mlflow_uri() and (asgard_home() / MLFLOW_DB).exists():
         tracking.champion(MODEL_NAME)
 
 
