@@ -148,7 +148,8 @@ class LocalRunLauncher(DefaultRunLauncher):
         return None
 
     def _watch(self, process: subprocess.Popen, run_id: str) -> None:
-        """Wait for the run's process (which also reaps it) and fail the run if it ended
+        """Wait for the run's process (which also reaps it), start the next warm process
+        (once it ends, or once it has run ``QUIET_S``), and fail the run if its process ended
         before the run did: a crash while importing the definitions, kill -9, the OOM
         killer. A run that ended writes its last event before its process exits."""
         try:
