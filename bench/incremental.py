@@ -270,12 +270,12 @@ def main() -> None:
     assert [label for label, _ in steps] == [label for label, _ in warm_steps]
     rows = {k: v for k, v in first.items() if k != "day"}
     print(f"new days {first['day']} and {second['day']}, rows added to the source each: {rows}")
-    print(f"{'step':<52}{'in this process':>17}{'warm processes':>16}")
+    print(f"{'step':<56}{'in this process':>17}{'warm processes':>16}")
     for (label, secs), (_, warm_secs) in zip(steps, warm_steps, strict=True):
-        print(f"{label:<52}{secs:>17.2f}{warm_secs:>16.2f}")
+        print(f"{label:<56}{secs:>17.2f}{warm_secs:>16.2f}")
     total, warm_total = sum(s for _, s in steps), sum(s for _, s in warm_steps)
-    print(f"{'one new day, all steps':<52}{total:>17.2f}{warm_total:>16.2f}")
-    print(f"{'cold journey (asgard demo)':<52}{cold:>17.2f}")
+    print(f"{'one new day, all steps':<56}{total:>17.2f}{warm_total:>16.2f}")
+    print(f"{'cold journey (asgard demo)':<56}{cold:>17.2f}")
     print(
         f"one new day / cold journey: {total / cold:.2f} in this process, "
         f"{warm_total / cold:.2f} in warm processes (a best case of the daemon's way)   "

@@ -229,6 +229,20 @@ def _build(
 PARSE_STATE = "partial_parse.msgpack"
 
 
+def _kept_state() -> Path:
+    """This home's dbt parse state, kept after each successful build."""
+    return asgard_home() / "dbt" / PARSE_STATE
+
+
+def _seed(project: DbtProject, target: Path) -> None:
+    """``target`` gets the parse state a build starts from: this home's, or on a new home
+    the one parsing the project left in its own target folder (``invocation_target``)."""
+    kept = _kept_state()
+    seed = kept if kept.exists() else Path(project.project_dir) / project.target_path / PARSE_STATE
+    if seed.exists():
+        shutil.copy(seed, target / PARSE_STATE)
+
+
 @contextmanager
 def invocation_target(context: dg.AssetExecutionContext, project: DbtProject) -> Iterator[Path]:
     """A target folder for one dbt invocation, under ASGARD_HOME, seeded with dbt's parse
@@ -236,9 +250,8 @@ def invocation_target(context: dg.AssetExecutionContext, project: DbtProject) ->
     the project left in its own target folder (the profile names no home, so the state is
     valid in any; dbt re-parses only the files changed since). The folder's artifacts are
     removed after a success and kept after a failure, for a look at dbt's log."""
-    state = asgard_home() / "dbt"
+    state = _kept_state().parent
     state.mkdir(parents=True, exist_ok=True)
-    kept = state / PARSE_STATE
     target = Path(tempfile.mkdtemp(prefix="target-", dir=state))
     _seed(project, target)
     try:
@@ -247,19 +260,8 @@ def invocation_target(context: dg.AssetExecutionContext, project: DbtProject) ->
         context.log.error(f"dbt's log and compiled SQL of the failed build: {target}")
         raise
     if (target / PARSE_STATE).exists():
-        os.replace(target / PARSE_STATE, kept)
+        os.replace(target / PARSE_STATE, _kept_state())
     shutil.rmtree(target, ignore_errors=True)
-
-
-gold_dbt_assets = build_gold_assets(prepare(dbt_project))
-
-
-def _seed(project: DbtProject, target: Path) -> None:
-    """``target`` gets the parse state a build starts from (see ``invocation_target``)."""
-    kept = asgard_home() / "dbt" / PARSE_STATE
-    seed = kept if kept.exists() else Path(project.project_dir) / project.target_path / PARSE_STATE
-    if seed.exists():
-        shutil.copy(seed, target / PARSE_STATE)
 
 
 def warm_up(project: DbtProject, dbt: DbtCliResource) -> None:
@@ -277,3 +279,6 @@ def warm_up(project: DbtProject, dbt: DbtCliResource) -> None:
             dbt.cli(["ls"], manifest=project.manifest_path, target_path=target).wait()
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+gold_dbt_assets = build_gold_assets(prepare(dbt_project))
