@@ -57,6 +57,19 @@ class Forwarded:
                 self.interrupt()
             yield line
 
+    def wait(self, grace: float = 5.0) -> int:
+        """The child's exit code, once it exits. Asked to stop, past ``grace`` SIGINT until
+        it does: a SIGINT sent for a line read late can land as the child's interpreter
+        exits, interrupting a thread pool's exit hook, and the interpreter then waits
+        forever for that pool's idle worker (seen: `asgard demo` killed mid-run, the run
+        ended, its process never exited); another SIGINT ends that wait."""
+        if self.received is not None:
+            try:
+                return self.child.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.stop_child()
+        return self.child.wait()
+
     def stop_child(self, every: float = 2.0, within: float = 60.0) -> None:
         """SIGINT until the child exits (no log read any more: asgard itself failed)."""
         deadline = time.monotonic() + within

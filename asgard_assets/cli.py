@@ -157,7 +157,7 @@ def demo(force: bool = False) -> int:
         # the run is recorded as ended: the Dagster process's own exit (its interpreter's
         # teardown of dagster, dbt, Feast, MLflow: ~2 s) is not waited for
         return 0
-    code = process.wait()
+    code = signals.wait()
     if signals.received is not None:
         ended = "before it started" if followed.run_id is None else followed.ended or "ended"
         print(

@@ -437,6 +437,31 @@ def test_an_interrupted_run_that_goes_on_is_interrupted_again():
     assert forwarded.received == signal.SIGTERM
 
 
+def test_a_child_left_waiting_as_it_exits_gets_sigint_until_it_does():
+    """After a stop was asked for, a child that has not exited within the grace period
+    (its interpreter waiting on a thread a late SIGINT left behind) gets SIGINT until it
+    exits; a child that exits by itself gets none."""
+    import signal
+
+    waits_for_sigint = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *a: sys.exit(7))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    forwarded = child_signals.Forwarded()
+    forwarded.start([sys.executable, "-c", waits_for_sigint], stdout=subprocess.PIPE, text=True)
+    assert forwarded.child.stdout.readline() == "ready\n"
+    forwarded.received = signal.SIGTERM
+    assert forwarded.wait(grace=0.5) == 7  # it ended on the SIGINT, not by itself
+    forwarded.child.stdout.close()
+
+    forwarded = child_signals.Forwarded()
+    forwarded.start([sys.executable, "-c", "import sys; sys.exit(3)"])
+    forwarded.received = signal.SIGTERM
+    assert forwarded.wait(grace=60) == 3
+
+
 def test_killing_the_demo_stops_its_run_and_says_so(tmp_path, monkeypatch):
     """`kill <asgard demo>` mid-run: the run's process (its own process group) gets SIGINT
     until it exits (one is not enough: Dagster retries the interrupted step when it has a
